@@ -1,0 +1,171 @@
+"""The CLI shell: help, global flags, error rendering and exit codes."""
+
+from __future__ import annotations
+
+import pytest
+from cli_support import run_cli
+from pydantic import Field
+
+from quantart_cli import __version__
+from quantart_cli.errors import BadInputError, NotBuiltError
+from quantart_cli.plugins import Stage
+from quantart_cli.settings import StageSettings
+
+STAGES = ["train-vq", "train-sga", "encode", "stylize", "inspect-codebook"]
+
+
+def test_root_help_lists_every_stage(capsys):
+    result = run_cli(capsys, "--help")
+    assert result.code == 0
+    for name in [*STAGES, "stages", "paths", "presets"]:
+        assert name in result.out
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_has_help_with_its_options(capsys, stage):
+    result = run_cli(capsys, stage, "--help")
+    assert result.code == 0
+    for option in ("--device", "--preset", "--set", "--print-config"):
+        assert option in result.out
+
+
+def test_stage_help_shows_real_options(capsys):
+    out = run_cli(capsys, "stylize", "--help").out
+    for option in ("--style", "--alpha", "--visual-fidelity", "--ckpt", "--tile", "--overlap", "--json"):
+        assert option in out
+    out = run_cli(capsys, "train-vq", "--help").out
+    for option in ("--data", "--steps", "--batch-size", "--precision", "--resume", "--init-from"):
+        assert option in out
+
+
+def test_version(capsys):
+    result = run_cli(capsys, "--version")
+    assert result.code == 0
+    assert result.out.strip() == f"quantart {__version__}"
+
+
+def test_bad_choice_names_option_and_allowed_values(capsys):
+    result = run_cli(capsys, "stylize", "--format", "gif")
+    assert result.code == 2
+    assert "--format" in result.err and "png" in result.err and "webp" in result.err
+    assert result.out == ""
+
+
+def test_out_of_range_value_is_one_sentence(capsys):
+    result = run_cli(capsys, "stylize", "--alpha", "1.5")
+    assert result.code == 2
+    assert "--alpha" in result.err and "1.5" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_bad_device_is_rejected(capsys):
+    result = run_cli(capsys, "--device", "gpu", "stylize", "x.jpg")
+    assert result.code == 2
+    assert "--device" in result.err and "cuda:N" in result.err
+
+
+def test_typo_in_flag_suggests_the_right_one(capsys):
+    result = run_cli(capsys, "stylize", "--alpah", "0.5")
+    assert result.code == 2
+    assert "--alpha" in result.err
+
+
+def test_unknown_command_exits_2(capsys):
+    assert run_cli(capsys, "stylise").code == 2
+
+
+def _stage(run, settings=StageSettings, name="probe"):
+    return Stage(name=name, help="A probe stage for tests.", settings=settings, run=run)
+
+
+def test_library_error_is_one_sentence_with_its_exit_code(capsys):
+    def run(settings, ctx):
+        raise BadInputError("photo.jpg is not an image.")
+
+    result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
+    assert result.code == 1
+    assert "photo.jpg is not an image." in result.err
+    assert "Traceback" not in result.err
+
+
+def test_not_built_capability_exits_3(capsys):
+    def run(settings, ctx):
+        raise NotBuiltError("probe is not built yet.")
+
+    result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
+    assert result.code == 3
+    assert result.err.count("\n") <= 2
+
+
+def test_unexpected_error_hides_traceback_unless_debug(capsys):
+    def run(settings, ctx):
+        raise ZeroDivisionError("boom")
+
+    result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
+    assert result.code == 1
+    assert "boom" in result.err and "--debug" in result.err and "Traceback" not in result.err
+    result = run_cli(capsys, "--debug", "probe", extra_stages=[_stage(run)])
+    assert result.code == 1
+    assert "Traceback" in result.err
+
+
+def test_interrupt_exits_130(capsys):
+    def run(settings, ctx):
+        raise KeyboardInterrupt
+
+    result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
+    assert result.code == 130
+    assert "Interrupted" in result.err
+
+
+def test_quiet_silences_notes_but_not_results(capsys):
+    def run(settings, ctx):
+        ctx.console.info("a note")
+        ctx.console.result("the result")
+
+    result = run_cli(capsys, "--quiet", "probe", extra_stages=[_stage(run)])
+    assert result.out == "the result\n"
+    assert "a note" not in result.err
+    result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
+    assert "a note" in result.err
+
+
+def test_root_device_reaches_stage_settings(capsys):
+    seen = {}
+
+    def run(settings, ctx):
+        seen["device"] = settings.device
+
+    run_cli(capsys, "--device", "cuda:1", "probe", extra_stages=[_stage(run)])
+    assert seen["device"] == "cuda:1"
+
+
+def test_stage_return_code_is_the_exit_code(capsys):
+    class S(StageSettings):
+        code: int = Field(0)
+
+    result = run_cli(capsys, "probe", "--code", "4", extra_stages=[_stage(lambda s, c: s.code, S)])
+    assert result.code == 4
+
+
+def test_paths_prints_every_folder(capsys, isolated_quantart_env):
+    result = run_cli(capsys, "paths")
+    assert result.code == 0
+    names = [line.split("\t")[0] for line in result.out.splitlines()]
+    assert names == ["config", "presets", "user-config", "cache", "runs"]
+    assert str(isolated_quantart_env / "cache") in result.out
+
+
+def test_stages_lists_distribution(capsys):
+    result = run_cli(capsys, "stages")
+    assert result.code == 0
+    for name in STAGES:
+        assert name in result.out
+    assert "quantart 0.1.0" in result.out
+
+
+def test_presets_command_lists_builtin_presets(capsys):
+    result = run_cli(capsys, "presets", "train-vq")
+    assert result.code == 0
+    for name in ("wikiart", "coco", "landscape", "ffhq", "metfaces", "tiny"):
+        assert name in result.out
