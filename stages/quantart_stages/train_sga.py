@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from quantart_cli.errors import NotBuiltError
+from quantart_cli.loss_config import StyleTransferLossConfig
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_option
 from quantart_stages.common import TrainingSettings
-
-
-class StyleTransferLossSettings(BaseModel):
-    """Stage-2 loss (VQLPIPS_Ref of the original), all terms in latent space."""
-
-    model_config = ConfigDict(extra="forbid")
-    reverse_weight: float = Field(1.0, ge=0, description="Content (reverse) MSE weight.")
-    codebook1_weight: float = Field(1.0, ge=0, description="Weight of quantize_dec's VQ loss.")
-    style_weight: float = Field(10.0, ge=0, description="Mean/std style statistics weight.")
-    disc_weight: float = Field(1.0, ge=0)
-    disc_factor: float = Field(0.8, ge=0)
-    disc_start: int = Field(0, ge=0)
-    disc_loss: Literal["hinge", "vanilla"] = "hinge"
-    disc_ndf: int = Field(64, ge=1)
-    disc_num_layers: int = Field(0, ge=0)
 
 
 class TrainSGASettings(TrainingSettings):
@@ -40,7 +23,7 @@ class TrainSGASettings(TrainingSettings):
     cache: Path | None = cli_option(None, "Encode both datasets once into this folder and train from the latents.")
     sga_blocks: int = cli_option(6, "Style-Guided Attention blocks.", ge=1)
     use_residual: bool = cli_option(True, "Residual connections in the SGA attention blocks.")
-    loss: StyleTransferLossSettings = StyleTransferLossSettings()
+    loss: StyleTransferLossConfig = StyleTransferLossConfig()
 
 
 def run(settings: TrainSGASettings, ctx: RunContext) -> int:

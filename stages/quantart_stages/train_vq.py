@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from quantart_cli.config import VQGANConfig
 from quantart_cli.errors import NotBuiltError
+from quantart_cli.loss_config import VQGANLossConfig
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_option
 from quantart_stages.common import TrainingSettings
-
-
-class VQGANLossSettings(BaseModel):
-    """Stage-1 loss (VQLPIPSWithDiscriminator of the original)."""
-
-    model_config = ConfigDict(extra="forbid")
-    codebook_weight: float = Field(1.0, ge=0)
-    perceptual_weight: float = Field(1.0, ge=0, description="LPIPS weight; 0 skips LPIPS.")
-    disc_weight: float = Field(0.8, ge=0)
-    disc_factor: float = Field(1.0, ge=0)
-    disc_start: int = Field(10000, ge=0, description="Step at which the GAN loss starts.")
-    disc_loss: Literal["hinge", "vanilla"] = "hinge"
-    disc_ndf: int = Field(64, ge=1)
-    disc_num_layers: int = Field(3, ge=0)
 
 
 class TrainVQSettings(TrainingSettings):
@@ -34,7 +18,7 @@ class TrainVQSettings(TrainingSettings):
     restart_dead_codes: bool = cli_option(False, "Re-seed unused codes from recent encoder outputs.")
     dead_code_window: int = cli_option(200, "Steps over which code usage is counted for health and restarts.", ge=1)
     model: VQGANConfig = VQGANConfig()
-    loss: VQGANLossSettings = VQGANLossSettings()
+    loss: VQGANLossConfig = VQGANLossConfig()
 
 
 def run(settings: TrainVQSettings, ctx: RunContext) -> int:
