@@ -4,25 +4,108 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantart_cli.errors import NotBuiltError
+from quantart_cli.errors import UsageError
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 
 class EncodeSettings(CheckpointReadingSettings):
-    inputs: list[str] = cli_argument("Images, folders or globs (or .safetensors index files with --decode).",
-                                     default=[])
+    inputs: list[str] = cli_argument("Images, folders or globs (code files with --decode).", default=[])
     ckpt: Path | None = cli_option(None, "VQGAN checkpoint (native, .safetensors or an original .ckpt).")
-    out: Path | None = cli_option(None, "Output folder, or a .safetensors file with --single-file.", short="-o")
-    decode: bool = cli_option(False, "Turn index files back into images.", aliases=("--reverse",))
+    out: Path | None = cli_option(
+        None, "Output folder (default ./codes, or ./decoded with --decode), or a .safetensors file with "
+        "--single-file.", short="-o")
+    decode: bool = cli_option(False, "Turn code files back into images.", aliases=("--reverse",))
     single_file: bool = cli_option(False, "Write one safetensors file for the whole dataset.")
-    batch_size: int = cli_option(8, "Images per batch.", ge=1)
-    overwrite: bool = cli_option(False, "Replace existing outputs.")
+    batch_size: int = cli_option(8, "Images per batch (images of equal size are batched together).", ge=1)
+    overwrite: bool = cli_option(False, "Replace existing outputs (default: skip them).")
 
 
 def run(settings: EncodeSettings, ctx: RunContext) -> int:
-    raise NotBuiltError("encode is registered but image encoding is not built yet in this version.")
+    if not settings.inputs:
+        raise UsageError("encode needs at least one input: images, folders or globs (or code files with --decode).")
+    if settings.ckpt is None:
+        raise UsageError("encode needs --ckpt, a VQGAN checkpoint (train one with train-vq or import an original "
+                         "with `quantart convert`).")
+    from quantart_cli.checkpoint import checkpoint_sha256, load_model
+    from quantart_cli.devices import resolve_device
+
+    device = resolve_device(settings.device)
+    model = load_model(settings.ckpt, device=device, expected_kind="vqgan", trust=settings.trust_checkpoint)
+    digest = checkpoint_sha256(settings.ckpt)
+    if settings.decode:
+        return _decode(settings, ctx, model, digest, device)
+    return _encode(settings, ctx, model, digest, device)
+
+
+def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
+    from quantart_cli.codes import CodeFile, encode_image_files, save_code_file
+    from quantart_cli.data import collect_images
+
+    paths = collect_images(settings.inputs)
+    n_embed = model.config.quantizer.n_embed
+    factor = model.downsample_factor
+    if settings.single_file:
+        target = settings.out or Path("codes.safetensors")
+        if target.suffix != ".safetensors":
+            raise UsageError(f"--single-file writes one .safetensors file; --out {target} has another suffix.")
+        if target.exists() and not settings.overwrite:
+            raise UsageError(f"{target} exists; pass --overwrite to replace it.")
+        with ctx.console.progress("encoding", len(paths), unit="img") as bar:
+            records = list(encode_image_files(model, paths, device=device, batch_size=settings.batch_size,
+                                              on_image=lambda _: bar.advance()))
+        save_code_file(target, CodeFile(records, digest, n_embed, factor))
+        ctx.console.result(str(target))
+        return 0
+    out_dir = settings.out or Path("codes")
+    todo = [p for p in paths if settings.overwrite or not (out_dir / f"{p.stem}.safetensors").exists()]
+    if len(todo) < len(paths):
+        ctx.console.info(f"skipping {len(paths) - len(todo)} image(s) already encoded in {out_dir} "
+                         "(--overwrite re-encodes them)")
+    stems: dict[str, Path] = {}
+    for path in todo:
+        if path.stem in stems:
+            raise UsageError(f"{path} and {stems[path.stem]} would both write {out_dir / (path.stem + '.safetensors')};"
+                             " encode them into different --out folders or use --single-file.")
+        stems[path.stem] = path
+    with ctx.console.progress("encoding", len(todo), unit="img") as bar:
+        for record in encode_image_files(model, todo, device=device, batch_size=settings.batch_size):
+            target = save_code_file(out_dir / f"{Path(record.source).stem}.safetensors",
+                                    CodeFile([record], digest, n_embed, factor))
+            ctx.console.result(str(target))
+            bar.advance()
+    return 0
+
+
+def _decode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
+    from quantart_cli.codes import decode_records, load_code_file
+    from quantart_cli.data import collect_images
+    from quantart_cli.imageio import save_image_atomic
+
+    files = collect_images(settings.inputs, extensions=(".safetensors",))
+    out_dir = settings.out or Path("decoded")
+    n_embed = model.config.quantizer.n_embed
+    code_files = [(f, load_code_file(f)) for f in files]
+    total = sum(len(cf.records) for _, cf in code_files)
+    with ctx.console.progress("decoding", total, unit="img") as bar:
+        for path, code_file in code_files:
+            if code_file.n_embed != n_embed:
+                raise UsageError(f"{path} holds indices into a {code_file.n_embed}-code book but {settings.ckpt} "
+                                 f"has {n_embed} codes; decode with the checkpoint that encoded it.")
+            if code_file.checkpoint_sha256 != digest:
+                ctx.console.warn(f"{path} was encoded with another checkpoint (sha256 "
+                                 f"{code_file.checkpoint_sha256[:12]}); decoding with {settings.ckpt} anyway.")
+            for record, image in zip(code_file.records, decode_records(model, code_file.records, device=device),
+                                     strict=True):
+                target = out_dir / f"{Path(record.source).stem}.png"
+                if target.exists() and not settings.overwrite:
+                    ctx.console.info(f"skipping {target}: it exists (--overwrite replaces it)")
+                else:
+                    save_image_atomic(image, target)
+                    ctx.console.result(str(target))
+                bar.advance()
+    return 0
 
 
 stage = Stage(
@@ -30,5 +113,6 @@ stage = Stage(
     help="Encode images to code indices (and decode them back).",
     settings=EncodeSettings,
     run=run,
-    description="Example: quantart encode photos/ --ckpt vq.pt --out codes/",
+    description="Example: quantart encode photos/ --ckpt vq.pt --out codes/ ; quantart encode codes/ --decode "
+    "--ckpt vq.pt --out decoded/",
 )

@@ -1,0 +1,127 @@
+"""`quantart encode` and `quantart convert` end to end on tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from cli_support import run_cli
+from PIL import Image
+
+from quantart_cli.checkpoint import load_model, save_checkpoint
+from quantart_cli.codes import load_code_file
+from quantart_cli.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
+from quantart_cli.imageio import crop_padding, load_image_tensor, pad_to_multiple
+from quantart_cli.models import VQGAN, StyleTransfer
+
+
+@pytest.fixture(scope="module")
+def vq_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_vq.pt"
+    save_checkpoint(VQGAN(tiny_vqgan_config()), path)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(1)
+    for name, size in (("a.png", (48, 32)), ("odd.jpg", (50, 37)), ("b.png", (48, 32))):
+        pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=generator, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / name)
+    return folder
+
+
+def test_encode_then_decode_round_trip(capsys, vq_ckpt, images, tmp_path):
+    codes, decoded = tmp_path / "codes", tmp_path / "decoded"
+    result = run_cli(capsys, "--device", "cpu", "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes))
+    assert result.code == 0, result.err
+    written = sorted(Path(line) for line in result.out.split())
+    assert [p.name for p in written] == ["a.safetensors", "b.safetensors", "odd.safetensors"]
+    code_file = load_code_file(codes / "odd.safetensors")
+    (record,) = code_file.records
+    assert (record.width, record.height) == (50, 37)
+    assert record.indices.shape == (3, 4)  # 64x48 padded, factor 16
+    assert code_file.n_embed == 128 and len(code_file.checkpoint_sha256) == 64
+
+    model = load_model(vq_ckpt, expected_kind="vqgan")
+    padded, padding = pad_to_multiple(load_image_tensor(images / "odd.jpg"), 16)
+    with torch.inference_mode():
+        expected_indices = model.encode_to_indices(padded)[0]
+        expected_image = crop_padding(model.decode_indices(expected_indices[None]), padding)
+    assert torch.equal(record.indices, expected_indices)
+
+    result = run_cli(capsys, "encode", str(codes), "--decode", "--ckpt", str(vq_ckpt), "--out", str(decoded))
+    assert result.code == 0, result.err
+    image = Image.open(decoded / "odd.png")
+    assert image.size == (50, 37)
+    pixels = torch.from_numpy(__import__("numpy").asarray(image)).permute(2, 0, 1).float() / 127.5 - 1
+    assert (pixels - expected_image[0].clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(capsys, vq_ckpt, images, tmp_path):
+    codes = tmp_path / "codes"
+    assert run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes)).code == 0
+    result = run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes))
+    assert result.code == 0 and result.out == "" and "skipping 3" in result.err
+    result = run_cli(capsys, "encode", str(images / "a.png"), "--ckpt", str(vq_ckpt), "--out", str(codes),
+                     "--overwrite")
+    assert result.out.strip().endswith("a.safetensors")
+
+
+def test_single_file_for_a_dataset(capsys, vq_ckpt, images, tmp_path):
+    target = tmp_path / "all.safetensors"
+    result = run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--single-file", "--out", str(target))
+    assert result.code == 0, result.err
+    code_file = load_code_file(target)
+    assert [Path(r.source).name for r in code_file.records] == ["a.png", "b.png", "odd.jpg"]
+    out = tmp_path / "back"
+    assert run_cli(capsys, "encode", str(target), "--reverse", "--ckpt", str(vq_ckpt), "--out", str(out)).code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "odd.png"]
+
+
+def test_encode_needs_a_vqgan_checkpoint(capsys, images, tmp_path):
+    config = StyleTransferConfig(content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1)
+    st_path = tmp_path / "st.pt"
+    save_checkpoint(StyleTransfer(config), st_path)
+    result = run_cli(capsys, "encode", str(images), "--ckpt", str(st_path), "--out", str(tmp_path / "c"))
+    assert result.code != 0
+    assert "style-transfer" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["encode", "x.png"], 2, "--ckpt"),
+        (["encode", "--ckpt", "vq.pt"], 2, "at least one input"),
+        (["encode", "missing.png", "--ckpt", "{ckpt}"], 3, "missing.png"),
+        (["encode", "{images}", "--ckpt", "nope.pt"], 3, "nope.pt"),
+        (["encode", "{corrupt}", "--ckpt", "{ckpt}"], 1, "corrupt.png"),
+        (["encode", "{images}", "--decode", "--ckpt", "{ckpt}", "--out", "{tmp}/d"], 1, "a.png"),
+    ],
+)
+def test_bad_input_is_one_sentence(capsys, vq_ckpt, images, tmp_path, args, code, needle):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    fill = {"ckpt": str(vq_ckpt), "images": str(images / "a.png"), "corrupt": str(corrupt), "tmp": str(tmp_path)}
+    result = run_cli(capsys, *[a.format(**fill) for a in args])
+    assert result.code == code, result.err
+    assert needle in result.err and "Traceback" not in result.err
+
+
+def test_convert_between_formats(capsys, vq_ckpt, images, tmp_path):
+    target = tmp_path / "vq.safetensors"
+    result = run_cli(capsys, "convert", str(vq_ckpt), str(target))
+    assert result.code == 0, result.err
+    assert result.out.strip() == str(target)
+    a = load_model(vq_ckpt, expected_kind="vqgan")
+    b = load_model(target, expected_kind="vqgan")
+    assert isinstance(b.config, VQGANConfig)
+    x = load_image_tensor(images / "a.png")
+    with torch.inference_mode():
+        assert torch.equal(a.encode_to_indices(x), b.encode_to_indices(x))
+    assert run_cli(capsys, "convert", str(vq_ckpt), str(target)).code == 2  # exists, no --overwrite
+    assert run_cli(capsys, "convert", str(vq_ckpt), str(tmp_path / "x.bin")).code == 2
