@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from quantart_cli.config import VQGANConfig
-from quantart_cli.errors import NotBuiltError
+from quantart_cli.errors import NotFoundError, UsageError
 from quantart_cli.loss_config import VQGANLossConfig
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_option
 from quantart_stages.common import TrainingSettings
+
+logger = logging.getLogger(__name__)
 
 
 class TrainVQSettings(TrainingSettings):
@@ -22,7 +25,209 @@ class TrainVQSettings(TrainingSettings):
 
 
 def run(settings: TrainVQSettings, ctx: RunContext) -> int:
-    raise NotBuiltError("train-vq is registered but VQGAN training is not built yet in this version.")
+    if not settings.data:
+        raise UsageError("train-vq needs --data: a folder of images, a list file or a CSV manifest.")
+    import torch
+
+    from quantart_cli.data import ImageDataset
+    from quantart_cli.devices import resolve_device
+    from quantart_cli.training import (
+        LAST_CHECKPOINT,
+        STATE_FILE,
+        BatchStream,
+        LoopOptions,
+        check_precision,
+        init_distributed,
+        run_training,
+        scaled_lr,
+        seed_everything,
+        shutdown_distributed,
+    )
+
+    device = resolve_device(settings.device)
+    check_precision(device, settings.precision)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        out_dir = _run_folder(settings, ctx)
+        if settings.resume is None and (out_dir / LAST_CHECKPOINT).exists():
+            raise UsageError(
+                f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out."
+            )
+        if settings.resume is not None and not (out_dir / STATE_FILE).is_file():
+            raise NotFoundError(
+                f"{out_dir / STATE_FILE} does not exist; --resume needs the folder of an earlier run."
+            )
+        seed_everything(settings.seed)
+        model_config = _model_config(settings, out_dir)
+        dataset = ImageDataset(
+            settings.data,
+            size=settings.size,
+            crop="random" if settings.random_crop else "center",
+            hflip=settings.hflip,
+            seed=settings.seed,
+        )
+        model, loss = _build(settings, model_config, device)
+        lr = settings.lr or scaled_lr(settings.base_lr, settings.batch_size, info.world_size, settings.accumulate)
+        how = "--lr" if settings.lr else (
+            f"{settings.base_lr:g} x batch {settings.batch_size} x {info.world_size} process(es)"
+            f" x accumulate {settings.accumulate}"
+        )
+        show = ctx.console if info.is_main else None
+        if show:
+            show.info(
+                f"Training on {len(dataset)} images ({dataset.skipped} skipped) on {device}; lr = {lr:.3g} ({how})."
+            )
+        from quantart_cli.train_vq import VQGANTask, first_images, reconstruction_psnr
+
+        eval_images = first_images(dataset, 16)
+        psnr_before = reconstruction_psnr(model, eval_images) if settings.resume is None else None
+        task = VQGANTask(
+            model,
+            loss,
+            lr=lr,
+            device=device,
+            info=info,
+            sample_images=eval_images[:4],
+            channels_last=settings.channels_last,
+            compile=settings.compile,
+            restart_dead_codes=settings.restart_dead_codes,
+            dead_code_window=settings.dead_code_window,
+            seed=settings.seed,
+        )
+        stream = BatchStream(
+            dataset,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            info=info,
+            workers=settings.workers,
+            pin_memory=device.type == "cuda",
+        )
+        options = LoopOptions(
+            steps=settings.steps,
+            accumulate=settings.accumulate,
+            precision=settings.precision,
+            grad_clip=settings.grad_clip,
+            log_every=settings.log_every,
+            save_every=settings.save_every,
+            sample_every=settings.sample_every,
+            keep_checkpoints=settings.keep_checkpoints,
+            seed=settings.seed,
+        )
+        with ctx.console.progress("train-vq", settings.steps, unit="step") as bar:
+            callbacks = _ConsoleCallbacks(ctx, bar) if info.is_main else None
+            result = run_training(
+                task, stream, out_dir, options, device=device, info=info, callbacks=callbacks,
+                resume=settings.resume is not None,
+            )
+        if show:
+            psnr_after = reconstruction_psnr(model, eval_images)
+            record = result.last_record
+            rows = [
+                ("steps", f"{result.start_step} -> {result.final_step}"),
+                ("time", f"{result.seconds:.1f} s"),
+                ("lr", f"{lr:.3g}"),
+                *[(key, _fmt(record[key])) for key in _SUMMARY_KEYS if key in record],
+                ("PSNR (training images)", (f"{psnr_before:.2f} -> " if psnr_before is not None else "")
+                 + f"{psnr_after:.2f} dB"),
+                ("skipped images", str(dataset.skipped)),
+            ]
+            show.table("train-vq summary", ["", "value"], rows)
+            show.result(str(out_dir / LAST_CHECKPOINT))
+        return 0
+    finally:
+        shutdown_distributed()
+
+
+def _fmt(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+_SUMMARY_KEYS = ("total", "rec_l1", "perceptual", "vq", "g_loss", "d_loss", "perplexity", "dead_codes")
+
+
+class _ConsoleCallbacks:
+    """Maps the loop's callbacks onto the console's progress bar and notes."""
+
+    def __init__(self, ctx: RunContext, bar) -> None:
+        self.ctx = ctx
+        self.bar = bar
+
+    def on_start(self, start_step: int, total_steps: int) -> None:
+        self.bar.update(completed=start_step, total=total_steps)
+
+    def on_step(self, step: int, record: dict | None) -> None:
+        if record is None:
+            self.bar.advance(1)
+            return
+        status = f"loss {record.get('total', float('nan')):.4f} l1 {record.get('rec_l1', float('nan')):.4f}"
+        if record.get("d_loss"):
+            status += f" d {record['d_loss']:.3f}"
+        status += f" ppl {record.get('perplexity', 0):.1f}"
+        self.bar.advance(1, status=status)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+    def on_sample(self, step: int, path: Path) -> None:
+        pass
+
+    def on_message(self, text: str) -> None:
+        self.ctx.console.info(text)
+
+
+def _run_folder(settings: TrainVQSettings, ctx: RunContext) -> Path:
+    if settings.resume is not None:
+        if settings.out is not None and settings.out.resolve() != settings.resume.resolve():
+            raise UsageError("--resume continues the run in its own folder; leave out --out or give the same folder.")
+        return settings.resume
+    if settings.out is not None:
+        return settings.out
+    import datetime
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return ctx.paths.runs_dir / f"train-vq-{stamp}"
+
+
+def _model_config(settings: TrainVQSettings, out_dir: Path) -> VQGANConfig:
+    """The settings' model, except on resume where the run's own checkpoint decides."""
+    if settings.resume is None:
+        return settings.model
+    from quantart_cli.checkpoint import read_checkpoint_header
+    from quantart_cli.training import LAST_CHECKPOINT
+
+    header = read_checkpoint_header(out_dir / LAST_CHECKPOINT)
+    if header.kind != "vqgan":
+        raise UsageError(f"{out_dir / LAST_CHECKPOINT} is not a VQGAN checkpoint; it cannot be resumed by train-vq.")
+    return header.config  # type: ignore[return-value]
+
+
+def _build(settings: TrainVQSettings, config: VQGANConfig, device):
+    from quantart_cli.losses import VQGANLoss
+    from quantart_cli.models import VQGAN
+
+    model = VQGAN(config).to(device)
+    loss = VQGANLoss(settings.loss).to(device)
+    if settings.init_from is not None and settings.resume is None:
+        from quantart_cli.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(
+            settings.init_from, device=device, expected_kind="vqgan", trust=settings.trust_checkpoint
+        )
+        if ckpt.config != config:
+            raise UsageError(
+                f"{settings.init_from} holds a VQGAN whose configuration differs from this run's model; "
+                "use the preset that matches it (or --set model.* to its values)."
+            )
+        model.load_state_dict(ckpt.state_dict, strict=True)
+        disc = ckpt.extra_state_dicts.get("discriminator")
+        if disc:
+            try:
+                loss.discriminator.load_state_dict(disc, strict=True)
+            except RuntimeError:  # a discriminator of another shape: train a fresh one
+                logger.info("The discriminator in %s does not fit; a fresh one is trained.", settings.init_from)
+    return model, loss
 
 
 stage = Stage(

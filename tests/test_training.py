@@ -1,0 +1,263 @@
+"""The shared training loop (quantart_cli.training) with a toy task: order, resume, NaN, Ctrl-C, precision."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from quantart_cli.errors import UsageError
+from quantart_cli.training import (
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    STATE_FILE,
+    BatchStream,
+    DistInfo,
+    LoopOptions,
+    NonFiniteLossError,
+    ResumableSampler,
+    TrainingCallbacks,
+    capture_rng_state,
+    check_precision,
+    load_training_state,
+    make_adam,
+    restore_rng_state,
+    run_training,
+    save_training_state,
+    scaled_lr,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class PointsDataset(torch.utils.data.Dataset):
+    def __init__(self, n: int = 10) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1
+        self.epochs_seen: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs_seen.append(epoch)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i], "index": torch.tensor(i)}
+
+
+class ToyTask:
+    """A linear regression with a second 'critic' optimizer, enough to exercise the loop."""
+
+    def __init__(self, seed: int = 0, poison_at: int | None = None) -> None:
+        torch.manual_seed(seed)
+        self.model = nn.Linear(4, 1)
+        self.critic = nn.Linear(4, 1)
+        self._opts = {
+            "main": make_adam(self.model.parameters(), 1e-2),
+            "critic": make_adam(self.critic.parameters(), 1e-2),
+        }
+        self.poison_at = poison_at
+        self.seen: list[int] = []
+        self.extra = torch.zeros(3)
+
+    def optimizers(self):
+        return self._opts
+
+    def train(self):
+        self.model.train()
+
+    def micro_step(self, batch, step, ctx):
+        self.seen.extend(batch["index"].tolist())
+        with ctx.autocast():
+            pred = self.model(batch["x"]).squeeze(-1)
+            loss = ((pred.float() - batch["y"]) ** 2).mean()
+            # a little randomness, so restored RNG states matter
+            loss = loss + 1e-3 * torch.rand(()) * pred.float().mean()
+        if self.poison_at is not None and step >= self.poison_at:
+            loss = loss * float("nan")
+        ctx.backward(loss)
+        critic_loss = self.critic(batch["x"]).pow(2).mean()
+        ctx.backward(critic_loss)
+        return {"total": loss.detach(), "critic": critic_loss.detach()}
+
+    def no_sync(self):
+        return contextlib.nullcontext()
+
+    def before_optimizer_step(self, name):
+        pass
+
+    def after_step(self, step):
+        self.extra[step % 3] += 1
+
+    def metrics(self, step):
+        return {"extra_sum": float(self.extra.sum())}
+
+    def state_dict(self):
+        return {"extra": self.extra.clone()}
+
+    def load_state_dict(self, state):
+        self.extra.copy_(state["extra"])
+
+    def save_model(self, path: Path, step: int) -> None:
+        from quantart_cli.checkpoint import _atomic_write
+
+        obj = {"model": self.model.state_dict(), "critic": self.critic.state_dict(), "step": step}
+        _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+    def load_model(self, path: Path) -> int:
+        obj = torch.load(path, weights_only=True)
+        self.model.load_state_dict(obj["model"])
+        self.critic.load_state_dict(obj["critic"])
+        return obj["step"]
+
+    def write_sample(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("sample")
+
+
+def _train(out: Path, steps: int, *, resume: bool = False, task: ToyTask | None = None, **options) -> tuple:
+    task = task or ToyTask()
+    dataset = PointsDataset()
+    stream = BatchStream(dataset, batch_size=3, seed=5)
+    opts = LoopOptions(steps=steps, **{"log_every": 2, "save_every": 4, "keep_checkpoints": 2, **options})
+    result = run_training(task, stream, out, opts, device=torch.device("cpu"), resume=resume)
+    return task, result
+
+
+def test_scaled_lr_follows_the_original_rule():
+    assert scaled_lr(4.5e-6, 5, 2, 3) == pytest.approx(4.5e-6 * 30)
+
+
+def test_sampler_is_seeded_sharded_and_restartable():
+    full = [ResumableSampler(10, batch_size=3, seed=1, rank=r, world_size=2).epoch_indices(4) for r in range(2)]
+    assert all(len(s) == 3 for s in full)  # 5 per rank, one full batch of 3 each
+    assert not set(full[0]) & set(full[1])
+    again = ResumableSampler(10, batch_size=3, seed=1, rank=0, world_size=2).epoch_indices(4)
+    assert again == full[0]
+    one_rank = ResumableSampler(10, batch_size=3, seed=1)
+    assert one_rank.epoch_indices(5) != one_rank.epoch_indices(4)  # reshuffled each epoch
+    sampler = ResumableSampler(10, batch_size=3, seed=1)
+    sampler.set_position(2, 1)
+    assert list(sampler) == sampler.epoch_indices(2)[3:9]
+    # fewer images than a batch: repeated so a step always gets a full batch
+    assert len(ResumableSampler(2, batch_size=5, seed=0).epoch_indices(0)) == 5
+
+
+def test_rng_state_round_trips_through_weights_only_load(tmp_path):
+    import numpy as np
+
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    state = capture_rng_state()
+    save_training_state(tmp_path / "s.pt", {"format": "quantart-training-state", "version": 1, "rng": state})
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    loaded = load_training_state(tmp_path / "s.pt")
+    restore_rng_state(loaded["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
+
+
+def test_fp16_on_cpu_is_refused_in_one_sentence():
+    with pytest.raises(UsageError, match="fp16 needs a CUDA GPU"):
+        check_precision(torch.device("cpu"), "fp16")
+    check_precision(torch.device("cpu"), "bf16")
+
+
+def test_loop_writes_metrics_checkpoints_and_bounded_step_copies(tmp_path):
+    task, result = _train(tmp_path, 12, sample_every=6)
+    assert result.final_step == 12
+    lines = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4, 6, 8, 10, 12]
+    for key in ("total", "critic", "lr", "it_per_s", "epoch", "extra_sum"):
+        assert key in lines[-1]
+    assert lines[-1]["total"] < lines[0]["total"]  # it learns
+    assert sorted(p.name for p in tmp_path.glob("step_*.pt")) == ["step_0000008.pt", "step_0000012.pt"]
+    assert (tmp_path / LAST_CHECKPOINT).is_file() and (tmp_path / STATE_FILE).is_file()
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000006.png", "step_0000012.png"]
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert state["step"] == 12 and set(state["optimizers"]) == {"main", "critic"}
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_resume_is_exact(tmp_path, accumulate):
+    straight, _ = _train(tmp_path / "a", 10, accumulate=accumulate)
+    first, _ = _train(tmp_path / "b", 5, accumulate=accumulate)
+    resumed, result = _train(tmp_path / "b", 10, resume=True, task=ToyTask(seed=99), accumulate=accumulate)
+    assert result.start_step == 5 and result.final_step == 10
+    assert first.seen + resumed.seen == straight.seen  # same data order across the resume
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(straight.extra, resumed.extra)
+
+
+def test_resuming_a_finished_run_says_so(tmp_path):
+    _train(tmp_path, 4)
+    with pytest.raises(UsageError, match="already reached step 4"):
+        _train(tmp_path, 4, resume=True)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"NaN at step 7.*step 4 is kept"):
+        _train(tmp_path, 12, task=ToyTask(poison_at=6))
+    assert torch.load(tmp_path / LAST_CHECKPOINT, weights_only=True)["step"] == 4
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 4
+
+
+def test_ctrl_c_saves_the_finished_step_and_resume_continues(tmp_path):
+    class InterruptAt3(TrainingCallbacks):
+        messages: list[str] = []
+
+        def on_step(self, step, record):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        def on_message(self, text):
+            self.messages.append(text)
+
+    callbacks = InterruptAt3()
+    task = ToyTask()
+    stream = BatchStream(PointsDataset(), batch_size=3, seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(task, stream, tmp_path, LoopOptions(steps=10, save_every=100), device=torch.device("cpu"),
+                     callbacks=callbacks)
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 3
+    assert any("--resume" in m for m in callbacks.messages)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    straight, _ = _train(tmp_path / "straight", 10, save_every=100)
+    resumed, _ = _train(tmp_path, 10, resume=True, save_every=100, task=ToyTask(seed=7))
+    assert torch.equal(straight.model.weight, resumed.model.weight)
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    _, result = _train(tmp_path, 4, precision="bf16")
+    assert result.final_step == 4 and result.last_record["total"] == result.last_record["total"]
+
+
+def test_grad_clip_limits_the_update(tmp_path):
+    clipped, _ = _train(tmp_path / "c", 1, grad_clip=1e-12)
+    free, _ = _train(tmp_path / "f", 1)
+    start = ToyTask()
+    # Adam's first step is ~lr * sign(g) unless |g| falls far below its eps (1e-8): clipping to 1e-12 does that
+    free_move = (free.model.weight - start.model.weight).abs().max()
+    clipped_move = (clipped.model.weight - start.model.weight).abs().max()
+    assert free_move > 1e-3 and clipped_move < 1e-3 * free_move
+
+
+def test_dist_info_single_process_by_default():
+    info = DistInfo()
+    assert info.is_main and not info.enabled
