@@ -30,8 +30,10 @@ from quantart_cli.training import (
     StepContext,
     all_reduce_sum,
     average_gradients,
+    broadcast_buffers,
     broadcast_parameters,
     make_adam,
+    save_image_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -191,11 +193,7 @@ class VQGANTask:
             average_gradients(list(self.loss.discriminator.parameters()), self.info)
 
     def after_step(self, step: int) -> None:
-        if self.info.enabled:  # BatchNorm statistics follow rank 0, as DDP's broadcast_buffers would do
-            import torch.distributed as dist
-
-            for buffer in self.loss.discriminator.buffers():
-                dist.broadcast(buffer, src=0)
+        broadcast_buffers(self.loss.discriminator, self.info)  # BatchNorm statistics follow rank 0
         self._window_steps += 1
         if self._window_steps < self.dead_code_window:
             return
@@ -296,21 +294,12 @@ class VQGANTask:
 @torch.no_grad()
 def write_sample_grid(model: VQGAN, images: Tensor, path: Path) -> Path:
     """Inputs in the top row, reconstructions below, written atomically as PNG."""
-    from quantart_cli.imageio import save_image_atomic
-
     was_training = model.training
     model.eval()
     x = images.to(model.last_layer.device)
     rec, _, _ = model(x)
     model.train(was_training)
-    pad = 2
-    rows = []
-    for row in (x, rec.clamp(-1, 1)):
-        tiles = []
-        for image in row.float().cpu():
-            tiles.append(nn.functional.pad(image, (pad, pad, pad, pad), value=1.0))
-        rows.append(torch.cat(tiles, dim=2))
-    return save_image_atomic(torch.cat(rows, dim=1), path)
+    return save_image_rows([x, rec], path)
 
 
 def first_images(dataset: Any, count: int) -> Tensor:

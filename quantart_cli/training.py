@@ -8,7 +8,10 @@ Progress is reported through :class:`TrainingCallbacks`, so this module never to
 
 Run folder: ``last.pt`` (the task's model checkpoint), ``state.pt`` (optimizers, scaler, step, RNG
 states, data position; read with ``torch.load(weights_only=True)``), ``step_NNNNNNN.pt`` (older model
-checkpoints, at most ``keep_checkpoints``), ``metrics.jsonl`` and ``samples/``.
+checkpoints, at most ``keep_checkpoints``), ``metrics.jsonl`` and ``samples/``. Every file is written to a
+temp file and renamed, and while a checkpoint is being saved ``previous.pt`` holds (as a hard link) the one
+before it: a run killed between writing ``last.pt`` and ``state.pt`` resumes from the step ``state.pt``
+describes, with the matching weights.
 Under torchrun (``WORLD_SIZE > 1``) every rank runs the loop; rank 0 alone writes files.
 """
 
@@ -23,7 +26,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -32,13 +35,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from quantart_cli.errors import BadInputError, NotFoundError, QuantartError, UsageError
+from quantart_cli.errors import BadInputError, NotFoundError, QuantartError, UnsafeCheckpointError, UsageError
 
 logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
 LAST_CHECKPOINT = "last.pt"
+PREVIOUS_CHECKPOINT = "previous.pt"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
@@ -49,6 +53,12 @@ ADAM_BETAS = (0.5, 0.9)
 
 class NonFiniteLossError(QuantartError):
     """A loss turned NaN or infinite; the run stopped without overwriting the last good checkpoint."""
+
+    exit_code = 1
+
+
+class RunFolderWriteError(QuantartError):
+    """Writing to the run folder failed (disk full, unwritable folder); the last complete checkpoint is kept."""
 
     exit_code = 1
 
@@ -126,6 +136,13 @@ def broadcast_parameters(module: torch.nn.Module, info: DistInfo) -> None:
     if info.enabled:
         for tensor in [*module.parameters(), *module.buffers()]:
             dist.broadcast(tensor.data, src=0)
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm statistics) to every rank, as DDP's broadcast_buffers does."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 # ------------------------------------------------------------------------------------ seeds and RNG
@@ -444,15 +461,32 @@ def save_training_state(path: Path, state: Mapping[str, Any]) -> Path:
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
+    """Read ``state.pt`` with the weights-only unpickler; anything else is one sentence, never a traceback.
+
+    A state file is always written by quantart itself, so it is never fully unpickled (not even with
+    ``--trust-checkpoint``): one that needs it was not written by quantart.
+    """
+    import pickle
+
     if not path.is_file():
         raise NotFoundError(f"{path} does not exist; --resume needs a run folder with last.pt and state.pt.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower():
+            raise UnsafeCheckpointError(
+                f"{path} contains pickled Python objects that could run code when loaded, which quantart never "
+                "writes into a training state, so it is refused (--trust-checkpoint does not apply to state.pt)."
+            ) from err
+        raise BadInputError(f"{path} is truncated or corrupt; it is not a readable quantart training state.") from err
     except Exception as err:  # damaged file, or not written by us
-        raise BadInputError(f"{path} is not a readable quantart training state ({err}).") from err
+        raise BadInputError(f"{path} is truncated or corrupt; it is not a readable quantart training state.") from err
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise BadInputError(f"{path} is not a quantart training state.")
-    if int(state.get("version", 0)) > STATE_VERSION:
+    version = state.get("version", 0)
+    if not isinstance(version, int):
+        raise BadInputError(f"{path} is a damaged quantart training state (its version is not a number).")
+    if version > STATE_VERSION:
         raise BadInputError(f"{path} was written by a newer quantart; upgrade to resume it.")
     return state
 
@@ -478,6 +512,98 @@ def _keep_step_copy(out_dir: Path, last: Path, step: int, keep: int) -> None:
     older = sorted(out_dir.glob("step_*.pt"))
     for stale in older[:-keep]:
         stale.unlink(missing_ok=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s bytes via a temp name and a rename (a hard link when possible)."""
+    import shutil
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _keep_previous(last: Path, previous: Path) -> None:
+    """Before ``last`` is replaced, keep its content reachable as ``previous`` until ``state.pt`` catches up."""
+    if not last.is_file():
+        return
+    try:
+        _link_or_copy(last, previous)
+    except OSError as err:  # no room for a copy: saving goes on, only the kill-safety window is lost
+        logger.warning("Could not keep %s as %s (%s).", last, previous, err)
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """Temp files of writes that a killed run never finished; they are never read, only in the way."""
+    for pattern in (".*.pt.*.tmp", ".step_*.pt.tmp", f".{METRICS_FILE}.*.tmp"):
+        for stale in out_dir.glob(pattern):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metrics lines past ``step`` (they will be logged again) and a half-written last line."""
+    if not path.is_file():
+        return
+    kept = []
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                logged = record.get("step") if isinstance(record, dict) else None
+                if line.endswith("\n") and isinstance(logged, int) and logged <= step:
+                    kept.append(line)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    except OSError as err:  # metrics are a log: never a reason not to resume
+        tmp.unlink(missing_ok=True)
+        logger.warning("Could not tidy %s (%s).", path, err)
+
+
+def _load_resume_model(task: TrainingTask, out_dir: Path, step: int, info: DistInfo) -> tuple[int, Path]:
+    """Load the model checkpoint of ``step``: ``last.pt``, or the one a kill mid-save left as ``previous.pt``
+    (or ``step_N.pt``). Returns (its step, its path)."""
+    last_path = out_dir / LAST_CHECKPOINT
+    candidates = [last_path, out_dir / PREVIOUS_CHECKPOINT, out_dir / _step_checkpoint_name(step)]
+    found: list[str] = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        model_step = task.load_model(path)
+        found.append(f"{path.name} is from step {model_step}")
+        if model_step != step:
+            continue
+        if path != last_path and info.is_main:
+            # last.pt is newer than state.pt: a save was cut short. Make last.pt the complete one again.
+            logger.info("Resuming from %s: %s is newer than %s.", path, LAST_CHECKPOINT, STATE_FILE)
+            _link_or_copy(path, last_path)
+        return model_step, path
+    if not found:
+        raise NotFoundError(f"{last_path} does not exist; --resume needs a run folder with last.pt and state.pt.")
+    raise BadInputError(
+        f"{out_dir / STATE_FILE} is from step {step} but no model checkpoint of that step is in {out_dir} "
+        f"({'; '.join(found)}); the run folder is inconsistent."
+    )
+
+
+def _write_failure(err: BaseException, out_dir: Path, complete_step: int | None) -> RunFolderWriteError:
+    reason = str(err).strip().rstrip(".") if isinstance(err, QuantartError) else (
+        f"cannot write to {out_dir} ({getattr(err, 'strerror', None) or err})"
+    )
+    if complete_step is None:
+        kept = "no checkpoint had been written yet"
+    else:
+        kept = f"the last complete checkpoint (step {complete_step}) is kept; continue with --resume {out_dir}"
+    return RunFolderWriteError(f"{reason}; training stopped and {kept}.")
 
 
 # ------------------------------------------------------------------------------------- Ctrl-C
@@ -553,21 +679,21 @@ def run_training(
     step = 0
     if resume:
         state = load_training_state(state_path)
-        if not last_path.is_file():
-            raise NotFoundError(f"{last_path} does not exist; --resume needs a run folder with last.pt and state.pt.")
-        model_step = task.load_model(last_path)
-        step = int(state["step"])
-        if model_step != step:
+        step = state.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise BadInputError(f"{state_path} is a damaged quantart training state (it has no valid step).")
+        _load_resume_model(task, out_dir, step, info)
+        try:
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][name])
+            scaler.load_state_dict(state["scaler"])
+            stream.load_state_dict(state["data"])
+            task.load_state_dict(state.get("task", {}))
+            restore_rng_state(state["rng"])
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as err:
             raise BadInputError(
-                f"{last_path} is from step {model_step} but {state_path} from step {step}; "
-                "the run folder is inconsistent."
-            )
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        scaler.load_state_dict(state["scaler"])
-        stream.load_state_dict(state["data"])
-        task.load_state_dict(state.get("task", {}))
-        restore_rng_state(state["rng"])
+                f"{state_path} does not fit this run ({type(err).__name__}); it was written by another kind of run."
+            ) from err
         if int(state.get("world_size", 1)) != info.world_size:
             callbacks.on_message(
                 f"Resuming a run of {state.get('world_size')} processes with {info.world_size}: "
@@ -580,29 +706,49 @@ def run_training(
         callbacks.on_message(f"Resuming from step {step} (epoch {stream.epoch}).")
 
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderWriteError(
+                f"Cannot create the run folder {out_dir} ({err.strerror or err}); pick another --out."
+            ) from err
+        # Leftovers of a killed run: temp files nobody will finish, and metrics past the step we start from
+        # (a fresh start in a folder whose first save never completed starts its metrics afresh too).
+        _remove_stale_temps(out_dir)
+        _trim_metrics(out_dir / METRICS_FILE, step)
     saved_step = step if resume else None
 
     def save(at_step: int, *, periodic: bool) -> None:
         nonlocal saved_step
         if info.is_main:
-            task.save_model(last_path, at_step)
-            state = {
-                "format": STATE_FORMAT,
-                "version": STATE_VERSION,
-                "step": at_step,
-                "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
-                "scaler": scaler.state_dict(),
-                "data": stream.state_dict(),
-                "rng": capture_rng_state(),
-                "task": task.state_dict(),
-                "world_size": info.world_size,
-            }
-            save_training_state(state_path, state)
-            if periodic:
-                _keep_step_copy(out_dir, last_path, at_step, options.keep_checkpoints)
+            try:
+                _save_files(at_step, periodic=periodic)
+            except (OSError, QuantartError) as err:
+                raise _write_failure(err, out_dir, saved_step) from err
             callbacks.on_checkpoint(at_step, last_path)
         saved_step = at_step
+
+    def _save_files(at_step: int, *, periodic: bool) -> None:
+        """previous.pt, last.pt, state.pt in that order: a kill at any point leaves a matching pair."""
+        nonlocal saved_step
+        _keep_previous(last_path, out_dir / PREVIOUS_CHECKPOINT)
+        task.save_model(last_path, at_step)
+        state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "step": at_step,
+            "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+            "scaler": scaler.state_dict(),
+            "data": stream.state_dict(),
+            "rng": capture_rng_state(),
+            "task": task.state_dict(),
+            "world_size": info.world_size,
+        }
+        save_training_state(state_path, state)
+        saved_step = at_step  # last.pt and state.pt agree again: previous.pt is no longer needed
+        (out_dir / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
+        if periodic:
+            _keep_step_copy(out_dir, last_path, at_step, options.keep_checkpoints)
 
     start_step = step
     callbacks.on_start(start_step, options.steps)
@@ -666,12 +812,18 @@ def run_training(
                     interval_start, interval_steps = now, 0
                     last_record = record
                     if info.is_main:
-                        _append_metrics(out_dir / METRICS_FILE, record)
+                        try:
+                            _append_metrics(out_dir / METRICS_FILE, record)
+                        except OSError as err:
+                            raise _write_failure(err, out_dir, saved_step) from err
                 callbacks.on_step(step, record)
 
                 if options.sample_every and step % options.sample_every == 0 and info.is_main:
                     sample_path = out_dir / SAMPLES_DIR / f"step_{step:07d}.png"
-                    task.write_sample(sample_path)
+                    try:
+                        task.write_sample(sample_path)
+                    except (OSError, QuantartError) as err:
+                        raise _write_failure(err, out_dir, saved_step) from err
                     callbacks.on_sample(step, sample_path)
                 if step % options.save_every == 0 or step == options.steps:
                     save(step, periodic=step % options.save_every == 0)
@@ -718,6 +870,19 @@ def _append_metrics(path: Path, record: Mapping[str, Any]) -> None:
         f.write(json.dumps(record, allow_nan=True) + "\n")
 
 
+def save_image_rows(rows: Sequence[torch.Tensor], path: Path, *, pad: int = 2) -> Path:
+    """Write batches of images in [-1, 1] as a grid PNG, one batch per row, with white borders (atomically)."""
+    from quantart_cli.imageio import save_image_atomic
+
+    lines = []
+    for row in rows:
+        tiles = [torch.nn.functional.pad(image, (pad, pad, pad, pad), value=1.0) for image in row.float().cpu()]
+        lines.append(torch.cat(tiles, dim=2))
+    width = max(line.shape[2] for line in lines)
+    lines = [torch.nn.functional.pad(line, (0, width - line.shape[2]), value=1.0) for line in lines]
+    return save_image_atomic(torch.cat(lines, dim=1).clamp(-1, 1), path)
+
+
 def make_adam(params: Iterator[torch.nn.Parameter] | list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     """Adam with the original's betas (0.5, 0.9)."""
     return torch.optim.Adam(list(params), lr=lr, betas=ADAM_BETAS)
@@ -737,6 +902,7 @@ __all__ = [
     "all_reduce_sum",
     "autocast_context",
     "average_gradients",
+    "broadcast_buffers",
     "broadcast_parameters",
     "capture_rng_state",
     "check_precision",
@@ -746,6 +912,7 @@ __all__ = [
     "make_adam",
     "restore_rng_state",
     "run_training",
+    "save_image_rows",
     "save_training_state",
     "scaled_lr",
     "seed_everything",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -38,3 +39,111 @@ class TrainingSettings(CheckpointReadingSettings):
     sample_every: int = cli_option(500, "Write a sample grid PNG every N steps (0: never).", ge=0)
     log_every: int = cli_option(10, "Append to metrics.jsonl every N steps.", ge=1)
     resume: Path | None = cli_option(None, "Continue the run in this folder exactly where it stopped.")
+
+
+# -- helpers both trainers share (kept free of torch at import time: `--help` must stay fast) ------------------
+
+
+def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Path:
+    """The run folder: ``--resume``'s folder, else ``--out``, else a new stamped folder under the runs dir.
+
+    Refuses to overwrite an existing run and a ``--resume`` of a folder without a training state.
+    """
+    from quantart_cli.errors import NotFoundError, UsageError
+    from quantart_cli.training import LAST_CHECKPOINT, STATE_FILE
+
+    if settings.resume is not None:
+        if settings.out is not None and settings.out.resolve() != settings.resume.resolve():
+            raise UsageError("--resume continues the run in its own folder; leave out --out or give the same folder.")
+        out_dir = settings.resume
+        if not (out_dir / STATE_FILE).is_file():
+            raise NotFoundError(
+                f"{out_dir / STATE_FILE} does not exist; --resume needs the folder of an earlier run."
+            )
+        return out_dir
+    if settings.out is not None:
+        out_dir = settings.out
+    else:
+        import datetime
+
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = ctx.paths.runs_dir / f"{stage_name}-{stamp}"
+    if (out_dir / LAST_CHECKPOINT).exists():
+        raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out.")
+    return out_dir
+
+
+def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str]:
+    """The learning rate and how it was derived (``--lr``, or the original's scaling rule)."""
+    from quantart_cli.training import scaled_lr
+
+    if settings.lr:
+        return settings.lr, "--lr"
+    lr = scaled_lr(settings.base_lr, settings.batch_size, world_size, settings.accumulate)
+    how = (
+        f"{settings.base_lr:g} x batch {settings.batch_size} x {world_size} process(es)"
+        f" x accumulate {settings.accumulate}"
+    )
+    return lr, how
+
+
+def loop_options(settings: TrainingSettings):
+    """The shared loop's :class:`~quantart_cli.training.LoopOptions` from the training settings."""
+    from quantart_cli.training import LoopOptions
+
+    return LoopOptions(
+        steps=settings.steps,
+        accumulate=settings.accumulate,
+        precision=settings.precision,
+        grad_clip=settings.grad_clip,
+        log_every=settings.log_every,
+        save_every=settings.save_every,
+        sample_every=settings.sample_every,
+        keep_checkpoints=settings.keep_checkpoints,
+        seed=settings.seed,
+    )
+
+
+def fmt_metric(value: float | int) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def summary_rows(result, lr: float, keys: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The first rows of a training summary table: steps, time, lr and the chosen metrics of the last record."""
+    record = result.last_record
+    return [
+        ("steps", f"{result.start_step} -> {result.final_step}"),
+        ("time", f"{result.seconds:.1f} s"),
+        ("lr", f"{lr:.3g}"),
+        *[(key, fmt_metric(record[key])) for key in keys if key in record],
+    ]
+
+
+class ConsoleCallbacks:
+    """Maps the training loop's callbacks onto the console's progress bar and notes.
+
+    ``status`` turns a metrics record into the short text shown beside the bar.
+    """
+
+    def __init__(self, ctx, bar, status: Callable[[dict], str]) -> None:
+        self.ctx = ctx
+        self.bar = bar
+        self.status = status
+
+    def on_start(self, start_step: int, total_steps: int) -> None:
+        self.bar.update(completed=start_step, total=total_steps)
+
+    def on_step(self, step: int, record: dict | None) -> None:
+        if record is None:
+            self.bar.advance(1)
+        else:
+            self.bar.advance(1, status=self.status(record))
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+    def on_sample(self, step: int, path: Path) -> None:
+        pass
+
+    def on_message(self, text: str) -> None:
+        self.ctx.console.info(text)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from quantart_cli.errors import NotBuiltError
+from quantart_cli.errors import UsageError
 from quantart_cli.loss_config import StyleTransferLossConfig
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_option
-from quantart_stages.common import TrainingSettings
+from quantart_stages.common import (
+    ConsoleCallbacks,
+    TrainingSettings,
+    loop_options,
+    summary_rows,
+    training_lr,
+    training_run_folder,
+)
+
+GENRE_CSV_NAME = "train_info.csv"
 
 
 class TrainSGASettings(TrainingSettings):
@@ -21,13 +31,253 @@ class TrainSGASettings(TrainingSettings):
     style_genre: str | None = cli_option(None, "Genre kept from --style-genre-csv, e.g. landscape.")
     continuous: bool = cli_option(False, "Train the continuous (non-quantized) variant for the visual-fidelity knob.")
     cache: Path | None = cli_option(None, "Encode both datasets once into this folder and train from the latents.")
+    rebuild_cache: bool = cli_option(False, "Re-encode a --cache folder made from other checkpoints or settings.")
     sga_blocks: int = cli_option(6, "Style-Guided Attention blocks.", ge=1)
     use_residual: bool = cli_option(True, "Residual connections in the SGA attention blocks.")
     loss: StyleTransferLossConfig = StyleTransferLossConfig()
 
 
 def run(settings: TrainSGASettings, ctx: RunContext) -> int:
-    raise NotBuiltError("train-sga is registered but style-transfer training is not built yet in this version.")
+    if settings.resume is None and (settings.content_vq is None or settings.style_vq is None):
+        raise UsageError("train-sga needs --content-vq and --style-vq: the two stage-1 VQGAN checkpoints.")
+    if not settings.content_data or not settings.style_data:
+        raise UsageError("train-sga needs --content-data and --style-data: folders, list files or CSV manifests.")
+    import torch
+
+    from quantart_cli.devices import resolve_device
+    from quantart_cli.training import (
+        LAST_CHECKPOINT,
+        METRICS_FILE,
+        BatchStream,
+        check_precision,
+        init_distributed,
+        run_training,
+        seed_everything,
+        shutdown_distributed,
+    )
+
+    device = resolve_device(settings.device)
+    check_precision(device, settings.precision)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        out_dir = training_run_folder(settings, ctx, "train-sga")
+        seed_everything(settings.seed)
+        show = ctx.console if info.is_main else None
+        model, provenance = _build_model(settings, out_dir, device)
+        _check_size(settings.size, model)
+        from quantart_cli.data import UnpairedDataset
+        from quantart_cli.losses import StyleTransferLoss
+        from quantart_cli.train_sga import StyleTransferTask, first_pairs
+
+        genre_csv = _genre_csv(settings, show)
+        images = UnpairedDataset(
+            settings.content_data,
+            settings.style_data,
+            size=settings.size,
+            seed=settings.seed,
+            resize="shorter-side" if settings.random_crop else "squash",
+            crop="random" if settings.random_crop else "center",
+            hflip=settings.hflip,
+            style_genre_csv=genre_csv,
+            style_genre=settings.style_genre if genre_csv is not None else None,
+        )
+        loss = StyleTransferLoss(settings.loss.model_copy(update={"disc_in_channels": model.config.embed_dim}))
+        loss = loss.to(device)
+        lr, how = training_lr(settings, info.world_size)
+        summary = images.summary()
+        if show:
+            variant = "continuous" if model.config.continuous else "quantized"
+            show.info(
+                f"Training the {variant} SGA on {summary['pairs']} pairs ({summary['content_images']} content, "
+                f"{summary['style_images']} style, {images.skipped} skipped) on {device}; lr = {lr:.3g} ({how})."
+            )
+        dataset = images
+        if settings.cache is not None:
+            dataset = _cached_dataset(settings, ctx, model, images, provenance, device, info)
+            provenance["trained_from"] = "latent-cache"
+        else:
+            provenance["trained_from"] = "images"
+        task = StyleTransferTask(
+            model,
+            loss,
+            lr=lr,
+            device=device,
+            info=info,
+            sample_pairs=first_pairs(images, 4),
+            compile=settings.compile,
+            metadata=provenance,
+        )
+        stream = BatchStream(
+            dataset,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            info=info,
+            workers=settings.workers,
+            pin_memory=device.type == "cuda",
+        )
+        with ctx.console.progress("train-sga", settings.steps, unit="step") as bar:
+            callbacks = ConsoleCallbacks(ctx, bar, _status) if info.is_main else None
+            result = run_training(
+                task,
+                stream,
+                out_dir,
+                loop_options(settings),
+                device=device,
+                info=info,
+                callbacks=callbacks,
+                resume=settings.resume is not None,
+            )
+        if show:
+            rows = summary_rows(result, lr, _SUMMARY_KEYS)
+            first = _first_record(out_dir / METRICS_FILE)
+            if first and "style" in first and "style" in result.last_record:
+                rows.append(
+                    ("style loss (first -> last log)", f"{first['style']:.4g} -> {result.last_record['style']:.4g}")
+                )
+            rows.append(("skipped images", str(images.skipped)))
+            show.table("train-sga summary", ["", "value"], rows)
+            show.result(str(out_dir / LAST_CHECKPOINT))
+        return 0
+    finally:
+        shutdown_distributed()
+
+
+_SUMMARY_KEYS = ("total", "reverse", "style", "vq", "g_loss", "d_loss", "perplexity_y")
+
+
+def _status(record: dict) -> str:
+    status = f"loss {record.get('total', float('nan')):.4f} style {record.get('style', float('nan')):.4f}"
+    if record.get("d_loss"):
+        status += f" d {record['d_loss']:.3f}"
+    return status
+
+
+def _first_record(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline()
+        return json.loads(line) if line else None
+    except (OSError, ValueError):
+        return None
+
+
+def _build_model(settings: TrainSGASettings, out_dir: Path, device):
+    """A new model from the two VQGANs, or on resume the run's own model."""
+    if settings.resume is not None:
+        from quantart_cli.checkpoint import read_checkpoint_header
+        from quantart_cli.training import LAST_CHECKPOINT
+
+        header = read_checkpoint_header(out_dir / LAST_CHECKPOINT)
+        if header.kind != "style-transfer":
+            raise UsageError(
+                f"{out_dir / LAST_CHECKPOINT} is not a style-transfer checkpoint; it cannot be resumed by train-sga."
+            )
+        if header.config.continuous != settings.continuous:
+            raise UsageError(
+                f"{out_dir} trains the {'continuous' if header.config.continuous else 'quantized'} variant; "
+                "resume it with the same --continuous setting."
+            )
+        from quantart_cli.checkpoint import load_model
+
+        # The weights are needed before the loop restores them: the latent cache checks its encoders.
+        model = load_model(out_dir / LAST_CHECKPOINT, device=device, expected_kind="style-transfer")
+        provenance = {k: header.metadata[k] for k in ("content_vq", "style_vq") if k in header.metadata}
+        return model, provenance
+    from quantart_cli.train_sga import assemble_style_transfer, load_vqgan_pair
+
+    content, style = load_vqgan_pair(
+        settings.content_vq, settings.style_vq, device=device, trust=settings.trust_checkpoint
+    )
+    model = assemble_style_transfer(
+        content,
+        style,
+        sga_blocks=settings.sga_blocks,
+        use_residual=settings.use_residual,
+        continuous=settings.continuous,
+        device=device,
+    )
+    provenance = {
+        "content_vq": {"file": str(content.path), "sha256": content.sha256},
+        "style_vq": {"file": str(style.path), "sha256": style.sha256},
+    }
+    return model, provenance
+
+
+def _check_size(size: int, model) -> None:
+    factors = {model.config.content.autoencoder.downsample_factor, model.config.style.autoencoder.downsample_factor}
+    factor = max(factors)
+    if size % factor:
+        raise UsageError(f"--size {size} must be a multiple of the VQGANs' downsampling factor {factor}.")
+
+
+def _genre_csv(settings: TrainSGASettings, show) -> Path | None:
+    """The genre CSV to filter with: --style-genre-csv, else a train_info.csv beside the style folder."""
+    if settings.style_genre is None:
+        if settings.style_genre_csv is not None:
+            raise UsageError("--style-genre-csv needs --style-genre, the genre to keep (e.g. landscape).")
+        return None
+    if settings.style_genre_csv is not None:
+        return settings.style_genre_csv
+    if len(settings.style_data) == 1:
+        folder = settings.style_data[0]
+        for candidate in (folder / GENRE_CSV_NAME, folder.parent / GENRE_CSV_NAME):
+            if candidate.is_file():
+                if show:
+                    show.info(f"Keeping style images of genre {settings.style_genre!r} listed in {candidate}.")
+                return candidate
+    if show:
+        show.warn(
+            f"Style genre {settings.style_genre!r} is set but no {GENRE_CSV_NAME} was given or found beside the "
+            "style folder; all style images are used (pass --style-genre-csv to filter)."
+        )
+    return None
+
+
+def _cached_dataset(settings: TrainSGASettings, ctx: RunContext, model, images, provenance, device, info):
+    from quantart_cli.latent_cache import CacheCallbacks, LatentPairDataset, build_latent_cache
+
+    class _Progress(CacheCallbacks):
+        def __init__(self, bar) -> None:
+            self.bar = bar
+
+        def on_start(self, total: int, done: int) -> None:
+            self.bar.update(completed=done, total=total)
+            if done and info.is_main:
+                ctx.console.info(f"Latent cache {settings.cache}: {done} of {total} images already encoded.")
+
+        def on_advance(self, items: int) -> None:
+            self.bar.advance(items)
+
+        def on_message(self, text: str) -> None:
+            ctx.console.info(text)
+
+    resize = "shorter-side" if settings.random_crop else "squash"
+    with ctx.console.progress("encoding latents", None, unit="img") as bar:
+        cache = build_latent_cache(
+            model,
+            settings.cache,
+            images.content_paths,
+            images.style_paths,
+            size=settings.size,
+            resize=resize,
+            device=device,
+            batch_size=settings.batch_size,
+            workers=settings.workers,
+            rebuild=settings.rebuild_cache,
+            checkpoints=provenance,
+            callbacks=_Progress(bar) if info.is_main else None,
+            info=info,
+        )
+    return LatentPairDataset(
+        cache,
+        content_size=settings.size // model.config.content.autoencoder.downsample_factor,
+        style_size=settings.size // model.config.style.autoencoder.downsample_factor,
+        seed=settings.seed,
+        random_crop=settings.random_crop,
+        hflip=settings.hflip,
+    )
 
 
 stage = Stage(

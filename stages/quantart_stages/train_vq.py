@@ -6,11 +6,18 @@ import logging
 from pathlib import Path
 
 from quantart_cli.config import VQGANConfig
-from quantart_cli.errors import NotFoundError, UsageError
+from quantart_cli.errors import UsageError
 from quantart_cli.loss_config import VQGANLossConfig
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_option
-from quantart_stages.common import TrainingSettings
+from quantart_stages.common import (
+    ConsoleCallbacks,
+    TrainingSettings,
+    loop_options,
+    summary_rows,
+    training_lr,
+    training_run_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +40,10 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
     from quantart_cli.devices import resolve_device
     from quantart_cli.training import (
         LAST_CHECKPOINT,
-        STATE_FILE,
         BatchStream,
-        LoopOptions,
         check_precision,
         init_distributed,
         run_training,
-        scaled_lr,
         seed_everything,
         shutdown_distributed,
     )
@@ -50,15 +54,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        out_dir = _run_folder(settings, ctx)
-        if settings.resume is None and (out_dir / LAST_CHECKPOINT).exists():
-            raise UsageError(
-                f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out."
-            )
-        if settings.resume is not None and not (out_dir / STATE_FILE).is_file():
-            raise NotFoundError(
-                f"{out_dir / STATE_FILE} does not exist; --resume needs the folder of an earlier run."
-            )
+        out_dir = training_run_folder(settings, ctx, "train-vq")
         seed_everything(settings.seed)
         model_config = _model_config(settings, out_dir)
         dataset = ImageDataset(
@@ -69,11 +65,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             seed=settings.seed,
         )
         model, loss = _build(settings, model_config, device)
-        lr = settings.lr or scaled_lr(settings.base_lr, settings.batch_size, info.world_size, settings.accumulate)
-        how = "--lr" if settings.lr else (
-            f"{settings.base_lr:g} x batch {settings.batch_size} x {info.world_size} process(es)"
-            f" x accumulate {settings.accumulate}"
-        )
+        lr, how = training_lr(settings, info.world_size)
         show = ctx.console if info.is_main else None
         if show:
             show.info(
@@ -104,31 +96,16 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             workers=settings.workers,
             pin_memory=device.type == "cuda",
         )
-        options = LoopOptions(
-            steps=settings.steps,
-            accumulate=settings.accumulate,
-            precision=settings.precision,
-            grad_clip=settings.grad_clip,
-            log_every=settings.log_every,
-            save_every=settings.save_every,
-            sample_every=settings.sample_every,
-            keep_checkpoints=settings.keep_checkpoints,
-            seed=settings.seed,
-        )
         with ctx.console.progress("train-vq", settings.steps, unit="step") as bar:
-            callbacks = _ConsoleCallbacks(ctx, bar) if info.is_main else None
+            callbacks = ConsoleCallbacks(ctx, bar, _status) if info.is_main else None
             result = run_training(
-                task, stream, out_dir, options, device=device, info=info, callbacks=callbacks,
+                task, stream, out_dir, loop_options(settings), device=device, info=info, callbacks=callbacks,
                 resume=settings.resume is not None,
             )
         if show:
             psnr_after = reconstruction_psnr(model, eval_images)
-            record = result.last_record
             rows = [
-                ("steps", f"{result.start_step} -> {result.final_step}"),
-                ("time", f"{result.seconds:.1f} s"),
-                ("lr", f"{lr:.3g}"),
-                *[(key, _fmt(record[key])) for key in _SUMMARY_KEYS if key in record],
+                *summary_rows(result, lr, _SUMMARY_KEYS),
                 ("PSNR (training images)", (f"{psnr_before:.2f} -> " if psnr_before is not None else "")
                  + f"{psnr_after:.2f} dB"),
                 ("skipped images", str(dataset.skipped)),
@@ -140,54 +117,14 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
         shutdown_distributed()
 
 
-def _fmt(value: float | int) -> str:
-    return str(value) if isinstance(value, int) else f"{value:.4f}"
-
-
 _SUMMARY_KEYS = ("total", "rec_l1", "perceptual", "vq", "g_loss", "d_loss", "perplexity", "dead_codes")
 
 
-class _ConsoleCallbacks:
-    """Maps the loop's callbacks onto the console's progress bar and notes."""
-
-    def __init__(self, ctx: RunContext, bar) -> None:
-        self.ctx = ctx
-        self.bar = bar
-
-    def on_start(self, start_step: int, total_steps: int) -> None:
-        self.bar.update(completed=start_step, total=total_steps)
-
-    def on_step(self, step: int, record: dict | None) -> None:
-        if record is None:
-            self.bar.advance(1)
-            return
-        status = f"loss {record.get('total', float('nan')):.4f} l1 {record.get('rec_l1', float('nan')):.4f}"
-        if record.get("d_loss"):
-            status += f" d {record['d_loss']:.3f}"
-        status += f" ppl {record.get('perplexity', 0):.1f}"
-        self.bar.advance(1, status=status)
-
-    def on_checkpoint(self, step: int, path: Path) -> None:
-        pass
-
-    def on_sample(self, step: int, path: Path) -> None:
-        pass
-
-    def on_message(self, text: str) -> None:
-        self.ctx.console.info(text)
-
-
-def _run_folder(settings: TrainVQSettings, ctx: RunContext) -> Path:
-    if settings.resume is not None:
-        if settings.out is not None and settings.out.resolve() != settings.resume.resolve():
-            raise UsageError("--resume continues the run in its own folder; leave out --out or give the same folder.")
-        return settings.resume
-    if settings.out is not None:
-        return settings.out
-    import datetime
-
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return ctx.paths.runs_dir / f"train-vq-{stamp}"
+def _status(record: dict) -> str:
+    status = f"loss {record.get('total', float('nan')):.4f} l1 {record.get('rec_l1', float('nan')):.4f}"
+    if record.get("d_loss"):
+        status += f" d {record['d_loss']:.3f}"
+    return status + f" ppl {record.get('perplexity', 0):.1f}"
 
 
 def _model_config(settings: TrainVQSettings, out_dir: Path) -> VQGANConfig:
