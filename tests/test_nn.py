@@ -246,3 +246,17 @@ def test_encoder_decoder_backward():
     decoder(encoder(x)).pow(2).mean().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert encoder.conv_in.weight.grad is not None and decoder.up[1].upsample.conv.weight.grad is not None
+
+
+def test_chunked_attention_backward_equals_unchunked():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 13, 8, requires_grad=True) for _ in range(3))
+    grads = []
+    for chunk in (None, 4):
+        for t in (q, k, v):
+            t.grad = None
+        out = attend(q, k, v, query_chunk_size=chunk)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append([t.grad.clone() for t in (q, k, v)])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
