@@ -144,6 +144,11 @@ def _run_guarded(work: typing.Callable[[], int]) -> int:
             console.print_exception()
         console.error(str(err), err.hint)
         return err.exit_code
+    except OSError as err:  # disk full, unwritable folder, a file in the way: a fact about the system, not a bug
+        if _STATE.debug:
+            console.print_exception()
+        console.error(_os_error_sentence(err))
+        return 1
     except Exception as err:  # the last line of defence: one sentence, the traceback behind --debug
         if _STATE.debug:
             console.print_exception()
@@ -151,6 +156,14 @@ def _run_guarded(work: typing.Callable[[], int]) -> int:
         else:
             console.error(f"unexpected {type(err).__name__}: {err}", "run again with --debug to see the traceback.")
         return 1
+
+
+def _os_error_sentence(err: OSError) -> str:
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is None:
+        return f"A file operation failed: {reason}."
+    names = str(err.filename) + (f" -> {err.filename2}" if err.filename2 is not None else "")
+    return f"Could not read or write {names} ({reason})."
 
 
 _COMMON = {

@@ -407,7 +407,7 @@ def _torch_load(path: Path, *, device: torch.device, trust: bool, mmap: bool = F
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol/version chatter from the weights-only unpickler
-            return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+            return _load_by_content(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if "weights only load failed" not in str(err).lower():
             raise BadInputError(f"{path} is truncated or corrupt and cannot be read.") from err
@@ -424,11 +424,20 @@ def _torch_load(path: Path, *, device: torch.device, trust: bool, mmap: bool = F
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location=device, weights_only=False, pickle_module=lenient_pickle_module)
+            return _load_by_content(path, map_location=device, weights_only=False, pickle_module=lenient_pickle_module)
     except Exception as err:  # arbitrary code ran; anything can fail, and it must not surface as a traceback
         raise BadInputError(f"{path} could not be unpickled even as a trusted file ({type(err).__name__}).") from (
             refusal if isinstance(err, pickle.UnpicklingError) else err
         )
+
+
+def _load_by_content(path: Path, **kwargs: Any) -> Any:
+    """``torch.load`` that goes by the bytes: given a path ending in .safetensors, torch hands it to the
+    safetensors reader whatever it holds, so such a (mislabeled) PyTorch file is passed as an open file."""
+    if os.fspath(path).endswith(SAFETENSORS_SUFFIX):
+        with open(path, "rb") as handle:
+            return torch.load(handle, **{**kwargs, "mmap": False})
+    return torch.load(path, **kwargs)
 
 
 def _interpret_torch_object(obj: Any, path: Path) -> LoadedCheckpoint:
@@ -728,10 +737,24 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise QuantartError(f"Cannot write checkpoint {path} ({err.strerror or err}).") from err
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        reason = _safetensors_io_reason(err)
+        if reason is not None:  # safetensors reports a full disk as its own error type, not OSError
+            raise QuantartError(f"Cannot write checkpoint {path} ({reason}).") from err
         raise
     _fsync_dir(path.parent)
+
+
+def _safetensors_io_reason(err: BaseException) -> str | None:
+    """The OS reason inside a safetensors I/O failure ("No space left on device"), else None."""
+    if type(err).__name__ != "SafetensorError":
+        return None
+    text = str(err)
+    marker = "I/O error: "
+    if marker not in text:
+        return None
+    return text.split(marker, 1)[1].split(" (os error", 1)[0].strip() or text
 
 
 _atomic_write = atomic_write  # the name training.py imports

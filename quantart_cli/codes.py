@@ -102,7 +102,10 @@ def decode_records(model: VQGAN, records: Iterable[CodeRecord], *, device: torch
 def save_code_file(path: str | os.PathLike[str], code_file: CodeFile) -> Path:
     """Write records atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"Cannot create the output folder {path.parent} ({err.strerror or err}).") from err
     single = len(code_file.records) == 1
     dtype = _index_dtype(code_file.n_embed)
     tensors: dict[str, torch.Tensor] = {}
@@ -119,13 +122,19 @@ def save_code_file(path: str | os.PathLike[str], code_file: CodeFile) -> Path:
         "downsample_factor": str(code_file.downsample_factor),
         "records": json.dumps(metas),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:  # disk full, unwritable folder: one sentence, no half file
+        from quantart_cli.checkpoint import _safetensors_io_reason
+
+        reason = getattr(err, "strerror", None) or _safetensors_io_reason(err) or str(err) or type(err).__name__
+        raise BadInputError(f"Cannot write code file {path} ({reason}).") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

@@ -109,6 +109,8 @@ def _open_checked(path: Path, handle, max_pixels: int | None) -> Image.Image:
         with warnings.catch_warnings():
             # Our own limit below decides; PIL's warning would only duplicate the message.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # A damaged TIFF/EXIF header makes PIL warn, then cope or fail: either way we report it ourselves.
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             image = Image.open(handle)
     except Image.DecompressionBombError as exc:
         raise BadInputError(f"Image {path} is too large to open safely ({exc}).") from exc
@@ -227,7 +229,9 @@ def load_image(
         with open(path, "rb") as handle:
             image = _open_checked(path, handle, max_pixels)
             try:
-                image.load()
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+                    image.load()
             except Image.DecompressionBombError as exc:
                 raise BadInputError(f"Image {path} is too large to open safely ({exc}).") from exc
             except Exception as exc:  # truncated streams raise OSError, malformed ones anything
@@ -238,7 +242,9 @@ def load_image(
         raise BadInputError(f"Image {path} cannot be read ({exc}).") from exc
     if exif_orientation:
         try:
-            ImageOps.exif_transpose(image, in_place=True)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # "Corrupt EXIF data"
+                ImageOps.exif_transpose(image, in_place=True)
         except Exception as exc:  # a malformed EXIF block should not lose an otherwise good image
             logger.warning("Ignoring unreadable EXIF orientation of %s (%s).", path, exc)
     try:

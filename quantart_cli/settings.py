@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -229,6 +230,39 @@ def parse_scalar(text: str) -> Any:
         return text
 
 
+def _field_at(model: type[BaseModel], dotted: str) -> Any:
+    """The FieldInfo a dotted key names (None when it does not name one)."""
+    field = None
+    for part in dotted.split("."):
+        if model is None:
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        inner, _ = unwrap_optional(field.annotation)
+        model = inner if is_model(inner) else None
+    return field
+
+
+def _is_text(annotation: Any) -> bool:
+    """str / Path fields, optional or in a list: any text is a valid value for them."""
+    inner, _ = unwrap_optional(annotation)
+    if typing.get_origin(inner) in (list, tuple):
+        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        return len(args) == 1 and _is_text(args[0])
+    return inner in (str, Path)
+
+
+def parse_value(text: str, model: type[BaseModel], dotted: str) -> Any:
+    """:func:`parse_scalar`, except that a text field keeps the text: ``--set out=2024`` is the folder "2024",
+    not the number (arrays and tables stay what they are, and are refused by the field's type)."""
+    value = parse_scalar(text)
+    field = _field_at(model, dotted)
+    if field is not None and _is_text(field.annotation) and isinstance(value, (bool, int, float)):
+        return text.strip()
+    return value
+
+
 def parse_set_items(items: Iterable[str], model: type[BaseModel]) -> dict[str, Any]:
     """``["loss.disc_start=0", "steps=10"]`` -> nested dict, rejecting unknown keys with a hint."""
     known = _known_keys(model)
@@ -240,7 +274,7 @@ def parse_set_items(items: Iterable[str], model: type[BaseModel]) -> dict[str, A
             raise UsageError(f"--set expects key=value, got {item!r}.")
         if key not in known:
             raise UsageError(f"Unknown setting {key!r} in --set.{did_you_mean(key, known)}")
-        _set_dotted(result, key, parse_scalar(raw))
+        _set_dotted(result, key, parse_value(raw, model, key))
     return result
 
 
@@ -261,7 +295,7 @@ def env_values(
             continue
         name = upper[len(ENV_PREFIX):]
         if name in known:
-            found[known[name]] = (var, parse_scalar(raw))
+            found[known[name]] = (var, parse_value(raw, model, known[name]))
         elif name not in everywhere:
             candidates = [ENV_PREFIX + k for k in everywhere] + sorted(GLOBAL_ENV_VARS)
             raise UsageError(f"Unknown environment variable {var}.{did_you_mean(upper, candidates)}")
@@ -356,6 +390,45 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     return f"Invalid value for {label}{origin}: {message}{shown}."
 
 
+def _check_numbers(data: Mapping[str, Any], model: type[BaseModel], root: type[BaseModel],
+                   sources: Mapping[str, Source], prefix: str = "") -> None:
+    """Refuse what pydantic's lax mode lets through for numbers: ``true`` as 1, and inf / nan."""
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        dotted = prefix + key
+        inner, _ = unwrap_optional(field.annotation)
+        if is_model(inner):
+            if isinstance(value, Mapping):
+                _check_numbers(value, inner, root, sources, dotted + ".")
+            continue
+        kinds = [inner]
+        if typing.get_origin(inner) in (list, tuple):
+            kinds = [a for a in typing.get_args(inner) if a is not Ellipsis]
+            values = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+        else:
+            values = [value]
+        numeric = [k for k in kinds if k in (int, float)]
+        if not numeric:
+            continue
+        for item in values:
+            problem = None
+            if isinstance(item, str):  # a comma list or a flag's text: pydantic would read "inf" as a float
+                try:
+                    item = float(item)
+                except ValueError:
+                    continue  # not a number at all: pydantic's own message names it
+            if isinstance(item, bool):
+                problem = "expected a number, not true/false"
+            elif isinstance(item, float) and not math.isfinite(item):
+                problem = "expected a finite number"
+            if problem:
+                source = sources.get(dotted)
+                origin = f" (from {source})" if source and source.kind != "cli" else ""
+                raise UsageError(f"Invalid value for {option_label(dotted, root)}{origin}: {problem}; got {item!r}.")
+
+
 def resolve_settings(
     model: type[StageSettings],
     *,
@@ -386,6 +459,7 @@ def resolve_settings(
     _deep_merge(cli, parse_set_items(set_items, model))
     _deep_merge(merged, cli)
     sources.update({k: Source("cli") for k in _flatten(cli)})
+    _check_numbers(merged, model, model, sources)
     token = _RESOLVING.set(True)
     try:
         settings = model.model_validate(merged)

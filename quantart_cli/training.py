@@ -578,7 +578,13 @@ def _load_resume_model(task: TrainingTask, out_dir: Path, step: int, info: DistI
     for path in candidates:
         if not path.is_file():
             continue
-        model_step = task.load_model(path)
+        try:
+            model_step = task.load_model(path)
+        except UnsafeCheckpointError:
+            raise
+        except BadInputError as err:  # damaged: an older candidate may still match state.pt
+            found.append(f"{path.name} cannot be used ({str(err).rstrip('.')})")
+            continue
         found.append(f"{path.name} is from step {model_step}")
         if model_step != step:
             continue

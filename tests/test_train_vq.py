@@ -158,6 +158,28 @@ def test_resume_ends_with_the_same_weights_as_a_straight_run(capsys, preset, ima
     assert torch.equal(exp_a, sb["optimizers"]["autoencoder"]["state"][0]["exp_avg"])
 
 
+def test_resume_survives_a_damaged_last_checkpoint(capsys, preset, images, tmp_path):
+    out = tmp_path / "run"
+    assert _cli(capsys, preset, images, out, "--steps", "2", "--set", "keep_checkpoints=2").code == 0
+    # A kill while last.pt was being replaced leaves state.pt (step 2) and a copy of step 2 beside it.
+    damaged = (out / "last.pt").read_bytes()[:100]
+    (out / "last.pt").unlink()  # a new inode, as a rename would leave: step_N.pt is a hard link to the old one
+    (out / "last.pt").write_bytes(damaged)
+    result = run_cli(capsys, "train-vq", "--preset", str(preset), "--data", str(images), "--resume",
+                     str(out), "--device", "cpu", "--steps", "3")
+    assert result.code == 0, result.err
+    assert load_checkpoint(out / "last.pt").step == 3
+
+
+def test_a_run_stopped_in_its_first_save_gets_a_clear_sentence(capsys, preset, images, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"partial")
+    result = _cli(capsys, preset, images, out)
+    assert result.code == 2
+    assert "no state.pt" in result.err and "delete" in result.err and "Traceback" not in result.err
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(capsys, preset, images, tmp_path, monkeypatch):
     original = VQGANLoss.generator_loss
 

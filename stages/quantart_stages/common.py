@@ -69,8 +69,45 @@ def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Pat
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = ctx.paths.runs_dir / f"{stage_name}-{stamp}"
     if (out_dir / LAST_CHECKPOINT).exists():
+        if not (out_dir / STATE_FILE).exists():
+            raise UsageError(
+                f"{out_dir} holds {LAST_CHECKPOINT} but no {STATE_FILE} (a run stopped during its first save?), so it "
+                f"cannot be resumed; delete {out_dir / LAST_CHECKPOINT} to start over there, or pick another --out."
+            )
         raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or pick another --out.")
     return out_dir
+
+
+def resume_header(out_dir: Path, expected_kind: str, stage_name: str):
+    """The header of the run's model checkpoint to resume from: ``last.pt``, or, when a kill damaged it, the
+    ``previous.pt`` / newest ``step_N.pt`` the loop falls back to. Unsafe files are refused, never skipped."""
+    from quantart_cli.checkpoint import read_checkpoint_header
+    from quantart_cli.errors import BadInputError, UnsafeCheckpointError, UsageError
+    from quantart_cli.training import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT
+
+    candidates = [out_dir / LAST_CHECKPOINT, out_dir / PREVIOUS_CHECKPOINT,
+                  *sorted(out_dir.glob("step_*.pt"), reverse=True)]
+    first_error: Exception | None = None
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            header = read_checkpoint_header(path)
+        except UnsafeCheckpointError:
+            raise
+        except BadInputError as err:
+            first_error = first_error or err
+            continue
+        if header.kind != expected_kind:
+            raise UsageError(
+                f"{path} is a {header.kind} checkpoint; {stage_name} can only resume a {expected_kind} run."
+            )
+        return header
+    if first_error is not None:
+        raise first_error
+    from quantart_cli.errors import NotFoundError
+
+    raise NotFoundError(f"{out_dir / LAST_CHECKPOINT} does not exist; --resume needs the folder of an earlier run.")
 
 
 def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str]:

@@ -13,6 +13,7 @@ from quantart_stages.common import (
     ConsoleCallbacks,
     TrainingSettings,
     loop_options,
+    resume_header,
     summary_rows,
     training_lr,
     training_run_folder,
@@ -166,14 +167,7 @@ def _first_record(path: Path) -> dict | None:
 def _build_model(settings: TrainSGASettings, out_dir: Path, device):
     """A new model from the two VQGANs, or on resume the run's own model."""
     if settings.resume is not None:
-        from quantart_cli.checkpoint import read_checkpoint_header
-        from quantart_cli.training import LAST_CHECKPOINT
-
-        header = read_checkpoint_header(out_dir / LAST_CHECKPOINT)
-        if header.kind != "style-transfer":
-            raise UsageError(
-                f"{out_dir / LAST_CHECKPOINT} is not a style-transfer checkpoint; it cannot be resumed by train-sga."
-            )
+        header = resume_header(out_dir, "style-transfer", "train-sga")
         if header.config.continuous != settings.continuous:
             raise UsageError(
                 f"{out_dir} trains the {'continuous' if header.config.continuous else 'quantized'} variant; "
@@ -182,7 +176,7 @@ def _build_model(settings: TrainSGASettings, out_dir: Path, device):
         from quantart_cli.checkpoint import load_model
 
         # The weights are needed before the loop restores them: the latent cache checks its encoders.
-        model = load_model(out_dir / LAST_CHECKPOINT, device=device, expected_kind="style-transfer")
+        model = load_model(header.path, device=device, expected_kind="style-transfer")
         provenance = {k: header.metadata[k] for k in ("content_vq", "style_vq") if k in header.metadata}
         return model, provenance
     from quantart_cli.train_sga import assemble_style_transfer, load_vqgan_pair

@@ -14,6 +14,7 @@ from quantart_stages.common import (
     ConsoleCallbacks,
     TrainingSettings,
     loop_options,
+    resume_header,
     summary_rows,
     training_lr,
     training_run_folder,
@@ -131,12 +132,7 @@ def _model_config(settings: TrainVQSettings, out_dir: Path) -> VQGANConfig:
     """The settings' model, except on resume where the run's own checkpoint decides."""
     if settings.resume is None:
         return settings.model
-    from quantart_cli.checkpoint import read_checkpoint_header
-    from quantart_cli.training import LAST_CHECKPOINT
-
-    header = read_checkpoint_header(out_dir / LAST_CHECKPOINT)
-    if header.kind != "vqgan":
-        raise UsageError(f"{out_dir / LAST_CHECKPOINT} is not a VQGAN checkpoint; it cannot be resumed by train-vq.")
+    header = resume_header(out_dir, "vqgan", "train-vq")
     return header.config  # type: ignore[return-value]
 
 
