@@ -12,7 +12,7 @@ float rounding. Returned tensors are always contiguous.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -301,3 +301,15 @@ class StyleTransfer(nn.Module):
     def forward(self, x: Tensor, ref: Tensor | Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
         """Stylized image: ``decode(transfer(x, ref, weights).quant_y)``."""
         return self.decode(self.transfer(x, ref, weights).quant_y)
+
+    def stylize(self, content_image: Any, style_image: Any, alpha: float = 1.0, **options: Any) -> Any:
+        """Stylize a PIL image or a [-1, 1] tensor at any size; returns the same kind it was given.
+
+        ``alpha`` is style fidelity (0: the content latent decoded by the art decoder, 1: full style);
+        ``style_image`` may be a list (blended with ``style_weights``). Other options (visual_fidelity,
+        continuous_model, preserve_color, size, tiling, tile, overlap, ...) are those of
+        :func:`quantart_cli.stylize.stylize_images`.
+        """
+        from quantart_cli.stylize import stylize_images  # the pipeline imports this module
+
+        return stylize_images(self, content_image, style_image, alpha=alpha, **options)

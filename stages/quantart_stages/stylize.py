@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import model_validator
 
-from quantart_cli.errors import NotBuiltError
+from quantart_cli.errors import BadInputError, NotFoundError, UsageError
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
@@ -16,23 +17,34 @@ from quantart_stages.common import CheckpointReadingSettings
 class StylizeSettings(CheckpointReadingSettings):
     content: list[str] = cli_argument("Content images, folders or globs.", default=[])
     style: list[Path] = cli_option([], "Style (reference) image; repeat to blend several.", short="-s")
-    style_weights: list[float] | None = cli_option(None, "Blend weights of the --style images, e.g. 0.7,0.3.",
-                                                  comma_list=True)
+    style_weights: list[float] | None = cli_option(
+        None, "Blend weights of the --style images, e.g. 0.7,0.3.", comma_list=True
+    )
     ckpt: Path | None = cli_option(None, "Style-transfer checkpoint (or set QUANTART_CKPT).")
     continuous_ckpt: Path | None = cli_option(None, "Continuous model (train-sga --continuous) for --visual-fidelity.")
-    alpha: float = cli_option(1.0, "Style fidelity: 0 = content decoded by the art decoder, 1 = full style.",
-                              ge=0.0, le=1.0)
-    visual_fidelity: float = cli_option(1.0, "Visual fidelity: 1 = quantized path, 0 = continuous path.",
-                                        ge=0.0, le=1.0)
+    alpha: float = cli_option(
+        1.0, "Style fidelity: 0 = content decoded by the art decoder, 1 = full style.", ge=0.0, le=1.0
+    )
+    visual_fidelity: float = cli_option(
+        1.0, "Visual fidelity: 1 = quantized path, 0 = continuous path.", ge=0.0, le=1.0
+    )
     out: Path | None = cli_option(None, "Output file (one input) or folder.", short="-o")
     suffix: str = cli_option("_stylized", "Appended to each output's file name.")
     format: Literal["png", "jpg", "webp", "same"] = cli_option("png", "Output image format.")
     overwrite: bool = cli_option(False, "Replace existing outputs (default: skip files already done).")
     preserve_color: bool = cli_option(False, "Keep the content's colours (luminance-only transfer).")
-    size: int | None = cli_option(None, "Resize the longer side to this many pixels first.", ge=16)
-    tiling: Literal["auto", "always", "never"] = cli_option("auto", "Tiled encode/decode for large images.")
+    size: int | None = cli_option(
+        None, "Resize the longer side to this many pixels first (the output gets that size).", ge=16
+    )
+    tiling: Literal["auto", "always", "never"] = cli_option(
+        "auto", "Tiled encode/decode: auto tiles images whose longer side exceeds 1024 px."
+    )
     tile: int = cli_option(512, "Tile size in pixels (multiple of 16).", ge=64, multiple_of=16)
-    overlap: int = cli_option(64, "Tile overlap in pixels (multiple of 16).", ge=0, multiple_of=16)
+    overlap: int = cli_option(128, "Tile overlap in pixels (multiple of 16).", ge=0, multiple_of=16)
+    tile_norm: Literal["tile", "image"] = cli_option(
+        "tile", "GroupNorm in tiles: per tile (fast) or image-wide statistics (exact, several times slower)."
+    )
+    style_size: int | None = cli_option(None, "Resize each style image's longer side to this many pixels first.", ge=16)
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
 
     @model_validator(mode="after")
@@ -46,8 +58,194 @@ class StylizeSettings(CheckpointReadingSettings):
         return self
 
 
+MISSING_MODEL = (
+    'stylize needs a style-transfer model: pass --ckpt MODEL.pt (or set QUANTART_CKPT, or ckpt = "..." in the '
+    "[stylize] table of {config}); train one with `quantart train-sga`, or import an original QuantArt release "
+    "checkpoint with `quantart convert`."
+)
+
+
+def user_config_value(config_file: Path, key: str) -> Path | None:
+    """``key`` of the ``[stylize]`` table in the user config file (relative paths: from the file's folder)."""
+    import tomllib
+
+    if not config_file.is_file():
+        return None
+    try:
+        data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise UsageError(f"User config {config_file} cannot be read as TOML ({err}).") from err
+    table = data.get("stylize", {})
+    if not isinstance(table, dict) or key not in table:
+        return None
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{key} in the [stylize] table of {config_file} must be a path string, got {value!r}.")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config_file.parent / path
+
+
+def output_extension(settings: StylizeSettings, source: Path) -> str:
+    from quantart_cli.imageio import SAVE_FORMATS
+
+    if settings.format == "same":
+        suffix = source.suffix.lower()
+        return suffix if suffix in SAVE_FORMATS else ".png"
+    return "." + settings.format
+
+
+def plan_outputs(settings: StylizeSettings, inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: the input's name plus ``--suffix`` in ``--out`` (a file when it has an image suffix)."""
+    from quantart_cli.imageio import SAVE_FORMATS
+
+    out = settings.out or Path("stylized")
+    if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
+        if len(inputs) != 1:
+            raise UsageError(
+                f"--out {out} names one file but there are {len(inputs)} content images; give a folder instead."
+            )
+        return [(inputs[0], out)]
+    pairs: list[tuple[Path, Path]] = []
+    claimed: dict[Path, Path] = {}
+    for source in inputs:
+        target = out / f"{source.stem}{settings.suffix}{output_extension(settings, source)}"
+        if target in claimed:
+            raise UsageError(
+                f"{source} and {claimed[target]} would both write {target}; stylize them into different --out folders."
+            )
+        claimed[target] = source
+        pairs.append((source, target))
+    return pairs
+
+
+def _is_earlier_output(settings: StylizeSettings, source: Path) -> bool:
+    """Inputs that a previous run wrote (a folder given as both input and --out) are not stylized again."""
+    out = settings.out or Path("stylized")
+    return bool(settings.suffix) and source.stem.endswith(settings.suffix) and source.parent.resolve() == out.resolve()
+
+
 def run(settings: StylizeSettings, ctx: RunContext) -> int:
-    raise NotBuiltError("stylize is registered but style transfer is not built yet in this version.")
+    if not settings.content:
+        raise UsageError("stylize needs at least one content image, folder or glob.")
+    if not settings.style:
+        raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
+    ckpt = settings.ckpt or user_config_value(ctx.paths.user_config_file, "ckpt")
+    if ckpt is None:
+        raise NotFoundError(MISSING_MODEL.format(config=ctx.paths.user_config_file))
+    continuous_ckpt = settings.continuous_ckpt or user_config_value(ctx.paths.user_config_file, "continuous_ckpt")
+    if settings.visual_fidelity < 1.0 and continuous_ckpt is None:
+        raise UsageError(
+            f"--visual-fidelity {settings.visual_fidelity:g} needs --continuous-ckpt, a model trained "
+            "with `quantart train-sga --continuous`; without one leave --visual-fidelity at 1."
+        )
+
+    import time
+
+    from quantart_cli.checkpoint import load_model
+    from quantart_cli.data import collect_images
+    from quantart_cli.devices import resolve_device
+    from quantart_cli.imageio import image_to_tensor, load_image, save_image_atomic
+    from quantart_cli.stylize import StylizeOptions, Stylizer
+
+    options = StylizeOptions(
+        alpha=settings.alpha,
+        visual_fidelity=settings.visual_fidelity,
+        style_weights=None if settings.style_weights is None else tuple(settings.style_weights),
+        preserve_color=settings.preserve_color,
+        size=settings.size,
+        style_size=settings.style_size,
+        tiling=settings.tiling,
+        tile=settings.tile,
+        overlap=settings.overlap,
+        norm_stats=settings.tile_norm,
+    )
+    inputs = collect_images(settings.content)
+    earlier = [p for p in inputs if _is_earlier_output(settings, p)]
+    if earlier:
+        ctx.console.info(
+            f"leaving out {len(earlier)} input(s) that are outputs of an earlier run "
+            f"(names ending in {settings.suffix!r} in the output folder)"
+        )
+        inputs = [p for p in inputs if p not in earlier]
+        if not inputs:
+            raise NotFoundError("Every input is an output of an earlier stylize run; nothing left to stylize.")
+    pairs = plan_outputs(settings, inputs)
+    todo = [(src, dst) for src, dst in pairs if settings.overwrite or not dst.exists()]
+    done = [dst for _, dst in pairs if not settings.overwrite and dst.exists()]
+    if done:
+        shown = ", ".join(str(d) for d in done[:3]) + (", ..." if len(done) > 3 else "")
+        ctx.console.info(f"skipping {len(done)} image(s) already stylized ({shown}); --overwrite redoes them")
+    if not todo:
+        return 0
+
+    device = resolve_device(settings.device)
+    start = time.perf_counter()
+    model = load_model(ckpt, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint)
+    continuous = None
+    if settings.visual_fidelity < 1.0:
+        continuous = load_model(
+            continuous_ckpt, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint
+        )
+    elif settings.continuous_ckpt is not None:
+        ctx.console.info("--continuous-ckpt is only used with --visual-fidelity below 1; ignoring it")
+    load_seconds = time.perf_counter() - start
+    styles = [image_to_tensor(load_image(path)) for path in settings.style]
+    stylizer = Stylizer(model, styles, options, continuous)
+    ctx.console.info(
+        f"model {ckpt} on {device}; {len(styles)} style image(s) encoded in "
+        f"{load_seconds + stylizer.style_seconds:.1f}s"
+    )
+
+    failures: list[str] = []
+    with ctx.console.progress("stylizing", len(todo), unit="img") as bar:
+        for source, target in todo:
+            record = _stylize_one(stylizer, source, target, load_image, image_to_tensor, save_image_atomic)
+            if isinstance(record, str):
+                if len(todo) == 1:
+                    raise BadInputError(record)
+                ctx.console.warn(record)
+                failures.append(record)
+            elif settings.json_output:
+                ctx.console.result(json.dumps(record))
+            else:
+                ctx.console.result(str(target))
+            bar.advance()
+    if failures:
+        raise BadInputError(
+            f"{len(failures)} of {len(todo)} content images could not be stylized (see the "
+            "warnings above); the others were written."
+        )
+    return 0
+
+
+def _stylize_one(
+    stylizer: Any, source: Path, target: Path, load_image: Any, image_to_tensor: Any, save_image_atomic: Any
+) -> dict[str, Any] | str:
+    """Stylize one file; returns its JSON record, or the error sentence when the input is unusable."""
+    import time
+
+    from quantart_cli.errors import QuantartError
+
+    start = time.perf_counter()
+    try:
+        content = image_to_tensor(load_image(source))
+    except QuantartError as err:
+        return str(err)
+    read_seconds = time.perf_counter() - start
+    result = stylizer(content)
+    start = time.perf_counter()
+    save_image_atomic(result.image, target)
+    timings = {"read": read_seconds, **result.timings, "write": time.perf_counter() - start}
+    timings["total"] = timings["read"] + timings["total"] + timings["write"]
+    height, width = result.image.shape[-2:]
+    return {
+        "input": str(source),
+        "output": str(target),
+        "width": int(width),
+        "height": int(height),
+        "tiled": result.tiled,
+        "seconds": {k: round(v, 4) for k, v in timings.items()},
+    }
 
 
 stage = Stage(

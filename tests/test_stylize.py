@@ -1,0 +1,332 @@
+"""``quantart stylize`` and its engine: fidelity knobs, sizes, tiling, several styles, colour, CLI behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_support import run_cli
+from PIL import Image
+
+from quantart_cli.checkpoint import save_checkpoint
+from quantart_cli.config import StyleTransferConfig, tiny_vqgan_config
+from quantart_cli.errors import UsageError
+from quantart_cli.models import VQGAN, StyleTransfer
+from quantart_cli.stylize import StylizeOptions, Stylizer, preserve_content_color, rgb_to_ycbcr
+
+
+def _tiny_model(seed: int, continuous: bool = False) -> StyleTransfer:
+    torch.manual_seed(seed)
+    config = StyleTransferConfig(
+        content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1, continuous=continuous
+    )
+    return StyleTransfer(config).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> StyleTransfer:
+    return _tiny_model(0)
+
+
+@pytest.fixture(scope="module")
+def continuous_model() -> StyleTransfer:
+    return _tiny_model(1, continuous=True)
+
+
+def _image(height: int, width: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, height, width, generator=gen) * 2 - 1
+    return torch.nn.functional.avg_pool2d(x, 5, 1, 2).clamp(-1, 1)
+
+
+CONTENT = _image(32, 48, 1)
+STYLE = _image(32, 32, 2)
+STYLE_B = _image(48, 32, 3)
+
+
+def _run(model: StyleTransfer, content: torch.Tensor = CONTENT, styles=(STYLE,), cont=None, **options) -> torch.Tensor:
+    options.setdefault("tiling", "never")
+    return Stylizer(model, list(styles), StylizeOptions(**options), cont)(content).image
+
+
+# --------------------------------------------------------------------------------------- the engine
+
+
+def test_alpha_endpoints_and_middle(model: StyleTransfer) -> None:
+    with torch.inference_mode():
+        zq_c, _ = model.encode_content(CONTENT)
+        transfer = model.transfer(CONTENT, STYLE)
+        content_decoded = model.decode(zq_c).clamp(-1, 1)
+        full_style = model.decode(transfer.quant_y).clamp(-1, 1)
+        middle = model.decode(0.3 * transfer.quant_y + 0.7 * zq_c).clamp(-1, 1)
+    assert torch.allclose(_run(model, alpha=0.0), content_decoded, atol=1e-5)
+    assert torch.allclose(_run(model, alpha=1.0), full_style, atol=1e-5)
+    assert torch.allclose(_run(model, alpha=0.3), middle, atol=1e-5)
+    assert (full_style - content_decoded).abs().mean() > 1e-3  # the endpoints really differ
+
+
+def test_visual_fidelity_mixes_latents_and_decoder_weights(
+    model: StyleTransfer, continuous_model: StyleTransfer
+) -> None:
+    a, b = 0.4, 0.7
+    with torch.inference_mode():
+        discrete = model.transfer(CONTENT, STYLE)
+        continuous = continuous_model.transfer(CONTENT, STYLE)
+        assert continuous.indices_y is None  # continuous: z_y is the SGA output itself
+        z = a * (b * discrete.quant_y + (1 - b) * discrete.quant_x) + (1 - a) * (
+            b * continuous.quant_y + (1 - b) * continuous.quant_x
+        )
+        by_hand = _tiny_model(0)
+        mixed = by_hand.state_dict()
+        for key, value in continuous_model.state_dict().items():
+            if key.startswith(("decoder.", "post_quant_conv.")):
+                mixed[key] = a * mixed[key] + (1 - a) * value
+        by_hand.load_state_dict(mixed)
+        expected = by_hand.decode(z).clamp(-1, 1)
+    got = _run(model, cont=continuous_model, alpha=b, visual_fidelity=a)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, _run(model, alpha=b), atol=1e-3)
+    # visual fidelity 0 is the continuous model alone (its own decoder)
+    with torch.inference_mode():
+        only_continuous = continuous_model.decode(b * continuous.quant_y + (1 - b) * continuous.quant_x)
+    got0 = _run(model, cont=continuous_model, alpha=b, visual_fidelity=0.0)
+    assert torch.allclose(got0, only_continuous.clamp(-1, 1), atol=1e-5)
+
+
+def test_visual_fidelity_needs_a_continuous_model(model: StyleTransfer) -> None:
+    with pytest.raises(UsageError, match="continuous-ckpt"):
+        _run(model, visual_fidelity=0.5)
+    with pytest.raises(UsageError, match="continuous"):
+        _run(model, cont=_tiny_model(5), visual_fidelity=0.5)  # a discrete model given as the continuous one
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size", "expected"),
+    [(37, 53, None, (37, 53)), (17, 30, None, (17, 30)), (50, 30, 40, (40, 24))],
+)
+def test_any_size_round_trips(model: StyleTransfer, height: int, width: int, size, expected) -> None:
+    out = _run(model, content=_image(height, width, 4), size=size)
+    assert tuple(out.shape) == (1, 3, *expected)
+    assert out.abs().max() <= 1.0
+
+
+def test_single_tile_equals_untiled_and_tiles_change_little(model: StyleTransfer) -> None:
+    content = _image(64, 64, 6)
+    untiled = _run(model, content=content, alpha=0.0)
+    one_tile = _run(model, content=content, alpha=0.0, tiling="always", tile=128, overlap=32)
+    assert torch.allclose(one_tile, untiled, atol=1e-5)
+    stylizer = Stylizer(model, [STYLE], StylizeOptions(tiling="auto", tile_threshold=32))
+    assert stylizer.use_tiles(64, 64) and not stylizer.use_tiles(32, 32)
+    tiled = stylizer(content)
+    assert tiled.tiled and tuple(tiled.image.shape) == (1, 3, 64, 64)
+
+
+def test_style_weights(model: StyleTransfer) -> None:
+    single = _run(model, styles=(STYLE,))
+    assert torch.allclose(_run(model, styles=(STYLE, STYLE_B), style_weights=(1.0, 0.0)), single, atol=1e-5)
+    other = _run(model, styles=(STYLE_B,))
+    blend = _run(model, styles=(STYLE, STYLE_B), style_weights=(0.5, 0.5))
+    assert not torch.allclose(blend, single, atol=1e-3) and not torch.allclose(blend, other, atol=1e-3)
+    with pytest.raises(UsageError):
+        _run(model, styles=(STYLE, STYLE_B), style_weights=(1.0,))
+
+
+def test_preserve_color_keeps_content_chroma(model: StyleTransfer) -> None:
+    content = _image(32, 32, 7) * 0.4  # mid tones: no clipping after the chroma swap
+    stylized = _run(model, content=content)
+    kept = _run(model, content=content, preserve_color=True)
+    got, want = rgb_to_ycbcr(kept), rgb_to_ycbcr(content)
+    unclipped = (kept.abs() < 0.999) & (stylized.abs() < 0.999)  # clamping changes colours where it acts
+    inside = unclipped.all(dim=1, keepdim=True).expand(-1, 2, -1, -1)
+    assert inside.float().mean() > 0.5
+    assert torch.allclose(got[:, 1:][inside], want[:, 1:][inside], atol=1e-4)
+    luma_inside = inside[:, :1]
+    assert torch.allclose(got[:, :1][luma_inside], rgb_to_ycbcr(stylized)[:, :1][luma_inside], atol=1e-4)
+    assert torch.allclose(preserve_content_color(content, content), content, atol=1e-5)
+
+
+def test_python_api_on_pil_and_tensors(model: StyleTransfer) -> None:
+    pil = Image.fromarray(np.random.default_rng(0).integers(0, 255, (21, 34, 3), dtype=np.uint8))
+    out = model.stylize(pil, STYLE[0], alpha=0.5)
+    assert isinstance(out, Image.Image) and out.size == (34, 21)
+    tensor_out = model.stylize(CONTENT[0], [STYLE, STYLE_B], alpha=1.0, style_weights=[1, 0])
+    assert tensor_out.shape == CONTENT[0].shape
+    assert torch.allclose(tensor_out, _run(model)[0], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, model: StyleTransfer) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stylize")
+    rng = np.random.default_rng(0)
+    photos = root / "photos"
+    photos.mkdir()
+    for name, size in (("a.png", (37, 45)), ("b.jpg", (32, 32))):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(photos / name)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / "style.png")
+    (root / "notes.jpg").write_text("not an image, just text")
+    good = (photos / "a.png").read_bytes()
+    (root / "broken.png").write_bytes(good[: len(good) // 2])
+    save_checkpoint(model, root / "st.pt")
+    torch.manual_seed(0)
+    save_checkpoint(VQGAN(tiny_vqgan_config()), root / "vq.pt")
+    return {
+        "root": root,
+        "photos": photos,
+        "style": root / "style.png",
+        "ckpt": root / "st.pt",
+        "vq": root / "vq.pt",
+        "text": root / "notes.jpg",
+        "broken": root / "broken.png",
+    }
+
+
+def test_cli_writes_skips_and_overwrites(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = (
+        "stylize",
+        str(files["photos"]),
+        "--style",
+        str(files["style"]),
+        "--ckpt",
+        str(files["ckpt"]),
+        "--out",
+        str(out),
+        "--alpha",
+        "0.8",
+    )
+    first = run_cli(capsys, *args)
+    assert first.code == 0, first.err
+    written = sorted(Path(line) for line in first.out.split())
+    assert written == [out / "a_stylized.png", out / "b_stylized.png"]
+    assert Image.open(out / "a_stylized.png").size == (45, 37)
+    mtime = (out / "a_stylized.png").stat().st_mtime_ns
+    again = run_cli(capsys, *args)
+    assert again.code == 0 and again.out == "" and "skipping 2" in again.err
+    assert (out / "a_stylized.png").stat().st_mtime_ns == mtime
+    forced = run_cli(capsys, *args, "--overwrite", "--format", "same", "--suffix", "-x")
+    assert forced.code == 0
+    assert sorted(Path(line).name for line in forced.out.split()) == ["a-x.png", "b-x.jpg"]
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_cli_json_lines_and_single_file_out(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    target = tmp_path / "one.webp"
+    result = run_cli(
+        capsys,
+        "stylize",
+        str(files["photos"] / "a.png"),
+        "-s",
+        str(files["style"]),
+        "-s",
+        str(files["style"]),
+        "--style-weights",
+        "0.7,0.3",
+        "--ckpt",
+        str(files["ckpt"]),
+        "--out",
+        str(target),
+        "--json",
+        "--preserve-color",
+    )
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["output"] == str(target) and (record["width"], record["height"]) == (45, 37)
+    assert record["seconds"]["total"] > 0 and {"encode", "sga", "decode"} <= set(record["seconds"])
+    assert Image.open(target).size == (45, 37)
+
+
+def test_cli_model_from_environment_and_user_config(
+    capsys: pytest.CaptureFixture[str],
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_quantart_env: Path,
+) -> None:
+    content = str(files["photos"] / "b.jpg")
+    monkeypatch.setenv("QUANTART_CKPT", str(files["ckpt"]))
+    from_env = run_cli(capsys, "stylize", content, "--style", str(files["style"]), "--out", str(tmp_path / "e"))
+    assert from_env.code == 0, from_env.err
+    monkeypatch.delenv("QUANTART_CKPT")
+    config = isolated_quantart_env / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[stylize]\nckpt = "{files["ckpt"].as_posix()}"\n')
+    from_config = run_cli(capsys, "stylize", content, "--style", str(files["style"]), "--out", str(tmp_path / "c"))
+    assert from_config.code == 0, from_config.err
+    assert Path(from_config.out.strip()).is_file()
+
+
+BAD_INPUTS = {
+    "missing content": (["{root}/nope.png", "--style", "{style}", "--ckpt", "{ckpt}"], 3, "does not exist"),
+    "not an image": (["{text}", "--style", "{style}", "--ckpt", "{ckpt}"], 1, "not an image"),
+    "corrupt image": (["{broken}", "--style", "{style}", "--ckpt", "{ckpt}"], 1, "truncated or corrupt"),
+    "corrupt style": (["{photos}", "--style", "{broken}", "--ckpt", "{ckpt}"], 1, "truncated or corrupt"),
+    "missing style file": (["{photos}", "--style", "{root}/nope.png", "--ckpt", "{ckpt}"], 3, "does not exist"),
+    "vqgan checkpoint": (["{photos}", "--style", "{style}", "--ckpt", "{vq}"], 1, "VQGAN checkpoint"),
+    "missing checkpoint file": (["{photos}", "--style", "{style}", "--ckpt", "{root}/none.pt"], 3, "none.pt"),
+    "no --style": (["{photos}", "--ckpt", "{ckpt}"], 2, "needs --style"),
+    "no checkpoint": (["{photos}", "--style", "{style}"], 3, "quantart convert"),
+    "no content": (["--style", "{style}", "--ckpt", "{ckpt}"], 2, "at least one content"),
+    "visual fidelity alone": (
+        ["{photos}", "--style", "{style}", "--ckpt", "{ckpt}", "--visual-fidelity", "0.5"],
+        2,
+        "continuous-ckpt",
+    ),
+    "alpha out of range": (["{photos}", "--style", "{style}", "--ckpt", "{ckpt}", "--alpha", "1.5"], 2, "alpha"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_cli_bad_inputs_give_one_sentence(
+    case: str, capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    template, code, phrase = BAD_INPUTS[case]
+    names = {k: str(v) for k, v in files.items()}
+    args = [part.format(**names) for part in template]
+    result = run_cli(capsys, "stylize", *args, "--out", str(tmp_path / "out"))
+    assert result.code == code, result.err
+    assert phrase in result.err
+    assert "Traceback" not in result.err
+    assert result.out == ""
+    error_lines = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+
+
+def test_cli_batch_with_one_bad_image_writes_the_others(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    result = run_cli(
+        capsys,
+        "stylize",
+        str(files["photos"] / "b.jpg"),
+        str(files["broken"]),
+        "--style",
+        str(files["style"]),
+        "--ckpt",
+        str(files["ckpt"]),
+        "--out",
+        str(tmp_path),
+    )
+    assert result.code == 1
+    assert result.out.strip() == str(tmp_path / "b_stylized.png")
+    assert "1 of 2 content images could not be stylized" in result.err
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one intra-op thread avoids OpenMP barrier stalls on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
