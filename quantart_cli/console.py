@@ -65,6 +65,14 @@ class Console:
     def result_table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         self.out.print(self._table(title, columns, rows))
 
+    def results_as_notes(self) -> Console:
+        """A console for a step inside a larger job: its results become notes, stdout stays the job's own."""
+        nested = Console(quiet=self.quiet, debug=self.debug)
+        nested.err = self.err
+        nested.result = nested.info  # type: ignore[method-assign]
+        nested.result_table = nested.table  # type: ignore[method-assign]
+        return nested
+
     # -- notes (stderr) ---------------------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if not self.quiet:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests use tiny models: one thread is as fast, and several collapse when the cores are shared (OpenMP threads
+# spin waiting on each other). Set before torch is imported, so subprocesses inherit it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
