@@ -54,8 +54,8 @@ SKIPPED = {
     "-m venv": "the environment these tests already run in",
 }
 IMAGE_DIRS = [
-    "photos", "paintings", "datasets/painter-by-numbers/train", "datasets/lhq_1024_jpg", "datasets/ffhq/images1024x1024",
-    "datasets/metfaces/images", "datasets/coco/train2017", "home/datasets/wikiart", "home/wikiart/train", "home/lhq",
+    "photos", "paintings", "datasets/painter-by-numbers/train", "datasets/lhq_1024_jpg",
+    "datasets/ffhq/images1024x1024", "datasets/metfaces/images", "datasets/coco/train2017", "home/datasets/wikiart", "home/wikiart/train", "home/lhq",
 ]
 
 
