@@ -55,7 +55,8 @@ SKIPPED = {
 }
 IMAGE_DIRS = [
     "photos", "paintings", "datasets/painter-by-numbers/train", "datasets/lhq_1024_jpg",
-    "datasets/ffhq/images1024x1024", "datasets/metfaces/images", "datasets/coco/train2017", "home/datasets/wikiart", "home/wikiart/train", "home/lhq",
+    "datasets/ffhq/images1024x1024", "datasets/metfaces/images", "datasets/coco/train2017",
+    "home/datasets/wikiart", "home/wikiart/train", "home/lhq",
 ]
 
 
