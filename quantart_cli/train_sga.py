@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from quantart_cli.checkpoint import LoadedCheckpoint, load_checkpoint, model_from_checkpoint, save_checkpoint
-from quantart_cli.errors import BadInputError, UsageError
+from quantart_cli.adversarial import AdversarialTask
+from quantart_cli.checkpoint import LoadedCheckpoint, load_checkpoint, model_from_checkpoint
+from quantart_cli.errors import UsageError
 from quantart_cli.losses import StyleTransferLoss
 from quantart_cli.models import StyleTransfer
 from quantart_cli.train_vq import code_perplexity
@@ -32,8 +33,6 @@ from quantart_cli.training import (
     DistInfo,
     StepContext,
     all_reduce_sum,
-    average_gradients,
-    broadcast_buffers,
     broadcast_parameters,
     make_adam,
     save_image_rows,
@@ -41,8 +40,6 @@ from quantart_cli.training import (
 
 logger = logging.getLogger(__name__)
 
-DISCRIMINATOR_KEY = "discriminator"
-_D_LOG_KEYS = ("d_loss", "logits_real", "logits_fake")
 
 
 # ------------------------------------------------------------------------------------------- assembly
@@ -118,7 +115,7 @@ class _Stylize(nn.Module):
         return _Stylized(quant_y.contiguous(), vq_loss, usage)
 
 
-class StyleTransferTask:
+class StyleTransferTask(AdversarialTask):
     """Stage-2 :class:`~quantart_cli.training.TrainingTask`: a :class:`StyleTransfer` and its loss.
 
     Batches hold images (``content``, ``style``) or cached latents (``content_latent``,
@@ -169,16 +166,6 @@ class StyleTransferTask:
 
     # -- TrainingTask ------------------------------------------------------------------------------------
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self._optimizers
-
-    def train(self) -> None:
-        self.model.train()  # the frozen stage-1 parts stay in eval mode
-        self.loss.train()
-
-    def no_sync(self) -> contextlib.AbstractContextManager[Any]:
-        return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()
-
     def latents(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> tuple[Tensor, Tensor]:
         """(quant_x, quant_ref) of a batch: from the cache as they are, else by the frozen encoders."""
         if "content_latent" in batch:
@@ -190,34 +177,19 @@ class StyleTransferTask:
 
     def micro_step(self, batch: Any, step: int, ctx: StepContext) -> Mapping[str, Tensor]:
         quant_x, quant_ref = self.latents(batch, ctx)
-        disc = self.loss.discriminator
-        disc.requires_grad_(False)  # the generator loss must leave no gradient in D
-        try:
-            with ctx.autocast():
-                out = self.forward_module(quant_x, quant_ref)
-                g_total, logs = self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step)
-            ctx.backward(g_total)
-        finally:
-            disc.requires_grad_(True)
-        logs = dict(logs)
-        if self.loss.disc_factor_at(step) > 0:
-            with ctx.autocast():
-                d_loss, d_logs = self.loss.discriminator_loss(quant_ref, out.quant_y.detach(), step)
-            ctx.backward(d_loss)
-            logs.update(d_logs)
-        else:
-            zero = torch.zeros((), device=quant_x.device)
-            logs.update({key: zero for key in _D_LOG_KEYS})
+        outputs: list[_Stylized] = []
+
+        def generator():
+            out = self.forward_module(quant_x, quant_ref)
+            outputs.append(out)
+            total, logs = self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step)
+            return total, logs, quant_ref, out.quant_y
+
+        logs = self.adversarial_step(ctx, step, generator)
+        out = outputs[0]
         if not self.model.config.continuous:
             self._usage_since_log += out.usage.detach()
         return logs
-
-    def before_optimizer_step(self, name: str) -> None:
-        if name == "discriminator":
-            average_gradients(list(self.loss.discriminator.parameters()), self.info)
-
-    def after_step(self, step: int) -> None:
-        broadcast_buffers(self.loss.discriminator, self.info)  # BatchNorm statistics follow rank 0
 
     def metrics(self, step: int) -> dict[str, float]:
         if self.model.config.continuous:
@@ -234,22 +206,10 @@ class StyleTransferTask:
             self._usage_since_log.copy_(state["usage_since_log"])
 
     def save_model(self, path: Path, step: int) -> None:
-        save_checkpoint(
-            self.model,
-            path,
-            step=step,
-            extra=self.metadata,
-            extra_state_dicts={DISCRIMINATOR_KEY: self.loss.discriminator.state_dict()},
-        )
+        self.save_with_discriminator(path, step, extra=self.metadata)
 
     def load_model(self, path: Path) -> int:
-        ckpt = load_checkpoint(path, device=self.device, expected_kind="style-transfer")
-        if ckpt.config != self.model.config:
-            raise BadInputError(f"{path} holds a style-transfer model of a different configuration than this run.")
-        self.model.load_state_dict(ckpt.state_dict, strict=True)
-        if DISCRIMINATOR_KEY in ckpt.extra_state_dicts:
-            self.loss.discriminator.load_state_dict(ckpt.extra_state_dicts[DISCRIMINATOR_KEY], strict=True)
-        return int(ckpt.step or 0)
+        return int(self.load_with_discriminator(path, "style-transfer").step or 0)
 
     def write_sample(self, path: Path) -> None:
         if self.sample_pairs is not None:
@@ -276,7 +236,6 @@ def first_pairs(dataset: Any, count: int) -> tuple[Tensor, Tensor]:
 
 
 __all__ = [
-    "DISCRIMINATOR_KEY",
     "StyleTransferTask",
     "assemble_style_transfer",
     "first_pairs",

@@ -12,7 +12,6 @@ averaged by one explicit all-reduce before its step.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,16 +20,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from quantart_cli.checkpoint import load_checkpoint, save_checkpoint
-from quantart_cli.errors import BadInputError
+from quantart_cli.adversarial import AdversarialTask
 from quantart_cli.losses import VQGANLoss
 from quantart_cli.models import VQGAN
 from quantart_cli.training import (
     DistInfo,
     StepContext,
     all_reduce_sum,
-    average_gradients,
-    broadcast_buffers,
     broadcast_parameters,
     make_adam,
     save_image_rows,
@@ -38,8 +34,6 @@ from quantart_cli.training import (
 
 logger = logging.getLogger(__name__)
 
-DISCRIMINATOR_KEY = "discriminator"
-_D_LOG_KEYS = ("d_loss", "logits_real", "logits_fake")
 
 
 class _Reconstruction(NamedTuple):
@@ -93,7 +87,7 @@ def code_perplexity(usage: Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-class VQGANTask:
+class VQGANTask(AdversarialTask):
     """Stage-1 :class:`~quantart_cli.training.TrainingTask`: a VQGAN and its :class:`VQGANLoss`."""
 
     def __init__(
@@ -148,52 +142,28 @@ class VQGANTask:
 
     # -- TrainingTask ------------------------------------------------------------------------------------
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self._optimizers
-
-    def train(self) -> None:
-        self.model.train()
-        self.loss.train()
-
-    def no_sync(self) -> contextlib.AbstractContextManager[Any]:
-        return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()
-
     def micro_step(self, batch: Any, step: int, ctx: StepContext) -> Mapping[str, Tensor]:
         x = batch["image"] if isinstance(batch, Mapping) else batch
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        disc = self.loss.discriminator
-        disc.requires_grad_(False)  # the generator loss must leave no gradient in D
-        try:
-            with ctx.autocast():
-                out = self.forward_module(x)
-                g_total, logs = self.loss.generator_loss(
-                    x, out.rec, out.vq_loss, step, last_layer=self.model.last_layer
-                )
-            ctx.backward(g_total)
-        finally:
-            disc.requires_grad_(True)
-        logs = dict(logs)
-        if self.loss.disc_factor_at(step) > 0:
-            with ctx.autocast():
-                d_loss, d_logs = self.loss.discriminator_loss(x, out.rec.detach(), step)
-            ctx.backward(d_loss)
-            logs.update(d_logs)
-        else:
-            zero = torch.zeros((), device=x.device)
-            logs.update({key: zero for key in _D_LOG_KEYS})
+        outputs: list[_Reconstruction] = []
+
+        def generator():
+            out = self.forward_module(x)
+            outputs.append(out)
+            total, logs = self.loss.generator_loss(x, out.rec, out.vq_loss, step, last_layer=self.model.last_layer)
+            return total, logs, x, out.rec
+
+        logs = self.adversarial_step(ctx, step, generator)
+        out = outputs[0]
         usage = out.usage.detach()
         self._usage_since_log += usage
         self._window_usage += usage
         self._recent_latent = out.latent
         return logs
 
-    def before_optimizer_step(self, name: str) -> None:
-        if name == "discriminator":
-            average_gradients(list(self.loss.discriminator.parameters()), self.info)
-
     def after_step(self, step: int) -> None:
-        broadcast_buffers(self.loss.discriminator, self.info)  # BatchNorm statistics follow rank 0
+        super().after_step(step)
         self._window_steps += 1
         if self._window_steps < self.dead_code_window:
             return
@@ -238,22 +208,10 @@ class VQGANTask:
 
     def save_model(self, path: Path, step: int) -> None:
         usage = self._last_window_usage if self._last_window_usage is not None else self._window_usage
-        save_checkpoint(
-            self.model,
-            path,
-            step=step,
-            codebook_usage={"quantize": usage},
-            extra_state_dicts={DISCRIMINATOR_KEY: self.loss.discriminator.state_dict()},
-        )
+        self.save_with_discriminator(path, step, codebook_usage={"quantize": usage})
 
     def load_model(self, path: Path) -> int:
-        ckpt = load_checkpoint(path, device=self.device, expected_kind="vqgan")
-        if ckpt.config != self.model.config:
-            raise BadInputError(f"{path} holds a VQGAN of a different configuration than this run.")
-        self.model.load_state_dict(ckpt.state_dict, strict=True)
-        if DISCRIMINATOR_KEY in ckpt.extra_state_dicts:
-            self.loss.discriminator.load_state_dict(ckpt.extra_state_dicts[DISCRIMINATOR_KEY], strict=True)
-        return int(ckpt.step or 0)
+        return int(self.load_with_discriminator(path, "vqgan").step or 0)
 
     def write_sample(self, path: Path) -> None:
         if self.sample_images is None:
