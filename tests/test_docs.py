@@ -139,7 +139,7 @@ def _run_segment(tokens: list[str], work: Path, capsys, monkeypatch, extra_stage
         tokens[at + 1] = "2"  # CPU processes on gloo
         argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", *tokens[1:]]
     elif program == "python":
-        argv = [sys.executable, *[str(REPO / t) if t.startswith("benchmarks/") else t for t in tokens[1:]]]
+        argv = [sys.executable, *[str(REPO / t) if t.startswith(("benchmarks/", "docs/")) else t for t in tokens[1:]]]
     else:
         raise AssertionError(f"the docs test does not know how to run {program!r}; teach it or list it in SKIPPED")
     done = subprocess.run(argv, cwd=work, env=full_env, capture_output=True, text=True, timeout=600)
@@ -173,6 +173,7 @@ def test_every_documented_command_runs(tmp_path, capsys, monkeypatch):
     assert (work / "book.json").read_text().lstrip().startswith("{")
     assert (work / "landscape2art.pt").is_file() and (work / "wikiart_vq.safetensors").is_file()
     assert (work / "quantart-demo" / "contact_sheet.png").is_file()
+    assert (work / "fidelity.png").is_file()
 
 
 def test_doc_commands_are_found():
