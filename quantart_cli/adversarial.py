@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from quantart_cli.checkpoint import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from quantart_cli.errors import BadInputError
-from quantart_cli.training import DistInfo, StepContext, average_gradients, broadcast_buffers
+from quantart_cli.training import (
+    DistInfo,
+    StepContext,
+    average_gradients,
+    broadcast_buffers,
+    broadcast_parameters,
+    make_adam,
+)
 
 DISCRIMINATOR_KEY = "discriminator"
 D_LOG_KEYS = ("d_loss", "logits_real", "logits_fake")
@@ -29,7 +36,7 @@ GeneratorStep = Callable[[], tuple[Tensor, Mapping[str, Tensor], Tensor, Tensor]
 
 class AdversarialTask:
     """Base of the stage tasks. Subclasses set ``model``, ``loss`` (with ``discriminator``, ``disc_factor_at``
-    and ``discriminator_loss``), ``device``, ``info``, ``_ddp`` and ``_optimizers``."""
+    and ``discriminator_loss``), ``device`` and ``info``, then call :meth:`_setup`."""
 
     model: nn.Module
     loss: Any
@@ -37,6 +44,24 @@ class AdversarialTask:
     info: DistInfo
     _ddp: Any
     _optimizers: dict[str, torch.optim.Optimizer]
+
+    def _setup(self, forward: nn.Module, generator_params: Any, generator_name: str, lr: float,
+               compile: bool) -> None:
+        """Sync D across ranks, wrap the generator's forward (DDP, torch.compile) and make both Adams."""
+        broadcast_parameters(self.loss.discriminator, self.info)
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = None
+            if self.device.type == "cuda":
+                device_ids = [self.device.index if self.device.index is not None else self.info.local_rank]
+            forward = DistributedDataParallel(forward, device_ids=device_ids)
+        self._ddp = forward if self.info.enabled else None
+        self.forward_module: Any = torch.compile(forward) if compile else forward
+        self._optimizers = {
+            generator_name: make_adam(generator_params, lr),
+            DISCRIMINATOR_KEY: make_adam(self.loss.discriminator.parameters(), lr),
+        }
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self._optimizers

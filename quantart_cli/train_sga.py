@@ -33,8 +33,6 @@ from quantart_cli.training import (
     DistInfo,
     StepContext,
     all_reduce_sum,
-    broadcast_parameters,
-    make_adam,
     save_image_rows,
 )
 
@@ -146,21 +144,7 @@ class StyleTransferTask(AdversarialTask):
         self.info = info
         self.sample_pairs = sample_pairs
         self.metadata = dict(metadata or {})
-        broadcast_parameters(loss.discriminator, info)
-        forward: nn.Module = _Stylize(model)
-        if info.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device_ids = None
-            if device.type == "cuda":
-                device_ids = [device.index if device.index is not None else info.local_rank]
-            forward = DistributedDataParallel(forward, device_ids=device_ids)
-        self._ddp = forward if info.enabled else None
-        self.forward_module: Any = torch.compile(forward) if compile else forward
-        self._optimizers = {
-            "sga": make_adam(model.trainable_parameters(), lr),
-            "discriminator": make_adam(loss.discriminator.parameters(), lr),
-        }
+        self._setup(_Stylize(model), model.trainable_parameters(), "sga", lr, compile)
         n_embed = model.config.style.quantizer.n_embed
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
 

@@ -27,8 +27,6 @@ from quantart_cli.training import (
     DistInfo,
     StepContext,
     all_reduce_sum,
-    broadcast_parameters,
-    make_adam,
     save_image_rows,
 )
 
@@ -117,21 +115,7 @@ class VQGANTask(AdversarialTask):
         if channels_last:
             model.to(memory_format=torch.channels_last)
             loss.discriminator.to(memory_format=torch.channels_last)
-        broadcast_parameters(loss.discriminator, info)
-        forward: nn.Module = _Autoencode(model)
-        if info.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            device_ids = None
-            if device.type == "cuda":
-                device_ids = [device.index if device.index is not None else info.local_rank]
-            forward = DistributedDataParallel(forward, device_ids=device_ids)
-        self._ddp = forward if info.enabled else None
-        self.forward_module: Any = torch.compile(forward) if compile else forward
-        self._optimizers = {
-            "autoencoder": make_adam(model.parameters(), lr),
-            "discriminator": make_adam(loss.discriminator.parameters(), lr),
-        }
+        self._setup(_Autoencode(model), model.parameters(), "autoencoder", lr, compile)
         n_embed = model.config.quantizer.n_embed
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
         self._window_usage = torch.zeros(n_embed, dtype=torch.long, device=device)

@@ -110,6 +110,22 @@ def resume_header(out_dir: Path, expected_kind: str, stage_name: str):
     raise NotFoundError(f"{out_dir / LAST_CHECKPOINT} does not exist; --resume needs the folder of an earlier run.")
 
 
+def training_device(settings: TrainingSettings):
+    """(device, DistInfo): the resolved device, precision checked, the process group joined under torchrun,
+    and each process on the GPU of its LOCAL_RANK."""
+    import torch
+
+    from quantart_cli.devices import resolve_device
+    from quantart_cli.training import check_precision, init_distributed
+
+    device = resolve_device(settings.device)
+    check_precision(device, settings.precision)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    return device, info
+
+
 def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str]:
     """The learning rate and how it was derived (``--lr``, or the original's scaling rule)."""
     from quantart_cli.training import scaled_lr

@@ -15,6 +15,7 @@ from quantart_stages.common import (
     loop_options,
     resume_header,
     summary_rows,
+    training_device,
     training_lr,
     training_run_folder,
 )
@@ -43,25 +44,17 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         raise UsageError("train-sga needs --content-vq and --style-vq: the two stage-1 VQGAN checkpoints.")
     if not settings.content_data or not settings.style_data:
         raise UsageError("train-sga needs --content-data and --style-data: folders, list files or CSV manifests.")
-    import torch
 
-    from quantart_cli.devices import resolve_device
     from quantart_cli.training import (
         LAST_CHECKPOINT,
         METRICS_FILE,
         BatchStream,
-        check_precision,
-        init_distributed,
         run_training,
         seed_everything,
         shutdown_distributed,
     )
 
-    device = resolve_device(settings.device)
-    check_precision(device, settings.precision)
-    info = init_distributed(device)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
+    device, info = training_device(settings)
     try:
         out_dir = training_run_folder(settings, ctx, "train-sga")
         seed_everything(settings.seed)

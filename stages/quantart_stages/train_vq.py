@@ -16,6 +16,7 @@ from quantart_stages.common import (
     loop_options,
     resume_header,
     summary_rows,
+    training_device,
     training_lr,
     training_run_folder,
 )
@@ -35,25 +36,17 @@ class TrainVQSettings(TrainingSettings):
 def run(settings: TrainVQSettings, ctx: RunContext) -> int:
     if not settings.data:
         raise UsageError("train-vq needs --data: a folder of images, a list file or a CSV manifest.")
-    import torch
 
     from quantart_cli.data import ImageDataset
-    from quantart_cli.devices import resolve_device
     from quantart_cli.training import (
         LAST_CHECKPOINT,
         BatchStream,
-        check_precision,
-        init_distributed,
         run_training,
         seed_everything,
         shutdown_distributed,
     )
 
-    device = resolve_device(settings.device)
-    check_precision(device, settings.precision)
-    info = init_distributed(device)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
+    device, info = training_device(settings)
     try:
         out_dir = training_run_folder(settings, ctx, "train-vq")
         seed_everything(settings.seed)
