@@ -126,6 +126,19 @@ def training_device(settings: TrainingSettings):
     return device, info
 
 
+def run_with_progress(settings: TrainingSettings, ctx, stage_name: str, task, dataset, out_dir: Path, device,
+                      info, status):
+    """Feed ``dataset`` to the shared loop for ``task`` with a progress bar (rank 0 only); the loop's result."""
+    from quantart_cli.training import BatchStream, run_training
+
+    stream = BatchStream(dataset, batch_size=settings.batch_size, seed=settings.seed, info=info,
+                         workers=settings.workers, pin_memory=device.type == "cuda")
+    with ctx.console.progress(stage_name, settings.steps, unit="step") as bar:
+        callbacks = ConsoleCallbacks(ctx, bar, status) if info.is_main else None
+        return run_training(task, stream, out_dir, loop_options(settings), device=device, info=info,
+                            callbacks=callbacks, resume=settings.resume is not None)
+
+
 def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str]:
     """The learning rate and how it was derived (``--lr``, or the original's scaling rule)."""
     from quantart_cli.training import scaled_lr

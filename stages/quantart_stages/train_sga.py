@@ -10,10 +10,9 @@ from quantart_cli.loss_config import StyleTransferLossConfig
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_option
 from quantart_stages.common import (
-    ConsoleCallbacks,
     TrainingSettings,
-    loop_options,
     resume_header,
+    run_with_progress,
     summary_rows,
     training_device,
     training_lr,
@@ -48,8 +47,6 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
     from quantart_cli.training import (
         LAST_CHECKPOINT,
         METRICS_FILE,
-        BatchStream,
-        run_training,
         seed_everything,
         shutdown_distributed,
     )
@@ -103,26 +100,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
             compile=settings.compile,
             metadata=provenance,
         )
-        stream = BatchStream(
-            dataset,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            info=info,
-            workers=settings.workers,
-            pin_memory=device.type == "cuda",
-        )
-        with ctx.console.progress("train-sga", settings.steps, unit="step") as bar:
-            callbacks = ConsoleCallbacks(ctx, bar, _status) if info.is_main else None
-            result = run_training(
-                task,
-                stream,
-                out_dir,
-                loop_options(settings),
-                device=device,
-                info=info,
-                callbacks=callbacks,
-                resume=settings.resume is not None,
-            )
+        result = run_with_progress(settings, ctx, "train-sga", task, dataset, out_dir, device, info, _status)
         if show:
             rows = summary_rows(result, lr, _SUMMARY_KEYS)
             first = _first_record(out_dir / METRICS_FILE)

@@ -11,10 +11,9 @@ from quantart_cli.loss_config import VQGANLossConfig
 from quantart_cli.plugins import RunContext, Stage
 from quantart_cli.settings import cli_option
 from quantart_stages.common import (
-    ConsoleCallbacks,
     TrainingSettings,
-    loop_options,
     resume_header,
+    run_with_progress,
     summary_rows,
     training_device,
     training_lr,
@@ -40,8 +39,6 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
     from quantart_cli.data import ImageDataset
     from quantart_cli.training import (
         LAST_CHECKPOINT,
-        BatchStream,
-        run_training,
         seed_everything,
         shutdown_distributed,
     )
@@ -82,20 +79,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             dead_code_window=settings.dead_code_window,
             seed=settings.seed,
         )
-        stream = BatchStream(
-            dataset,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            info=info,
-            workers=settings.workers,
-            pin_memory=device.type == "cuda",
-        )
-        with ctx.console.progress("train-vq", settings.steps, unit="step") as bar:
-            callbacks = ConsoleCallbacks(ctx, bar, _status) if info.is_main else None
-            result = run_training(
-                task, stream, out_dir, loop_options(settings), device=device, info=info, callbacks=callbacks,
-                resume=settings.resume is not None,
-            )
+        result = run_with_progress(settings, ctx, "train-vq", task, dataset, out_dir, device, info, _status)
         if show:
             psnr_after = reconstruction_psnr(model, eval_images)
             rows = [
