@@ -9,7 +9,7 @@ on CPU the child's peak resident set (``ru_maxrss``, model weights included), on
 
 Modes:
 - ``ours``: :class:`quantart_cli.stylize.Stylizer` untiled, 256 px style reference;
-- ``tiled``: the same with tiled encode/decode (``--tile``, ``--overlap``, ``--tile-norm``);
+- ``tiled``: the same with tiled encode/decode (``--tile``, ``--overlap``, ``--tile-norm``, ``--tile-memory``);
 - ``original``: the original's computation (attention on the full matrix via bmm, x*sigmoid(x),
   nearest upsampling then conv, VQ distances on the full matrix, ``torch.no_grad``, no chunking;
   modules from benchmarks/bench_models.py loading our weights strictly). The original needs the
@@ -82,7 +82,9 @@ def child(args: argparse.Namespace) -> dict:
     model = _build(args.config, device)
     size = args.size
     content = _image(size, 1, device)
-    tiled = StylizeOptions(tiling="always", tile=args.tile, overlap=args.overlap, norm_stats=args.tile_norm)
+    tiled = StylizeOptions(
+        tiling="always", tile=args.tile, overlap=args.overlap, norm_stats=args.tile_norm, tile_memory=args.tile_memory
+    )
     untiled = StylizeOptions(tiling="never")
     record: dict = {
         "size": size,
@@ -94,7 +96,7 @@ def child(args: argparse.Namespace) -> dict:
     if args.mode in ("ours", "tiled", "ours-same-ref"):
         style = _image(size if args.mode == "ours-same-ref" else 256, 2, device)
         if args.mode == "tiled":
-            record.update(tile=args.tile, overlap=args.overlap, tile_norm=args.tile_norm)
+            record.update(tile=args.tile, overlap=args.overlap, tile_norm=args.tile_norm, tile_memory=args.tile_memory)
         options = tiled if args.mode == "tiled" else untiled
         for _ in range(args.warmup):
             Stylizer(model, [style], options)(content)
@@ -147,6 +149,7 @@ def child(args: argparse.Namespace) -> dict:
                 tile=args.tile,
                 overlap=args.overlap,
                 norm_stats=args.tile_norm,
+                buffer_bytes=tiled.buffer_bytes,
             ).clamp(-1, 1)
             record["tiled_decode_seconds"] = round(time.perf_counter() - start, 3)
             pipe_tiled = parts.decode(z_tiled, tiled=True).clamp(-1, 1)
@@ -155,6 +158,7 @@ def child(args: argparse.Namespace) -> dict:
             tile=args.tile,
             overlap=args.overlap,
             tile_norm=args.tile_norm,
+            tile_memory=args.tile_memory,
             decode_mean_abs_255=round(float((dec_tiled - dec_whole).abs().mean()) * scale, 4),
             decode_max_abs_255=round(float((dec_tiled - dec_whole).abs().max()) * scale, 2),
             content_codes_equal=round(float((zq_whole == zq_tiled).all(dim=1).float().mean()), 4),
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="ours,tiled,original,ours-same-ref")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=128)
-    parser.add_argument("--tile-norm", choices=("tile", "image"), default="tile")
+    parser.add_argument("--tile-norm", choices=("image", "tile"), default="image")
+    parser.add_argument("--tile-memory", type=float, default=2.0, help="GiB per whole-image buffer (exact tiling).")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default).")
     parser.add_argument("--warmup", type=int, default=0, help="Untimed runs before the timed one (per child).")
     parser.add_argument("--max-untiled", type=int, default=1024, help="Largest size run untiled (ours, compare).")
@@ -212,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.overlap),
                 "--tile-norm",
                 args.tile_norm,
+                "--tile-memory",
+                str(args.tile_memory),
                 "--warmup",
                 str(args.warmup),
                 "--threads",

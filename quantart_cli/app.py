@@ -210,6 +210,8 @@ def _make_command(loaded: LoadedStage, all_known: list[str]) -> typer.models.Com
             set_items=kwargs.get("set_items") or (),
             user_preset_dir=paths.user_presets_dir,
             all_known_keys=all_known,
+            user_config=paths.user_config_file,
+            config_table=stage.name,
         )
         if kwargs.get("print_config"):
             console.result(render_config(resolved))
@@ -266,10 +268,12 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
     all_known = [key for loaded in discovery.stages.values() for key in known_keys(loaded.stage.settings)]
 
     for loaded in discovery.stages.values():
-        app.command(loaded.stage.name, help=loaded.stage.help, short_help=loaded.stage.help,
-                    epilog=loaded.stage.description or None)(
-            _make_command(loaded, all_known)
-        )
+        app.command(
+            loaded.stage.name,
+            help=loaded.stage.help,
+            short_help=loaded.stage.help,
+            epilog=loaded.stage.description or None,
+        )(_make_command(loaded, all_known))
 
     @app.command("stages")
     def stages_command() -> None:
@@ -321,8 +325,10 @@ def _run_or_exit(work: typing.Callable[[], Any]) -> Any:
 
 def _warn_broken(discovery: Discovery, console: Console) -> None:
     for broken in discovery.broken:
-        console.warn(f"plugin {broken.entry_point!r} from {broken.distribution} failed to load ({broken.error}); "
-                     "its command is unavailable.")
+        console.warn(
+            f"plugin {broken.entry_point!r} from {broken.distribution} failed to load ({broken.error}); "
+            "its command is unavailable."
+        )
 
 
 def main(argv: list[str] | None = None, *, extra_stages: list[Stage] | None = None) -> int:

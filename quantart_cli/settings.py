@@ -33,8 +33,16 @@ _RESOLVING: contextvars.ContextVar[bool] = contextvars.ContextVar("quantart_reso
 ENV_PREFIX = "QUANTART_"
 ENV_NESTED = "__"
 #: Variables read by the CLI shell itself rather than by a stage's settings.
-GLOBAL_ENV_VARS = frozenset({"QUANTART_DEBUG", "QUANTART_QUIET", "QUANTART_CONFIG_DIR", "QUANTART_CACHE_DIR",
-                             "QUANTART_RUNS_DIR", "QUANTART_NO_PLUGINS"})
+GLOBAL_ENV_VARS = frozenset(
+    {
+        "QUANTART_DEBUG",
+        "QUANTART_QUIET",
+        "QUANTART_CONFIG_DIR",
+        "QUANTART_CACHE_DIR",
+        "QUANTART_RUNS_DIR",
+        "QUANTART_NO_PLUGINS",
+    }
+)
 PRESET_META_TABLE = "preset"
 
 DEVICE_HELP = "Device: auto (CUDA when present), cpu, cuda, cuda:N or mps."
@@ -59,8 +67,9 @@ class StageSettings(BaseSettings):
     device: str = Field("auto", description=DEVICE_HELP)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):  # type: ignore[override]
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):  # type: ignore[override]
         # resolve_settings() merges the environment itself (to record sources and reject typos), so during
         # resolution only the explicit values count; plain ``Settings()`` in Python still reads QUANTART_*.
         if _RESOLVING.get():
@@ -93,8 +102,17 @@ def cli_argument(description: str, **kwargs: Any) -> Any:
     return Field(description=description, json_schema_extra=extra, **kwargs)
 
 
-def cli_option(default: Any = None, description: str = "", *, short: str | None = None, flag: str | None = None,
-               aliases: tuple[str, ...] = (), hidden: bool = False, comma_list: bool = False, **kwargs: Any) -> Any:
+def cli_option(
+    default: Any = None,
+    description: str = "",
+    *,
+    short: str | None = None,
+    flag: str | None = None,
+    aliases: tuple[str, ...] = (),
+    hidden: bool = False,
+    comma_list: bool = False,
+    **kwargs: Any,
+) -> Any:
     """A field with CLI extras.
 
     ``short``: a short flag (``-o``); ``flag``: the long flag when it differs from the field name (``--json``
@@ -102,8 +120,13 @@ def cli_option(default: Any = None, description: str = "", *, short: str | None 
     ``--set``); ``comma_list``: a list option given as ``0.7,0.3`` rather than by repeating the flag.
     """
     extra: dict[str, Any] = dict(kwargs.pop("json_schema_extra", None) or {})
-    for key, value in (("cli_short", short), ("cli_flag", flag), ("cli_aliases", list(aliases)),
-                       ("cli_hidden", hidden), ("cli_comma_list", comma_list)):
+    for key, value in (
+        ("cli_short", short),
+        ("cli_flag", flag),
+        ("cli_aliases", list(aliases)),
+        ("cli_hidden", hidden),
+        ("cli_comma_list", comma_list),
+    ):
         if value:
             extra[key] = value
     return Field(default, description=description, json_schema_extra=extra or None, **kwargs)
@@ -167,9 +190,10 @@ def option_label(dotted: str, model: type[BaseModel]) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """Where a value came from: ``default``, ``preset``, ``env`` or ``cli``, with a detail (file, variable)."""
+    """Where a value came from: ``default``, ``config`` (the user config file), ``preset``, ``env`` or ``cli``,
+    with a detail (file, variable)."""
 
-    kind: Literal["default", "preset", "env", "cli"]
+    kind: Literal["default", "config", "preset", "env", "cli"]
     detail: str = ""
 
     def __str__(self) -> str:
@@ -293,7 +317,7 @@ def env_values(
         upper = var.upper()
         if not upper.startswith(ENV_PREFIX) or upper in GLOBAL_ENV_VARS:
             continue
-        name = upper[len(ENV_PREFIX):]
+        name = upper[len(ENV_PREFIX) :]
         if name in known:
             found[known[name]] = (var, parse_value(raw, model, known[name]))
         elif name not in everywhere:
@@ -352,11 +376,56 @@ def load_preset(path: Path, model: type[BaseModel]) -> tuple[dict[str, Any], str
         raise UsageError(f"Preset {path} is not valid TOML: {err}.") from err
     meta = data.pop(PRESET_META_TABLE, {})
     if not isinstance(meta, dict) or set(meta) - {"description"}:
-        raise UsageError(f"Preset {path}: the [{PRESET_META_TABLE}] table may only hold a description "
-                         "(settings go above it, at the top level or in their own tables).")
+        raise UsageError(
+            f"Preset {path}: the [{PRESET_META_TABLE}] table may only hold a description "
+            "(settings go above it, at the top level or in their own tables)."
+        )
     description = str(meta.get("description", ""))
     _check_keys(data, model, f"preset {path}")
     return data, description
+
+
+def _paths_from(data: dict[str, Any], model: type[BaseModel], base: Path) -> None:
+    """Make relative path values in ``data`` relative to ``base`` (in place), following nested tables."""
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        inner, _ = unwrap_optional(field.annotation)
+        if is_model(inner) and isinstance(value, dict):
+            _paths_from(value, inner, base)
+            continue
+        is_list = typing.get_origin(inner) is list
+        element = typing.get_args(inner)[0] if is_list and typing.get_args(inner) else inner
+        if element is not Path:
+            continue
+
+        def anchored(item: Any) -> Any:
+            if not isinstance(item, str) or not item:
+                return item
+            path = Path(item).expanduser()
+            return str(path if path.is_absolute() else base / path)
+
+        data[key] = [anchored(v) for v in value] if is_list and isinstance(value, list) else anchored(value)
+
+
+def load_user_config(path: Path, table: str, model: type[BaseModel]) -> dict[str, Any]:
+    """The ``[table]`` of the user config file (empty when the file or table is absent); unknown keys are
+    refused, relative paths are taken from the file's folder."""
+    if not path.is_file():
+        return {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"Cannot read the user config {path}: {err}.") from err
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"The user config {path} is not valid TOML: {err}.") from err
+    data = document.get(table, {})
+    if not isinstance(data, dict):
+        raise UsageError(f"{table} in the user config {path} must be a table ([{table}]), not a single value.")
+    _check_keys(data, model, f"the [{table}] table of {path}")
+    _paths_from(data, model, path.parent)
+    return data
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -382,7 +451,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     if first["type"] == "missing":
         return f"Missing required value for {label}."
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     source = sources.get(dotted)
     origin = f" (from {source})" if source and source.kind != "cli" else ""
     value = first.get("input")
@@ -390,8 +459,13 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     return f"Invalid value for {label}{origin}: {message}{shown}."
 
 
-def _check_numbers(data: Mapping[str, Any], model: type[BaseModel], root: type[BaseModel],
-                   sources: Mapping[str, Source], prefix: str = "") -> None:
+def _check_numbers(
+    data: Mapping[str, Any],
+    model: type[BaseModel],
+    root: type[BaseModel],
+    sources: Mapping[str, Source],
+    prefix: str = "",
+) -> None:
     """Refuse what pydantic's lax mode lets through for numbers: ``true`` as 1, and inf / nan."""
     for key, value in data.items():
         field = model.model_fields.get(key)
@@ -439,11 +513,18 @@ def resolve_settings(
     environ: Mapping[str, str] | None = None,
     user_preset_dir: Path | None = None,
     all_known_keys: Iterable[str] = (),
+    user_config: Path | None = None,
+    config_table: str | None = None,
 ) -> ResolvedSettings:
-    """Merge defaults < preset < environment < flags/--set, validate, and remember each value's source."""
+    """Merge defaults < user config < preset < environment < flags/--set, validate, and remember each
+    value's source. The user config's table is ``config_table`` (the command's name; default ``stage``)."""
     merged: dict[str, Any] = {}
     sources: dict[str, Source] = {}
     preset_path = None
+    if user_config is not None:
+        data = load_user_config(user_config, config_table or stage, model)
+        _deep_merge(merged, data)
+        sources.update({k: Source("config", str(user_config)) for k in _flatten(data)})
     if preset:
         preset_path = find_preset(stage, preset, user_preset_dir)
         data, _ = load_preset(preset_path, model)

@@ -37,7 +37,7 @@ from quantart_cli.errors import BadInputError, UsageError
 from quantart_cli.imageio import crop_padding, image_to_tensor, pad_to_multiple, tensor_to_image
 from quantart_cli.nn.attention import normalize_weights, set_query_chunk_size
 from quantart_cli.nn.sga import PreparedReference
-from quantart_cli.tiling import NormStats, decode_tiled, encode_tiled
+from quantart_cli.tiling import DEFAULT_BUFFER_BYTES, NormStats, decode_tiled, encode_tiled
 
 if TYPE_CHECKING:
     from quantart_cli.models import StyleTransfer
@@ -76,8 +76,12 @@ class StylizeOptions:
     overlap: int = 128
     #: ``tiling="auto"`` tiles an image whose padded longer side exceeds this many pixels.
     tile_threshold: int = 1024
-    #: GroupNorm in tiles: "image" (statistics of the whole image, exact) or "tile" (each its own, faster).
-    norm_stats: NormStats = "tile"
+    #: GroupNorm in tiles: "image" (statistics of the whole image: tiled output equals untiled output) or
+    #: "tile" (each tile its own statistics, blended over ``overlap``: fewer passes, colours can shift).
+    norm_stats: NormStats = "image"
+    #: GiB one whole-image intermediate buffer of exact tiling may take (two can be alive); larger ones are
+    #: recomputed instead of stored, trading time for memory.
+    tile_memory: float = DEFAULT_BUFFER_BYTES / 1024**3
     #: Queries per attention chunk in the SGA module (None: chosen to bound the score buffer).
     query_chunk_size: int | None = None
 
@@ -94,10 +98,17 @@ class StylizeOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive number of pixels, got {value}")
+        if not self.tile_memory >= 0:
+            raise UsageError(f"tile-memory must be a non-negative number of GiB, got {self.tile_memory}")
         if self.norm_stats not in ("image", "tile"):
             raise UsageError(f"norm_stats must be image or tile, got {self.norm_stats!r}")
         if self.style_weights is not None:
             object.__setattr__(self, "style_weights", tuple(float(w) for w in self.style_weights))
+
+    @property
+    def buffer_bytes(self) -> int:
+        """:attr:`tile_memory` in bytes."""
+        return int(self.tile_memory * 1024**3)
 
 
 @dataclass
@@ -231,6 +242,7 @@ class _Path:
                 overlap=opts.overlap,
                 norm_stats=opts.norm_stats,
                 channels_last=self.model.channels_last,
+                buffer_bytes=opts.buffer_bytes,
             )
         else:
             h = encoder(x.contiguous(memory_format=self.memory_format))
@@ -356,6 +368,7 @@ class Stylizer:
                 overlap=opts.overlap,
                 norm_stats=opts.norm_stats,
                 channels_last=self.model.channels_last,
+                buffer_bytes=opts.buffer_bytes,
             )
         return self.decoder(h).contiguous()
 
@@ -410,7 +423,8 @@ def stylize_images(
     tiling: TilingMode = "auto",
     tile: int = 512,
     overlap: int = 128,
-    norm_stats: NormStats = "tile",
+    norm_stats: NormStats = "image",
+    tile_memory: float = DEFAULT_BUFFER_BYTES / 1024**3,
 ) -> Image.Image | Tensor:
     """Stylize one content image (PIL, or a (3, H, W) / (B, 3, H, W) tensor in [-1, 1]).
 
@@ -429,6 +443,7 @@ def stylize_images(
         tile=tile,
         overlap=overlap,
         norm_stats=norm_stats,
+        tile_memory=tile_memory,
     )
     stylizer = Stylizer(model, [_to_tensor(s, "style image") for s in styles], options, continuous_model)
     result = stylizer(_to_tensor(content_image, "content image")).image

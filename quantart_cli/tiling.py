@@ -1,28 +1,25 @@
-"""Tiled encode / decode with overlap blending, for images larger than memory allows in one piece.
+"""Tiled encode / decode, for images larger than memory allows in one piece.
 
-Each autoencoder is split in two at its lowest resolution:
+Only the high-resolution part of each autoencoder is tiled (:mod:`quantart_cli.autoencoder_split`);
+the latent-resolution part, with the attention blocks, always sees the whole latent. Two ways to
+run the high part, chosen by ``norm_stats``:
 
-- the *high-resolution part* (encoder: ``conv_in`` and every level that ends in a downsample;
-  decoder: the first upsample and every level above it, ``norm_out``, ``conv_out``) is where
-  activations are huge; it runs tile by tile;
-- the *latent-resolution part* (encoder: the lowest level, ``mid``, ``norm_out``, ``conv_out``;
-  decoder: ``conv_in``, ``mid`` and the lowest level) is small (1/f^2 of the pixels) and holds the
-  attention blocks of every QuantArt config, so it runs on the whole latent at once: attention and
-  the GroupNorm statistics there are exactly those of the untiled model.
+``"image"`` (the default): **exact**. The high part runs one :class:`~quantart_cli.autoencoder_split.Unit`
+(a resnet block, an up/downsample, ...) at a time. The image is cut into tiles that partition it;
+each tile computes only its own part of a unit's output, from a crop of the previous unit's output
+(kept as one whole-image buffer) widened by the unit's receptive radius, so the halo holds the true
+neighbouring values and the result is the untiled model's. GroupNorm statistics come from the whole
+image: a pass over the tiles stops at the first norm whose statistics are unknown, sums every
+tile's own part of its input (in float64), and the next pass goes on with them. Tiled output equals
+untiled output up to float rounding. Memory: at most two whole-image buffers of unit outputs; a
+unit output larger than ``buffer_bytes`` is never stored, the following units then run in the same
+pass from the last stored buffer (more passes recompute more, so it costs time, not memory).
+``overlap`` plays no part here.
 
-Tiles overlap and are blended with feathered (linear-ramp) weights: in latent space after the
-encoder's high part, in pixel space after the decoder's. The outer quarter of each overlap gets
-zero weight (that is where a tile's zero padding disturbs its values), the middle half ramps.
-
-GroupNorm inside the high part: with ``norm_stats="tile"`` (the default) each tile normalizes by its
-own statistics: one pass, but tiles can differ in colour. With ``norm_stats="image"`` every GroupNorm
-uses statistics of the whole image, not of one tile: one statistics pass per GroupNorm layer runs the tiles up to
-that layer, sums each tile's own share of the image (the overlaps split at their middle) and stops;
-the layers before it already normalize image-wide, so the sums equal the untiled model's wherever
-the overlap covers the receptive field (about 7 latent pixels, ~110 px, for the f16 decoder). The
-passes stop early, but they still cost several times one tiled pass (most layers sit at full
-resolution). Estimating all statistics in one pass from tile-normalized activations is not good
-enough: the errors compound through the layers (measured worse than per-tile statistics).
+``"tile"``: each tile (``tile`` pixels, ``overlap`` shared with each neighbour) runs the whole high
+part on its own, with GroupNorm statistics of that tile, and the overlaps are blended with feathered
+weights. One pass and no whole-image buffers, but tiles normalize differently: colours can shift
+by a few grey levels from tile to tile (measured in docs/stylize.md).
 """
 
 from __future__ import annotations
@@ -30,21 +27,36 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quantart_cli.autoencoder_split import (
+    Unit,
+    decoder_high,
+    decoder_low,
+    decoder_units,
+    encoder_high,
+    encoder_low,
+    encoder_units,
+    group_norms,
+    run_units,
+)
 from quantart_cli.errors import UsageError
 from quantart_cli.nn.autoencoder import Decoder, Encoder
-from quantart_cli.nn.blocks import norm_swish
+from quantart_cli.tile_plan import Tile, feather_ramp, own_span, plan_tiles, tile_starts, tile_weights
 
-#: "image": GroupNorm in tiles uses statistics of the whole image (exact, more passes); "tile": its own.
+#: "image": GroupNorm in tiles uses statistics of the whole image (exact); "tile": each tile its own.
 NormStats = Literal["image", "tile"]
 
+#: Largest whole-image intermediate buffer exact tiling keeps by default (two may be alive at once).
+DEFAULT_BUFFER_BYTES = 2 * 1024**3
+
 __all__ = [
+    "DEFAULT_BUFFER_BYTES",
     "NormStats",
     "Tile",
     "decode_tiled",
@@ -59,185 +71,113 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------------------- the split
+def _check_tiling(tile: int, overlap: int, factor: int) -> None:
+    if tile % factor or overlap % factor:
+        raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {factor} pixels")
+    if overlap * 2 >= tile:
+        raise UsageError(f"overlap ({overlap}) must be less than half the tile size ({tile})")
 
 
-def encoder_high(encoder: Encoder, x: Tensor) -> Tensor:
-    """``conv_in`` and every level that ends in a downsample: image -> features at latent resolution."""
-    h = encoder.conv_in(x)
-    for level in list(encoder.down)[:-1]:
-        h = level.downsample(level.run_blocks(h))
-    return h
+# ------------------------------------------------------------------------ "tile": feathered blending
 
 
-def encoder_low(encoder: Encoder, h: Tensor) -> Tensor:
-    """The lowest level, ``mid``, ``norm_out`` and ``conv_out``; with :func:`encoder_high` equals ``encoder``."""
-    h = encoder.mid(encoder.down[-1].run_blocks(h))
-    return encoder.conv_out(norm_swish(encoder.norm_out, h))
+def _feathered(
+    run_high: Callable[[Tensor], Tensor],
+    source: Tensor,
+    scale_in: int,
+    scale_out: int,
+    tiles: list[Tile],
+    overlap: int,
+    fmt: torch.memory_format,
+) -> Tensor:
+    """Run ``run_high`` on each tile's crop of ``source`` and blend the outputs with feathered weights.
 
-
-def decoder_low(decoder: Decoder, z: Tensor) -> Tensor:
-    """``conv_in``, ``mid`` and the lowest level's blocks: latent -> features at latent resolution."""
-    return decoder.up[-1].run_blocks(decoder.mid(decoder.conv_in(z)))
-
-
-def decoder_high(decoder: Decoder, h: Tensor) -> Tensor:
-    """Everything after :func:`decoder_low`: features at latent resolution -> image."""
-    last = decoder.num_resolutions - 1
-    if last > 0:
-        h = decoder.up[last].upsample(h)
-    for i in reversed(range(last)):
-        h = decoder.up[i].run_blocks(h)
-        if i != 0:
-            h = decoder.up[i].upsample(h)
-    return decoder.conv_out(norm_swish(decoder.norm_out, h))
-
-
-# ---------------------------------------------------------------------------------------- tile plans
-
-
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Start offsets of tiles of ``tile`` covering ``length`` with at least ``overlap`` shared, spread evenly.
-
-    Offsets are multiples of ``align`` (the last tile ends exactly at ``length``; ``length`` and
-    ``tile`` must be multiples of ``align``).
+    Tiles and ``overlap`` are in grid units; ``source`` has ``scale_in`` pixels per grid unit, the
+    outputs ``scale_out``.
     """
-    if tile <= 0 or overlap < 0 or overlap >= tile:
-        raise UsageError(f"tile size {tile} and overlap {overlap} need 0 <= overlap < tile")
-    if length <= tile:
-        return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    last = length - tile
-    starts = sorted({round(last * i / (count - 1) / align) * align for i in range(count)})
-    # Rounding to the alignment may shrink a gap below the overlap; add tiles until it holds.
-    while any(b - a > tile - overlap for a, b in zip(starts, starts[1:], strict=False)):
-        count += 1
-        starts = sorted({round(last * i / (count - 1) / align) * align for i in range(count)})
-    return starts
+    grid_h, grid_w = source.shape[-2] // scale_in, source.shape[-1] // scale_in
+    height, width = grid_h * scale_out, grid_w * scale_out
+    out: Tensor | None = None
+    weight_sum = source.new_zeros(height, width)
+    for t in tiles:
+        rows = slice(t.top * scale_in, (t.top + t.height) * scale_in)
+        cols = slice(t.left * scale_in, (t.left + t.width) * scale_in)
+        result = run_high(source[:, :, rows, cols].contiguous(memory_format=fmt))
+        if out is None:
+            out = result.new_zeros(result.shape[0], result.shape[1], height, width)
+        top, left, tall, wide = t.top * scale_out, t.left * scale_out, t.height * scale_out, t.width * scale_out
+        weights = tile_weights(top, left, tall, wide, overlap * scale_out, height, width, result.device)
+        out[:, :, top : top + tall, left : left + wide] += result * weights.to(result.dtype)
+        weight_sum[top : top + tall, left : left + wide] += weights
+    assert out is not None
+    return out / weight_sum
 
 
-@dataclass(frozen=True)
-class Tile:
-    """One tile in the units of the grid it was planned on; ``share_*`` is its own part of the image
-    (the overlaps split at their middle), as fractions of the tile's extent, for norm statistics."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-    share_top: float
-    share_bottom: float
-    share_left: float
-    share_right: float
-
-
-def _shares(starts: list[int], tile: int, length: int) -> list[tuple[float, float]]:
-    spans = [(s, min(s + tile, length)) for s in starts]
-    out = []
-    for i, (a, b) in enumerate(spans):
-        lo = a if i == 0 else (a + spans[i - 1][1]) / 2
-        hi = b if i == len(spans) - 1 else (spans[i + 1][0] + b) / 2
-        out.append(((lo - a) / (b - a), (hi - a) / (b - a)))
-    return out
-
-
-def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1) -> list[Tile]:
-    """Tiles covering a ``height`` x ``width`` grid, row by row."""
-    rows, cols = tile_starts(height, tile, overlap, align), tile_starts(width, tile, overlap, align)
-    row_shares, col_shares = _shares(rows, tile, height), _shares(cols, tile, width)
-    return [
-        Tile(top, left, min(tile, height - top), min(tile, width - left), *rs, *cs)
-        for top, rs in zip(rows, row_shares, strict=True)
-        for left, cs in zip(cols, col_shares, strict=True)
-    ]
-
-
-def feather_ramp(size: int, overlap: int, at_start: bool, at_end: bool, device: torch.device | None = None) -> Tensor:
-    """1-D blend weights of one tile side: 1 inside, a linear ramp over each overlap that meets a neighbour.
-
-    The outer quarter of the overlap is (almost) zero, the middle half ramps up, the inner quarter is 1.
-    Weights never reach exactly 0, so a location covered by one tile only is never lost.
-    """
-    weights = torch.ones(size, dtype=torch.float32, device=device)
-    if overlap <= 0:
-        return weights
-    margin = overlap / 4.0
-    width = max(overlap - 2.0 * margin, 1.0)
-    distance = torch.arange(size, dtype=torch.float32, device=device) + 0.5
-    ramp = ((distance - margin) / width).clamp(1e-3, 1.0)
-    if at_start:
-        weights = torch.minimum(weights, ramp)
-    if at_end:
-        weights = torch.minimum(weights, ramp.flip(0))
-    return weights
-
-
-def _tile_weights(tile: Tile, overlap: int, full_height: int, full_width: int, device: torch.device) -> Tensor:
-    rows = feather_ramp(tile.height, overlap, tile.top > 0, tile.top + tile.height < full_height, device)
-    cols = feather_ramp(tile.width, overlap, tile.left > 0, tile.left + tile.width < full_width, device)
-    return rows[:, None] * cols[None, :]
-
-
-# ---------------------------------------------------------------------------- image-wide GroupNorm
+# --------------------------------------------------------------------------- "image": exact tiling
 
 
 class _StopAtNorm(Exception):
     """Ends a statistics pass at the GroupNorm whose image-wide statistics it was run for."""
 
 
-class _GroupNormStatistics:
-    """Image-wide GroupNorm statistics, one norm (in call order) per pass over the tiles.
+class _ImageNormStatistics:
+    """Image-wide GroupNorm statistics, found one norm per pass over the tiles."""
 
-    Norm ``i`` normalizes with the statistics found for it once ``i`` passes are done; in pass ``i``
-    the tiles run up to norm ``i``, add their own share of its input to per-(sample, group) sums in
-    float64, and stop there. Every earlier norm already used image-wide statistics, so the sums are
-    those of the untiled model (wherever the overlap covers the receptive field).
-    """
+    def __init__(self) -> None:
+        self.stats: dict[nn.GroupNorm, tuple[Tensor, Tensor]] = {}
+        self.pending: tuple[nn.GroupNorm, Tensor, Tensor, int] | None = None
+        self.whole = False  # True while a unit runs on the whole image: plain GroupNorm
+        self.tile: Tile | None = None
+        self.origin = (0, 0)
+        self.rows_in = 1
+        self.scale_in = 1
 
-    def __init__(self, local: bool) -> None:
-        self.local = local
-        self.stats: list[tuple[Tensor, Tensor]] = []
-        self.sums: tuple[Tensor, Tensor, float] | None = None
-        self.calls = 0
-        self.share: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0)
-
-    def start_tile(self, tile: Tile) -> None:
-        self.calls = 0
-        self.share = (tile.share_top, tile.share_bottom, tile.share_left, tile.share_right)
+    def begin_tile(self, tile: Tile, row0: int, col0: int, rows_in: int, scale_in: int) -> None:
+        self.tile, self.origin, self.rows_in, self.scale_in = tile, (row0, col0), rows_in, scale_in
 
     def finish_pass(self) -> None:
-        assert self.sums is not None
-        total, total_sq, count = self.sums
-        mean = total / count
-        var = (total_sq / count - mean * mean).clamp_min(0.0)
-        self.stats.append((mean.float(), var.float()))
-        self.sums = None
+        assert self.pending is not None
+        norm, mean, m2, count = self.pending
+        self.stats[norm] = (mean.float(), (m2 / count).float())
+        self.pending = None
 
-    def _record(self, x: Tensor, groups: int) -> None:
-        batch, _, height, width = x.shape
-        top, bottom, left, right = self.share
-        row0, col0 = round(top * height), round(left * width)
-        rows = slice(row0, max(round(bottom * height), row0 + 1))
-        cols = slice(col0, max(round(right * width), col0 + 1))
-        own = x[:, :, rows, cols].reshape(batch, groups, -1).double()
-        total, total_sq, count = own.sum(-1), own.pow(2).sum(-1), float(own.shape[-1])
-        if self.sums is not None:
-            total, total_sq, count = self.sums[0] + total, self.sums[1] + total_sq, self.sums[2] + count
-        self.sums = (total, total_sq, count)
+    def _record(self, norm: nn.GroupNorm, x: Tensor) -> None:
+        assert self.tile is not None
+        if self.pending is not None and self.pending[0] is not norm:
+            raise RuntimeError("tiles reached different GroupNorm layers first")
+        ratio = Fraction(x.shape[-2], self.rows_in)  # resolution here relative to the tile's input crop
+        scale = self.scale_in * ratio
+        assert scale.denominator == 1, "a tile crop does not line up with the grid"
+        row0, col0 = (int(o * ratio) for o in self.origin)
+        r0, r1 = own_span(self.tile.own_top, self.tile.own_bottom, int(scale))
+        c0, c1 = own_span(self.tile.own_left, self.tile.own_right, int(scale))
+        own = x[:, :, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0].unflatten(1, (norm.num_groups, -1))
+        # Per-tile moments from float32 sums (about twice as fast as torch.var_mean here), merged across
+        # tiles in float64 with Chan et al.'s update, so no float64 copy of the activations is made.
+        count = own[0, 0].numel()
+        total = own.sum(dim=(2, 3, 4), dtype=torch.float32).double()
+        total_sq = own.square().sum(dim=(2, 3, 4), dtype=torch.float32).double()
+        mean = total / count
+        m2 = (total_sq - total * mean).clamp_min(0.0)
+        if self.pending is not None:
+            _, mean_a, m2_a, count_a = self.pending
+            total = count_a + count
+            delta = mean - mean_a
+            mean, m2 = mean_a + delta * (count / total), m2_a + m2 + delta * delta * (count_a * count / total)
+            count = total
+        self.pending = (norm, mean, m2, count)
 
     def forward(self, norm: nn.GroupNorm, x: Tensor) -> Tensor:
-        index = self.calls
-        self.calls += 1
-        if self.local:
+        if self.whole:
             return F.group_norm(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
-        if index >= len(self.stats):
-            self._record(x, norm.num_groups)
+        known = self.stats.get(norm)
+        if known is None:
+            self._record(norm, x)
             raise _StopAtNorm
-        mean, var = self.stats[index]
-        channels = x.shape[1]
+        mean, var = known
+        per_group = x.shape[1] // norm.num_groups
         scale = torch.rsqrt(var + norm.eps)  # (B, G)
         # Fold the group statistics into a per-channel affine map: one fused multiply-add over the tile.
-        per_group = channels // norm.num_groups
         scale_c = scale.repeat_interleave(per_group, dim=1)
         shift_c = -(mean * scale).repeat_interleave(per_group, dim=1)
         if norm.affine:
@@ -247,9 +187,9 @@ class _GroupNormStatistics:
 
 
 @contextmanager
-def _patched_group_norms(module: nn.Module, statistics: _GroupNormStatistics) -> Iterator[None]:
+def _patched_group_norms(module: nn.Module, statistics: _ImageNormStatistics) -> Iterator[None]:
     """Route every GroupNorm inside ``module`` through ``statistics`` (instance attribute, restored after)."""
-    norms = [m for m in module.modules() if isinstance(m, nn.GroupNorm)]
+    norms = group_norms(module)
     for norm in norms:
         norm.forward = lambda x, n=norm: statistics.forward(n, x)  # type: ignore[method-assign]
     try:
@@ -259,40 +199,91 @@ def _patched_group_norms(module: nn.Module, statistics: _GroupNormStatistics) ->
             del norm.forward
 
 
-# ------------------------------------------------------------------------------------ tiled passes
+def _input_span(
+    own: tuple[int, int], scale_in: int, scale_out: int, halo: int, align: int, length: int
+) -> tuple[int, int]:
+    """Input pixels (at ``scale_in``) a segment needs for its own output pixels ``own`` (at ``scale_out``)."""
+    start = max(0, (own[0] * scale_in) // scale_out - halo)
+    stop = min(length, -((-own[1] * scale_in) // scale_out) + halo)
+    return start // align * align, min(length, -(-stop // align) * align)
 
 
-def _check_tiling(tile: int, overlap: int, factor: int) -> None:
-    if tile % factor or overlap % factor:
-        raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {factor} pixels")
-    if overlap * 2 >= tile:
-        raise UsageError(f"overlap ({overlap}) must be less than half the tile size ({tile})")
+def _run_segment(
+    segment: list[Unit], buffer: Tensor, tiles: list[Tile], statistics: _ImageNormStatistics, fmt: torch.memory_format
+) -> Tensor:
+    """Run consecutive local ``segment`` units over the whole image, each tile computing its own part."""
+    scale_in, scale_out = segment[0].scale_in, segment[-1].scale_out
+    # How far the first input must reach past a tile's own part: the receptive radii, in input pixels.
+    halo = sum(math.ceil(u.radius * scale_in / u.scale_in) for u in segment)
+    # Crops must start on a multiple of every downsampling inside the segment so the outputs line up.
+    align = max(1, scale_in // min(u.scale_out for u in segment))
+    in_h, in_w = buffer.shape[-2:]
+    plans = []
+    for t in tiles:
+        own_rows = own_span(t.own_top, t.own_bottom, scale_out)
+        own_cols = own_span(t.own_left, t.own_right, scale_out)
+        rows = _input_span(own_rows, scale_in, scale_out, halo, align, in_h)
+        cols = _input_span(own_cols, scale_in, scale_out, halo, align, in_w)
+        plans.append((t, own_rows, own_cols, rows, cols))
+    out: Tensor | None = None
+    while True:
+        finished = 0
+        for t, own_rows, own_cols, rows, cols in plans:
+            statistics.begin_tile(t, rows[0], cols[0], rows[1] - rows[0], scale_in)
+            crop = buffer[:, :, rows[0] : rows[1], cols[0] : cols[1]].contiguous(memory_format=fmt)
+            try:
+                result = run_units(segment, crop)
+            except _StopAtNorm:
+                continue
+            if out is None:
+                size = (in_h * scale_out // scale_in, in_w * scale_out // scale_in)
+                out = result.new_empty(result.shape[0], result.shape[1], *size)
+            row0, col0 = rows[0] * scale_out // scale_in, cols[0] * scale_out // scale_in
+            out[:, :, own_rows[0] : own_rows[1], own_cols[0] : own_cols[1]] = result[
+                :, :, own_rows[0] - row0 : own_rows[1] - row0, own_cols[0] - col0 : own_cols[1] - col0
+            ]
+            finished += 1
+        if finished:
+            # Every tile runs the same layers, so a pass either stops in all of them or in none.
+            assert finished == len(plans), "tiles disagree on their GroupNorm layers"
+            assert out is not None
+            return out
+        statistics.finish_pass()
 
 
-def _run_tiles(
-    module: nn.Module,
-    run_tile: Callable[[Tile], Tensor],
-    tiles: list[Tile],
-    accumulate: Callable[[Tile, Tensor], None],
-    norm_stats: NormStats,
-) -> None:
-    statistics = _GroupNormStatistics(local=norm_stats == "tile")
+def _run_exact(
+    module: nn.Module, units: list[Unit], source: Tensor, tiles: list[Tile], buffer_bytes: int, fmt: torch.memory_format
+) -> Tensor:
+    """Run ``units`` on ``source`` (a whole-image tensor at ``units[0].scale_in``) with exact tiling."""
+    if len(tiles) == 1:
+        return run_units(units, source.contiguous(memory_format=fmt))
+    grid_h, grid_w = source.shape[-2] // units[0].scale_in, source.shape[-1] // units[0].scale_in
+
+    def stored_bytes(unit: Unit) -> int:
+        pixels = grid_h * grid_w * unit.scale_out**2
+        return source.shape[0] * unit.channels * pixels * source.element_size()
+
+    statistics = _ImageNormStatistics()
+    buffer, i = source, 0
     with _patched_group_norms(module, statistics):
-        while True:
-            finished = 0
-            for tile in tiles:
-                statistics.start_tile(tile)
+        while i < len(units):
+            if not units[i].local:  # attention sees the whole image: run it on the whole buffer
+                statistics.whole = True
                 try:
-                    out = run_tile(tile)
-                except _StopAtNorm:
-                    continue
-                accumulate(tile, out)
-                finished += 1
-            if finished:
-                # Every tile runs the same layers, so a pass either stops in all of them or in none.
-                assert finished == len(tiles), "tiles disagree on their GroupNorm layers"
-                return
-            statistics.finish_pass()
+                    buffer = units[i].run(buffer)
+                finally:
+                    statistics.whole = False
+                i += 1
+                continue
+            j = i
+            while j + 1 < len(units) and units[j + 1].local and stored_bytes(units[j]) > buffer_bytes:
+                j += 1
+            buffer = _run_segment(units[i : j + 1], buffer, tiles, statistics, fmt)
+            i = j + 1
+    return buffer
+
+
+# ------------------------------------------------------------------------------------ public entry
 
 
 def encode_tiled(
@@ -301,36 +292,24 @@ def encode_tiled(
     *,
     tile: int = 512,
     overlap: int = 128,
-    norm_stats: NormStats = "tile",
+    norm_stats: NormStats = "image",
     channels_last: bool = False,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
 ) -> Tensor:
     """``encoder(x)`` computed tile by tile (``tile``/``overlap`` in pixels, multiples of the factor)."""
     factor = 2 ** (encoder.num_resolutions - 1)
     _check_tiling(tile, overlap, factor)
-    batch, _, height, width = x.shape
+    height, width = x.shape[-2:]
     if height % factor or width % factor:
         raise UsageError(f"image sides must be multiples of {factor}, got {height}x{width}")
-    lat_h, lat_w, lat_tile, lat_overlap = height // factor, width // factor, tile // factor, overlap // factor
-    tiles = plan_tiles(lat_h, lat_w, lat_tile, lat_overlap)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    features: Tensor | None = None
-    weight_sum = x.new_zeros(lat_h, lat_w)
-
-    def run_tile(t: Tile) -> Tensor:
-        crop = x[:, :, t.top * factor : (t.top + t.height) * factor, t.left * factor : (t.left + t.width) * factor]
-        return encoder_high(encoder, crop.contiguous(memory_format=fmt))
-
-    def accumulate(t: Tile, out: Tensor) -> None:
-        nonlocal features
-        if features is None:
-            features = out.new_zeros(batch, out.shape[1], lat_h, lat_w)
-        weights = _tile_weights(t, lat_overlap, lat_h, lat_w, out.device).to(out.dtype)
-        features[:, :, t.top : t.top + t.height, t.left : t.left + t.width] += out * weights
-        weight_sum[t.top : t.top + t.height, t.left : t.left + t.width] += weights
-
-    _run_tiles(encoder, run_tile, tiles, accumulate, norm_stats)
-    assert features is not None
-    features /= weight_sum
+    grid_h, grid_w = height // factor, width // factor
+    if norm_stats == "image":
+        tiles = plan_tiles(grid_h, grid_w, tile // factor, 0)
+        features = _run_exact(encoder, encoder_units(encoder), x, tiles, buffer_bytes, fmt)
+    else:
+        tiles = plan_tiles(grid_h, grid_w, tile // factor, overlap // factor)
+        features = _feathered(lambda c: encoder_high(encoder, c), x, factor, 1, tiles, overlap // factor, fmt)
     return encoder_low(encoder, features.contiguous(memory_format=fmt))
 
 
@@ -340,35 +319,20 @@ def decode_tiled(
     *,
     tile: int = 512,
     overlap: int = 128,
-    norm_stats: NormStats = "tile",
+    norm_stats: NormStats = "image",
     channels_last: bool = False,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
 ) -> Tensor:
     """``decoder(z)`` computed tile by tile; ``tile``/``overlap`` in output pixels (multiples of the factor)."""
     factor = 2 ** (decoder.num_resolutions - 1)
     _check_tiling(tile, overlap, factor)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     features = decoder_low(decoder, z.contiguous(memory_format=fmt))
-    batch, _, lat_h, lat_w = features.shape
-    height, width = lat_h * factor, lat_w * factor
-    tiles = plan_tiles(lat_h, lat_w, tile // factor, overlap // factor)
-    image: Tensor | None = None
-    weight_sum = z.new_zeros(height, width)
-
-    def run_tile(t: Tile) -> Tensor:
-        crop = features[:, :, t.top : t.top + t.height, t.left : t.left + t.width]
-        return decoder_high(decoder, crop.contiguous(memory_format=fmt))
-
-    def accumulate(t: Tile, out: Tensor) -> None:
-        nonlocal image
-        if image is None:
-            image = out.new_zeros(batch, out.shape[1], height, width)
-        pixel_tile = Tile(t.top * factor, t.left * factor, t.height * factor, t.width * factor, 0, 1, 0, 1)
-        weights = _tile_weights(pixel_tile, overlap, height, width, out.device).to(out.dtype)
-        rows = slice(pixel_tile.top, pixel_tile.top + pixel_tile.height)
-        cols = slice(pixel_tile.left, pixel_tile.left + pixel_tile.width)
-        image[:, :, rows, cols] += out * weights
-        weight_sum[rows, cols] += weights
-
-    _run_tiles(decoder, run_tile, tiles, accumulate, norm_stats)
-    assert image is not None
-    return (image / weight_sum).contiguous()
+    grid_h, grid_w = features.shape[-2:]
+    if norm_stats == "image":
+        tiles = plan_tiles(grid_h, grid_w, tile // factor, 0)
+        image = _run_exact(decoder, decoder_units(decoder), features, tiles, buffer_bytes, fmt)
+    else:
+        tiles = plan_tiles(grid_h, grid_w, tile // factor, overlap // factor)
+        image = _feathered(lambda c: decoder_high(decoder, c), features, 1, factor, tiles, overlap // factor, fmt)
+    return image.contiguous()

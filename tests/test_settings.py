@@ -40,6 +40,49 @@ def test_defaults(tmp_path):
     assert str(resolved.source_of("steps")) == "default"
 
 
+class WithPaths(Probe):
+    model: Path | None = None
+    more: list[Path] = []
+
+
+def test_user_config_sits_between_defaults_and_presets(tmp_path):
+    config = tmp_path / "cfg" / "config.toml"
+    config.parent.mkdir()
+    config.write_text('[probe]\nsteps = 3\nrate = 0.25\n[probe.inner]\ndepth = 7\n[other]\nsteps = "ignored"\n')
+    resolved = _resolve(tmp_path, "rate = 0.75\n", environ={}, user_config=config)
+    assert (resolved.settings.steps, resolved.settings.rate, resolved.settings.inner.depth) == (3, 0.75, 7)
+    assert str(resolved.source_of("steps")) == f"config ({config})"
+    assert resolved.source_of("rate").kind == "preset"
+    env = _resolve(tmp_path, environ={"QUANTART_STEPS": "4"}, user_config=config)
+    assert env.settings.steps == 4
+    absent = _resolve(tmp_path, environ={}, user_config=tmp_path / "none.toml")
+    assert absent.settings.steps == 10
+
+
+def test_user_config_paths_are_taken_from_its_folder(tmp_path):
+    config = tmp_path / "cfg" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(f'[probe]\nmodel = "models/a.pt"\nmore = ["b.pt", "{tmp_path.as_posix()}/c.pt"]\n')
+    resolved = resolve_settings(WithPaths, stage="probe", environ={}, user_config=config)
+    assert resolved.settings.model == config.parent / "models" / "a.pt"
+    assert resolved.settings.more == [config.parent / "b.pt", tmp_path / "c.pt"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[probe]\nstepz = 3\n", "Did you mean 'steps'"),
+        ("probe = 3\n", "must be a table"),
+        ("[probe\n", "not valid TOML"),
+    ],
+)
+def test_bad_user_config_is_one_sentence(tmp_path, text, needle):
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    with pytest.raises(UsageError, match=needle):
+        _resolve(tmp_path, environ={}, user_config=config)
+
+
 def test_preset_beats_default(tmp_path):
     resolved = _resolve(tmp_path, "steps = 20\n[inner]\ndepth = 5\n", environ={})
     assert resolved.settings.steps == 20 and resolved.settings.inner.depth == 5
@@ -56,8 +99,11 @@ def test_env_beats_preset(tmp_path):
 
 def test_flags_and_set_beat_env(tmp_path):
     resolved = _resolve(
-        tmp_path, "steps = 20\n", environ={"QUANTART_STEPS": "30", "QUANTART_INNER__DEPTH": "7"},
-        flags={"steps": 40}, set_items=["inner.depth=9", "inner.name=hello world"],
+        tmp_path,
+        "steps = 20\n",
+        environ={"QUANTART_STEPS": "30", "QUANTART_INNER__DEPTH": "7"},
+        flags={"steps": 40},
+        set_items=["inner.depth=9", "inner.name=hello world"],
     )
     assert resolved.settings.steps == 40
     assert resolved.settings.inner.depth == 9 and resolved.settings.inner.name == "hello world"
@@ -138,23 +184,34 @@ def test_render_config_is_a_valid_preset(tmp_path):
     assert again.settings == resolved.settings
 
 
-@pytest.mark.parametrize(("text", "value"), [("3", 3), ("0.5", 0.5), ("true", True), ("[1, 2]", [1, 2]),
-                                             ("hello", "hello"), ('"quoted"', "quoted"), ("a,b", "a,b")])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("3", 3),
+        ("0.5", 0.5),
+        ("true", True),
+        ("[1, 2]", [1, 2]),
+        ("hello", "hello"),
+        ('"quoted"', "quoted"),
+        ("a,b", "a,b"),
+    ],
+)
 def test_parse_scalar(text, value):
     assert parse_scalar(text) == value
 
 
 def test_print_config_through_the_cli(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("QUANTART_STEPS", "33")
-    result = run_cli(capsys, "train-vq", "--preset", "wikiart", "--batch-size", "2", "--set", "loss.disc_start=5",
-                     "--print-config")
+    result = run_cli(
+        capsys, "train-vq", "--preset", "wikiart", "--batch-size", "2", "--set", "loss.disc_start=5", "--print-config"
+    )
     assert result.code == 0
     lines = result.out.splitlines()
     assert "steps = 33  # env (QUANTART_STEPS)" in lines
     assert "batch_size = 2  # cli" in lines
     assert "disc_start = 5  # cli" in lines
     assert any(line.startswith("disc_weight = 0.8  # preset") for line in lines)
-    assert "device = \"auto\"  # default" in lines
+    assert 'device = "auto"  # default' in lines
 
 
 def test_unknown_env_var_through_the_cli(capsys, monkeypatch):
@@ -170,8 +227,9 @@ def test_env_var_of_another_stage_is_fine(capsys, monkeypatch):
 
 
 def test_comma_list_flag(capsys):
-    result = run_cli(capsys, "stylize", "--style", "a.jpg", "--style", "b.jpg", "--style-weights", "0.7,0.3",
-                     "--print-config")
+    result = run_cli(
+        capsys, "stylize", "--style", "a.jpg", "--style", "b.jpg", "--style-weights", "0.7,0.3", "--print-config"
+    )
     assert result.code == 0
     assert "style_weights = [0.7, 0.3]  # cli" in result.out
     result = run_cli(capsys, "stylize", "--style", "a.jpg", "--style-weights", "0.7,0.3", "--print-config")

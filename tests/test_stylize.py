@@ -265,6 +265,16 @@ def test_cli_model_from_environment_and_user_config(
     from_config = run_cli(capsys, "stylize", content, "--style", str(files["style"]), "--out", str(tmp_path / "c"))
     assert from_config.code == 0, from_config.err
     assert Path(from_config.out.strip()).is_file()
+    # A relative path is taken from the config file's folder, and --print-config says where a value came from.
+    (config.parent / "models").mkdir()
+    (config.parent / "models" / "m.pt").write_bytes(files["ckpt"].read_bytes())
+    config.write_text('[stylize]\nckpt = "models/m.pt"\nalpha = 0.5\n')
+    shown = run_cli(capsys, "stylize", content, "--style", str(files["style"]), "--print-config")
+    assert shown.code == 0, shown.err
+    ckpt_line = next(line for line in shown.out.splitlines() if line.startswith("ckpt ="))
+    assert str(config.parent / "models" / "m.pt") in ckpt_line and f"config ({config})" in ckpt_line
+    relative = run_cli(capsys, "stylize", content, "--style", str(files["style"]), "--out", str(tmp_path / "r"))
+    assert relative.code == 0, relative.err
 
 
 BAD_INPUTS = {

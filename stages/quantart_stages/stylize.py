@@ -40,9 +40,16 @@ class StylizeSettings(CheckpointReadingSettings):
         "auto", "Tiled encode/decode: auto tiles images whose longer side exceeds 1024 px."
     )
     tile: int = cli_option(512, "Tile size in pixels (multiple of 16).", ge=64, multiple_of=16)
-    overlap: int = cli_option(128, "Tile overlap in pixels (multiple of 16).", ge=0, multiple_of=16)
-    tile_norm: Literal["tile", "image"] = cli_option(
-        "tile", "GroupNorm in tiles: per tile (fast) or image-wide statistics (exact, several times slower)."
+    overlap: int = cli_option(
+        128, "Tile overlap in pixels, blended (multiple of 16; --tile-norm tile only).", ge=0, multiple_of=16
+    )
+    tile_norm: Literal["image", "tile"] = cli_option(
+        "image",
+        "GroupNorm in tiles: image-wide statistics (tiled output = untiled output) or per tile "
+        "(one pass, colours may shift).",
+    )
+    tile_memory: float = cli_option(
+        2.0, "GiB one whole-image buffer of exact tiling may take; larger ones are recomputed (slower).", ge=0.0
     )
     style_size: int | None = cli_option(None, "Resize each style image's longer side to this many pixels first.", ge=16)
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
@@ -63,26 +70,6 @@ MISSING_MODEL = (
     "[stylize] table of {config}); train one with `quantart train-sga`, or import an original QuantArt release "
     "checkpoint with `quantart convert`."
 )
-
-
-def user_config_value(config_file: Path, key: str) -> Path | None:
-    """``key`` of the ``[stylize]`` table in the user config file (relative paths: from the file's folder)."""
-    import tomllib
-
-    if not config_file.is_file():
-        return None
-    try:
-        data = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise UsageError(f"User config {config_file} cannot be read as TOML ({err}).") from err
-    table = data.get("stylize", {})
-    if not isinstance(table, dict) or key not in table:
-        return None
-    value = table[key]
-    if not isinstance(value, str) or not value:
-        raise UsageError(f"{key} in the [stylize] table of {config_file} must be a path string, got {value!r}.")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else config_file.parent / path
 
 
 def output_extension(settings: StylizeSettings, source: Path) -> str:
@@ -129,10 +116,10 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         raise UsageError("stylize needs at least one content image, folder or glob.")
     if not settings.style:
         raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
-    ckpt = settings.ckpt or user_config_value(ctx.paths.user_config_file, "ckpt")
+    ckpt = settings.ckpt
     if ckpt is None:
         raise NotFoundError(MISSING_MODEL.format(config=ctx.paths.user_config_file))
-    continuous_ckpt = settings.continuous_ckpt or user_config_value(ctx.paths.user_config_file, "continuous_ckpt")
+    continuous_ckpt = settings.continuous_ckpt
     if settings.visual_fidelity < 1.0 and continuous_ckpt is None:
         raise UsageError(
             f"--visual-fidelity {settings.visual_fidelity:g} needs --continuous-ckpt, a model trained "
@@ -158,6 +145,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         tile=settings.tile,
         overlap=settings.overlap,
         norm_stats=settings.tile_norm,
+        tile_memory=settings.tile_memory,
     )
     inputs = collect_images(settings.content)
     earlier = [p for p in inputs if _is_earlier_output(settings, p)]
