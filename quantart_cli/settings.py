@@ -366,14 +366,20 @@ def find_preset(stage: str, name: str, user_dir: Path | None = None) -> Path:
     raise UsageError(f"Unknown preset {name!r} for {stage} (available: {names}).{did_you_mean(name, available)}")
 
 
+def _read_toml(path: Path, what: str, unreadable: type[Exception]) -> dict[str, Any]:
+    """Parse the TOML file ``path`` (described as ``what`` in errors); a file that cannot be read raises
+    ``unreadable``, one that is not TOML a :class:`UsageError`."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise unreadable(f"Cannot read {what} {path}: {err}.") from err
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"{what[0].upper()}{what[1:]} {path} is not valid TOML: {err}.") from err
+
+
 def load_preset(path: Path, model: type[BaseModel]) -> tuple[dict[str, Any], str]:
     """Read a preset TOML; returns (settings data, description). Unknown keys are refused."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise NotFoundError(f"Cannot read preset {path}: {err}.") from err
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"Preset {path} is not valid TOML: {err}.") from err
+    data = _read_toml(path, "preset", NotFoundError)
     meta = data.pop(PRESET_META_TABLE, {})
     if not isinstance(meta, dict) or set(meta) - {"description"}:
         raise UsageError(
@@ -414,13 +420,7 @@ def load_user_config(path: Path, table: str, model: type[BaseModel]) -> dict[str
     refused, relative paths are taken from the file's folder."""
     if not path.is_file():
         return {}
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"Cannot read the user config {path}: {err}.") from err
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"The user config {path} is not valid TOML: {err}.") from err
-    data = document.get(table, {})
+    data = _read_toml(path, "the user config", UsageError).get(table, {})
     if not isinstance(data, dict):
         raise UsageError(f"{table} in the user config {path} must be a table ([{table}]), not a single value.")
     _check_keys(data, model, f"the [{table}] table of {path}")
