@@ -124,6 +124,17 @@ def test_single_tile_equals_untiled_and_tiles_change_little(model: StyleTransfer
     assert tiled.tiled and tuple(tiled.image.shape) == (1, 3, 64, 64)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_tiled_stylize_matches_untiled_within_a_grey_level(model: StyleTransfer, alpha: float) -> None:
+    """The issue's target end to end (encoder, quantizer, SGA, decoder): tiled output within 1/255 mean absolute
+    difference of untiled output, here with 3x2 tiles on an odd-sized photo (padding and crop included)."""
+    content = _image(101, 87, 8)
+    untiled = _run(model, content=content, alpha=alpha)
+    tiled = _run(model, content=content, alpha=alpha, tiling="always", tile=48, overlap=16)
+    assert tiled.shape == untiled.shape == (1, 3, 101, 87)
+    assert (tiled - untiled).abs().mean().item() * 255 / 2 < 1.0
+
+
 def test_style_weights(model: StyleTransfer) -> None:
     single = _run(model, styles=(STYLE,))
     assert torch.allclose(_run(model, styles=(STYLE, STYLE_B), style_weights=(1.0, 0.0)), single, atol=1e-5)
