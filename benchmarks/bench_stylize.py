@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--tile-norm", choices=("image", "tile"), default="image")
-    parser.add_argument("--tile-memory", type=float, default=2.0, help="GiB per whole-image buffer (exact tiling).")
+    parser.add_argument("--tile-memory", type=float, default=4.0, help="GiB of whole-image buffers (exact tiling).")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default).")
     parser.add_argument("--warmup", type=int, default=0, help="Untimed runs before the timed one (per child).")
     parser.add_argument("--max-untiled", type=int, default=1024, help="Largest size run untiled (ours, compare).")

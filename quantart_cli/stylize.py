@@ -79,8 +79,8 @@ class StylizeOptions:
     #: GroupNorm in tiles: "image" (statistics of the whole image: tiled output equals untiled output) or
     #: "tile" (each tile its own statistics, blended over ``overlap``: fewer passes, colours can shift).
     norm_stats: NormStats = "image"
-    #: GiB one whole-image intermediate buffer of exact tiling may take (two can be alive); larger ones are
-    #: recomputed instead of stored, trading time for memory.
+    #: GiB of whole-image intermediate buffers exact tiling may keep at once; where a block's buffers do not
+    #: fit, its layers are recomputed from the last stored ones instead (less memory, more time).
     tile_memory: float = DEFAULT_BUFFER_BYTES / 1024**3
     #: Queries per attention chunk in the SGA module (None: chosen to bound the score buffer).
     query_chunk_size: int | None = None

@@ -5,16 +5,18 @@ the latent-resolution part, with the attention blocks, always sees the whole lat
 run the high part, chosen by ``norm_stats``:
 
 ``"image"`` (the default): **exact**. The high part runs one :class:`~quantart_cli.autoencoder_split.Unit`
-(a resnet block, an up/downsample, ...) at a time. The image is cut into tiles that partition it;
-each tile computes only its own part of a unit's output, from a crop of the previous unit's output
-(kept as one whole-image buffer) widened by the unit's receptive radius, so the halo holds the true
-neighbouring values and the result is the untiled model's. GroupNorm statistics come from the whole
-image: a pass over the tiles stops at the first norm whose statistics are unknown, sums every
-tile's own part of its input (in float64), and the next pass goes on with them. Tiled output equals
-untiled output up to float rounding. Memory: at most two whole-image buffers of unit outputs; a
-unit output larger than ``buffer_bytes`` is never stored, the following units then run in the same
-pass from the last stored buffer (more passes recompute more, so it costs time, not memory).
-``overlap`` plays no part here.
+(half a resnet block, an up/downsample, ...) at a time. The image is cut into tiles that partition
+it; each tile computes only its own part of a unit's output, from a crop of the unit's input (kept as
+whole-image buffers) widened by the unit's receptive radius, so the halo holds the true neighbouring
+values and the result is the untiled model's. GroupNorm statistics are those of the whole image,
+taken from the whole-image input buffer. Tiled output equals untiled output up to float rounding.
+
+Memory: the buffers alive at once (a unit's input and output) must fit in ``buffer_bytes``. Where
+they do not, several units run as one segment from the last stored state: a pass over the tiles
+stops at each GroupNorm inside the segment whose statistics are unknown, sums every tile's own part
+of its input (float32 sums, merged in float64), and the next pass goes on with them, so more memory
+saved costs more recomputation. A dynamic program over the unit boundaries picks which states to
+store (:func:`_schedule`). ``overlap`` plays no part here.
 
 ``"tile"``: each tile (``tile`` pixels, ``overlap`` shared with each neighbour) runs the whole high
 part on its own, with GroupNorm statistics of that tile, and the overlaps are blended with feathered
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from quantart_cli.autoencoder_split import (
+    State,
     Unit,
     decoder_high,
     decoder_low,
@@ -52,8 +55,8 @@ from quantart_cli.tile_plan import Tile, feather_ramp, own_span, plan_tiles, til
 #: "image": GroupNorm in tiles uses statistics of the whole image (exact); "tile": each tile its own.
 NormStats = Literal["image", "tile"]
 
-#: Largest whole-image intermediate buffer exact tiling keeps by default (two may be alive at once).
-DEFAULT_BUFFER_BYTES = 2 * 1024**3
+#: Whole-image buffers exact tiling may keep alive at once, by default.
+DEFAULT_BUFFER_BYTES = 4 * 1024**3
 
 __all__ = [
     "DEFAULT_BUFFER_BYTES",
@@ -120,12 +123,41 @@ class _StopAtNorm(Exception):
     """Ends a statistics pass at the GroupNorm whose image-wide statistics it was run for."""
 
 
+#: Rows per slice when statistics are taken from a whole-image buffer (bounds the temporary squares).
+_STATS_ROWS = 64
+
+
+def _moments(x: Tensor, groups: int) -> tuple[Tensor, Tensor, int]:
+    """Per-(sample, group) mean and sum of squared deviations of ``x`` (B, C, H, W), in float64.
+
+    From float32 sums (about twice as fast as ``torch.var_mean`` on CPU); float64 only per group.
+    """
+    grouped = x.unflatten(1, (groups, -1))
+    count = grouped[0, 0].numel()
+    total = grouped.sum(dim=(2, 3, 4), dtype=torch.float32).double()
+    total_sq = grouped.square().sum(dim=(2, 3, 4), dtype=torch.float32).double()
+    mean = total / count
+    return mean, (total_sq - total * mean).clamp_min(0.0), count
+
+
+def _merge(a: tuple[Tensor, Tensor, int] | None, b: tuple[Tensor, Tensor, int]) -> tuple[Tensor, Tensor, int]:
+    """Moments of the union of two disjoint sets (Chan et al.'s parallel update)."""
+    if a is None:
+        return b
+    mean_a, m2_a, count_a = a
+    mean_b, m2_b, count_b = b
+    total = count_a + count_b
+    delta = mean_b - mean_a
+    return mean_a + delta * (count_b / total), m2_a + m2_b + delta * delta * (count_a * count_b / total), total
+
+
 class _ImageNormStatistics:
-    """Image-wide GroupNorm statistics, found one norm per pass over the tiles."""
+    """Image-wide GroupNorm statistics: from a whole-image buffer, or summed over tiles one norm per pass."""
 
     def __init__(self) -> None:
         self.stats: dict[nn.GroupNorm, tuple[Tensor, Tensor]] = {}
-        self.pending: tuple[nn.GroupNorm, Tensor, Tensor, int] | None = None
+        self.pending_norm: nn.GroupNorm | None = None
+        self.pending: tuple[Tensor, Tensor, int] | None = None
         self.whole = False  # True while a unit runs on the whole image: plain GroupNorm
         self.tile: Tile | None = None
         self.origin = (0, 0)
@@ -136,14 +168,21 @@ class _ImageNormStatistics:
         self.tile, self.origin, self.rows_in, self.scale_in = tile, (row0, col0), rows_in, scale_in
 
     def finish_pass(self) -> None:
-        assert self.pending is not None
-        norm, mean, m2, count = self.pending
-        self.stats[norm] = (mean.float(), (m2 / count).float())
-        self.pending = None
+        assert self.pending_norm is not None and self.pending is not None
+        mean, m2, count = self.pending
+        self.stats[self.pending_norm] = (mean.float(), (m2 / count).float())
+        self.pending_norm, self.pending = None, None
+
+    def from_buffer(self, norm: nn.GroupNorm, x: Tensor) -> None:
+        """Statistics of ``norm`` from ``x``, its whole input, a slice of rows at a time."""
+        for row in range(0, x.shape[-2], _STATS_ROWS):
+            self.pending = _merge(self.pending, _moments(x[:, :, row : row + _STATS_ROWS], norm.num_groups))
+        self.pending_norm = norm
+        self.finish_pass()
 
     def _record(self, norm: nn.GroupNorm, x: Tensor) -> None:
         assert self.tile is not None
-        if self.pending is not None and self.pending[0] is not norm:
+        if self.pending_norm is not None and self.pending_norm is not norm:
             raise RuntimeError("tiles reached different GroupNorm layers first")
         ratio = Fraction(x.shape[-2], self.rows_in)  # resolution here relative to the tile's input crop
         scale = self.scale_in * ratio
@@ -151,21 +190,8 @@ class _ImageNormStatistics:
         row0, col0 = (int(o * ratio) for o in self.origin)
         r0, r1 = own_span(self.tile.own_top, self.tile.own_bottom, int(scale))
         c0, c1 = own_span(self.tile.own_left, self.tile.own_right, int(scale))
-        own = x[:, :, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0].unflatten(1, (norm.num_groups, -1))
-        # Per-tile moments from float32 sums (about twice as fast as torch.var_mean here), merged across
-        # tiles in float64 with Chan et al.'s update, so no float64 copy of the activations is made.
-        count = own[0, 0].numel()
-        total = own.sum(dim=(2, 3, 4), dtype=torch.float32).double()
-        total_sq = own.square().sum(dim=(2, 3, 4), dtype=torch.float32).double()
-        mean = total / count
-        m2 = (total_sq - total * mean).clamp_min(0.0)
-        if self.pending is not None:
-            _, mean_a, m2_a, count_a = self.pending
-            total = count_a + count
-            delta = mean - mean_a
-            mean, m2 = mean_a + delta * (count / total), m2_a + m2 + delta * delta * (count_a * count / total)
-            count = total
-        self.pending = (norm, mean, m2, count)
+        own = x[:, :, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+        self.pending_norm, self.pending = norm, _merge(self.pending, _moments(own, norm.num_groups))
 
     def forward(self, norm: nn.GroupNorm, x: Tensor) -> Tensor:
         if self.whole:
@@ -209,15 +235,18 @@ def _input_span(
 
 
 def _run_segment(
-    segment: list[Unit], buffer: Tensor, tiles: list[Tile], statistics: _ImageNormStatistics, fmt: torch.memory_format
-) -> Tensor:
+    segment: list[Unit], state: State, tiles: list[Tile], statistics: _ImageNormStatistics, fmt: torch.memory_format
+) -> State:
     """Run consecutive local ``segment`` units over the whole image, each tile computing its own part."""
-    scale_in, scale_out = segment[0].scale_in, segment[-1].scale_out
+    first = segment[0]
+    if first.norm is not None and first.norm not in statistics.stats:
+        statistics.from_buffer(first.norm, state[first.norm_input])  # no pass over the tiles needed
+    scale_in, scale_out = first.scale_in, segment[-1].scale_out
     # How far the first input must reach past a tile's own part: the receptive radii, in input pixels.
     halo = sum(math.ceil(u.radius * scale_in / u.scale_in) for u in segment)
     # Crops must start on a multiple of every downsampling inside the segment so the outputs line up.
     align = max(1, scale_in // min(u.scale_out for u in segment))
-    in_h, in_w = buffer.shape[-2:]
+    in_h, in_w = state[0].shape[-2:]
     plans = []
     for t in tiles:
         own_rows = own_span(t.own_top, t.own_bottom, scale_out)
@@ -225,30 +254,73 @@ def _run_segment(
         rows = _input_span(own_rows, scale_in, scale_out, halo, align, in_h)
         cols = _input_span(own_cols, scale_in, scale_out, halo, align, in_w)
         plans.append((t, own_rows, own_cols, rows, cols))
-    out: Tensor | None = None
+    kept = first.keeps if len(segment) == 1 else None  # an output that is an input: reuse its buffer
+    out: list[Tensor | None] = [None] * len(segment[-1].channels)
+    if kept is not None:
+        out[0] = state[kept]
     while True:
         finished = 0
         for t, own_rows, own_cols, rows, cols in plans:
             statistics.begin_tile(t, rows[0], cols[0], rows[1] - rows[0], scale_in)
-            crop = buffer[:, :, rows[0] : rows[1], cols[0] : cols[1]].contiguous(memory_format=fmt)
+            crops = [x[:, :, rows[0] : rows[1], cols[0] : cols[1]].contiguous(memory_format=fmt) for x in state]
             try:
-                result = run_units(segment, crop)
+                result = run_units(segment, *crops)
             except _StopAtNorm:
                 continue
-            if out is None:
-                size = (in_h * scale_out // scale_in, in_w * scale_out // scale_in)
-                out = result.new_empty(result.shape[0], result.shape[1], *size)
             row0, col0 = rows[0] * scale_out // scale_in, cols[0] * scale_out // scale_in
-            out[:, :, own_rows[0] : own_rows[1], own_cols[0] : own_cols[1]] = result[
-                :, :, own_rows[0] - row0 : own_rows[1] - row0, own_cols[0] - col0 : own_cols[1] - col0
-            ]
+            for index, part in enumerate(result):
+                if index == 0 and kept is not None:
+                    continue
+                buffer = out[index]
+                if buffer is None:
+                    size = (in_h * scale_out // scale_in, in_w * scale_out // scale_in)
+                    buffer = out[index] = part.new_empty(part.shape[0], part.shape[1], *size)
+                buffer[:, :, own_rows[0] : own_rows[1], own_cols[0] : own_cols[1]] = part[
+                    :, :, own_rows[0] - row0 : own_rows[1] - row0, own_cols[0] - col0 : own_cols[1] - col0
+                ]
             finished += 1
         if finished:
             # Every tile runs the same layers, so a pass either stops in all of them or in none.
             assert finished == len(plans), "tiles disagree on their GroupNorm layers"
-            assert out is not None
-            return out
+            assert all(buffer is not None for buffer in out)
+            return tuple(buffer for buffer in out if buffer is not None)
         statistics.finish_pass()
+
+
+def _schedule(units: list[Unit], state_bytes: Callable[[int, tuple[int, ...]], int], budget: int) -> list[int]:
+    """Where to store whole-image buffers: the ends of the segments, cheapest first.
+
+    A segment runs from one stored state to the next; storing its output must keep the two states
+    within ``budget`` bytes (the last output and the input of attention are stored regardless). Its
+    cost is one pass over its units plus, for every GroupNorm inside it (not at its start), a pass up
+    to that norm. Dynamic programming over the unit boundaries finds the cheapest plan.
+    """
+    n = len(units)
+    stored = [state_bytes(0, (0,))] + [state_bytes(k + 1, u.channels) for k, u in enumerate(units)]
+    best: list[float] = [math.inf] * n + [0.0]
+    end_of: list[int] = [n - 1] * n
+    for i in reversed(range(n)):
+        if not units[i].local:
+            best[i], end_of[i] = best[i + 1], i
+            continue
+        work = passes = 0.0
+        for j in range(i, n):
+            if not units[j].local:
+                break
+            if j > i and units[j].norm is not None:
+                passes += work
+            work += units[j].cost
+            reused = state_bytes(j + 1, units[j].channels[:1]) if j == i and units[j].keeps is not None else 0
+            forced = j + 1 == n or not units[j + 1].local
+            if forced or stored[i] + stored[j + 1] - reused <= budget:
+                total = passes + work + best[j + 1]
+                if total < best[i]:
+                    best[i], end_of[i] = total, j
+    ends, i = [], 0
+    while i < n:
+        ends.append(end_of[i])
+        i = end_of[i] + 1
+    return ends
 
 
 def _run_exact(
@@ -256,31 +328,31 @@ def _run_exact(
 ) -> Tensor:
     """Run ``units`` on ``source`` (a whole-image tensor at ``units[0].scale_in``) with exact tiling."""
     if len(tiles) == 1:
-        return run_units(units, source.contiguous(memory_format=fmt))
-    grid_h, grid_w = source.shape[-2] // units[0].scale_in, source.shape[-1] // units[0].scale_in
+        return run_units(units, source.contiguous(memory_format=fmt))[0]
+    grid_cells = source.shape[-2] * source.shape[-1] // units[0].scale_in ** 2
+    per_value = source.shape[0] * source.element_size()
+    scales = [units[0].scale_in] + [u.scale_out for u in units]
 
-    def stored_bytes(unit: Unit) -> int:
-        pixels = grid_h * grid_w * unit.scale_out**2
-        return source.shape[0] * unit.channels * pixels * source.element_size()
+    def state_bytes(boundary: int, channels: tuple[int, ...]) -> int:
+        return sum(channels) * grid_cells * scales[boundary] ** 2 * per_value
 
+    state_bytes_0 = source.numel() * source.element_size()
+    ends = _schedule(units, lambda b, c: state_bytes_0 if b == 0 else state_bytes(b, c), buffer_bytes)
     statistics = _ImageNormStatistics()
-    buffer, i = source, 0
+    state: State = (source,)
+    start = 0
     with _patched_group_norms(module, statistics):
-        while i < len(units):
-            if not units[i].local:  # attention sees the whole image: run it on the whole buffer
+        for end in ends:
+            if not units[start].local:  # attention sees the whole image: run it on the whole buffer
                 statistics.whole = True
                 try:
-                    buffer = units[i].run(buffer)
+                    state = units[start].run(*state)
                 finally:
                     statistics.whole = False
-                i += 1
-                continue
-            j = i
-            while j + 1 < len(units) and units[j + 1].local and stored_bytes(units[j]) > buffer_bytes:
-                j += 1
-            buffer = _run_segment(units[i : j + 1], buffer, tiles, statistics, fmt)
-            i = j + 1
-    return buffer
+            else:
+                state = _run_segment(units[start : end + 1], state, tiles, statistics, fmt)
+            start = end + 1
+    return state[0]
 
 
 # ------------------------------------------------------------------------------------ public entry

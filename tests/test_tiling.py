@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from quantart_cli.autoencoder_split import Unit
 from quantart_cli.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
 from quantart_cli.errors import UsageError
 from quantart_cli.models import VQGAN
 from quantart_cli.tile_plan import own_span
 from quantart_cli.tiling import (
+    _schedule,
     decode_tiled,
     decoder_high,
     decoder_low,
@@ -153,3 +155,25 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _unit(channels: tuple[int, ...] = (4,), keeps: int | None = None, local: bool = True, cost: float = 1.0) -> Unit:
+    return Unit(lambda *state: state, 1, 1, 1, channels, cost, torch.nn.GroupNorm(1, 4), 0, keeps, local)
+
+
+def test_schedule_keeps_what_fits_and_recomputes_least() -> None:
+    """Two resnet blocks (halves A, cost 2, and B, cost 1) and a head; a buffer of 4 channels takes 4 bytes."""
+    half_a, half_b = _unit((4, 4), keeps=0, cost=2.0), _unit()
+    units = [half_a, half_b, half_a, half_b, _unit()]
+
+    def state_bytes(boundary: int, channels: tuple[int, ...]) -> int:
+        return 4 if boundary == 0 else sum(channels)
+
+    assert _schedule(units, state_bytes, 1000) == [0, 1, 2, 3, 4]  # everything stored: no recomputation
+    # Input + block output fit (8) but not A's two tensors plus B's output (12). The first block runs whole
+    # (B's statistics pass recomputes A: 2); the second stores A's state and runs B with the head, whose
+    # statistics pass recomputes only B (1) instead of A (2) again.
+    assert _schedule(units, state_bytes, 8) == [1, 2, 4]
+    assert _schedule(units, state_bytes, 0) == [4]  # nothing fits: one segment to the end
+    with_attention = [half_a, half_b, _unit(local=False), half_a, half_b]
+    assert _schedule(with_attention, state_bytes, 0) == [1, 2, 4]  # attention's input and output are stored

@@ -53,13 +53,20 @@ class ResnetBlock(nn.Module):
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(norm_swish(self.norm1, x))
+    def first_half(self, x: Tensor) -> Tensor:
+        """``conv1(swish(norm1(x)))``: the part before the second GroupNorm (tiling runs the halves apart)."""
+        return self.conv1(norm_swish(self.norm1, x))
+
+    def second_half(self, x: Tensor, h: Tensor) -> Tensor:
+        """``conv2(dropout(swish(norm2(h)))) + skip(x)`` with ``h`` from :meth:`first_half`."""
         h = self.conv2(self.dropout(norm_swish(self.norm2, h)))
         skip = self.nin_shortcut(x) if self.in_channels != self.out_channels else x
         if can_modify_inplace(h):
             return h.add_(skip)
         return skip + h
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second_half(x, self.first_half(x))
 
 
 class Downsample(nn.Module):

@@ -49,7 +49,7 @@ class StylizeSettings(CheckpointReadingSettings):
         "(one pass, colours may shift).",
     )
     tile_memory: float = cli_option(
-        2.0, "GiB one whole-image buffer of exact tiling may take; larger ones are recomputed (slower).", ge=0.0
+        4.0, "GiB of whole-image buffers exact tiling may keep; less memory means more recomputation.", ge=0.0
     )
     style_size: int | None = cli_option(None, "Resize each style image's longer side to this many pixels first.", ge=16)
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
