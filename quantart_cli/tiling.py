@@ -287,16 +287,17 @@ def _run_segment(
         statistics.finish_pass()
 
 
-def _schedule(units: list[Unit], state_bytes: Callable[[int, tuple[int, ...]], int], budget: int) -> list[int]:
-    """Where to store whole-image buffers: the ends of the segments, cheapest first.
+def _schedule(units: list[Unit], stored: list[int], budget: int) -> list[int]:
+    """Where to store whole-image buffers: the last unit of each segment, for the cheapest plan.
 
-    A segment runs from one stored state to the next; storing its output must keep the two states
-    within ``budget`` bytes (the last output and the input of attention are stored regardless). Its
-    cost is one pass over its units plus, for every GroupNorm inside it (not at its start), a pass up
-    to that norm. Dynamic programming over the unit boundaries finds the cheapest plan.
+    ``stored[b]`` is the size in bytes of the state before unit ``b`` (``stored[len(units)]``: the
+    output). A segment runs from one stored state to the next; storing its output must keep the two
+    states within ``budget`` bytes (the last output and the input of attention are stored regardless;
+    an output a lone unit passes through from its input takes no new memory). Its cost is one pass
+    over its units plus, for every GroupNorm inside it (not at its start), a pass up to that norm.
+    Dynamic programming over the unit boundaries finds the cheapest plan.
     """
     n = len(units)
-    stored = [state_bytes(0, (0,))] + [state_bytes(k + 1, u.channels) for k, u in enumerate(units)]
     best: list[float] = [math.inf] * n + [0.0]
     end_of: list[int] = [n - 1] * n
     for i in reversed(range(n)):
@@ -310,7 +311,7 @@ def _schedule(units: list[Unit], state_bytes: Callable[[int, tuple[int, ...]], i
             if j > i and units[j].norm is not None:
                 passes += work
             work += units[j].cost
-            reused = state_bytes(j + 1, units[j].channels[:1]) if j == i and units[j].keeps is not None else 0
+            reused = stored[i] if j == i and units[j].keeps is not None else 0
             forced = j + 1 == n or not units[j + 1].local
             if forced or stored[i] + stored[j + 1] - reused <= budget:
                 total = passes + work + best[j + 1]
@@ -329,15 +330,10 @@ def _run_exact(
     """Run ``units`` on ``source`` (a whole-image tensor at ``units[0].scale_in``) with exact tiling."""
     if len(tiles) == 1:
         return run_units(units, source.contiguous(memory_format=fmt))[0]
-    grid_cells = source.shape[-2] * source.shape[-1] // units[0].scale_in ** 2
-    per_value = source.shape[0] * source.element_size()
-    scales = [units[0].scale_in] + [u.scale_out for u in units]
-
-    def state_bytes(boundary: int, channels: tuple[int, ...]) -> int:
-        return sum(channels) * grid_cells * scales[boundary] ** 2 * per_value
-
-    state_bytes_0 = source.numel() * source.element_size()
-    ends = _schedule(units, lambda b, c: state_bytes_0 if b == 0 else state_bytes(b, c), buffer_bytes)
+    # Bytes of one channel of a state at the latent grid's resolution; a state at scale s takes s^2 times that.
+    cell_bytes = source.shape[0] * source.element_size() * source.shape[-2] * source.shape[-1] // units[0].scale_in ** 2
+    stored = [source.numel() * source.element_size()] + [sum(u.channels) * u.scale_out**2 * cell_bytes for u in units]
+    ends = _schedule(units, stored, buffer_bytes)
     statistics = _ImageNormStatistics()
     state: State = (source,)
     start = 0

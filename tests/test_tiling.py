@@ -165,15 +165,13 @@ def test_schedule_keeps_what_fits_and_recomputes_least() -> None:
     """Two resnet blocks (halves A, cost 2, and B, cost 1) and a head; a buffer of 4 channels takes 4 bytes."""
     half_a, half_b = _unit((4, 4), keeps=0, cost=2.0), _unit()
     units = [half_a, half_b, half_a, half_b, _unit()]
-
-    def state_bytes(boundary: int, channels: tuple[int, ...]) -> int:
-        return 4 if boundary == 0 else sum(channels)
-
-    assert _schedule(units, state_bytes, 1000) == [0, 1, 2, 3, 4]  # everything stored: no recomputation
+    stored = [4] + [sum(u.channels) for u in units]
+    assert _schedule(units, stored, 1000) == [0, 1, 2, 3, 4]  # everything stored: no recomputation
     # Input + block output fit (8) but not A's two tensors plus B's output (12). The first block runs whole
     # (B's statistics pass recomputes A: 2); the second stores A's state and runs B with the head, whose
     # statistics pass recomputes only B (1) instead of A (2) again.
-    assert _schedule(units, state_bytes, 8) == [1, 2, 4]
-    assert _schedule(units, state_bytes, 0) == [4]  # nothing fits: one segment to the end
+    assert _schedule(units, stored, 8) == [1, 2, 4]
+    assert _schedule(units, stored, 0) == [4]  # nothing fits: one segment to the end
     with_attention = [half_a, half_b, _unit(local=False), half_a, half_b]
-    assert _schedule(with_attention, state_bytes, 0) == [1, 2, 4]  # attention's input and output are stored
+    # Attention sees the whole image: its input and output are stored whatever the budget.
+    assert _schedule(with_attention, [4] + [sum(u.channels) for u in with_attention], 0) == [1, 2, 4]
