@@ -351,3 +351,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def test_cli_defaults_are_the_engines() -> None:
+    """The stage declares its defaults without importing torch; they must stay those of StylizeOptions."""
+    from quantart_stages.stylize import StylizeSettings
+
+    engine, cli = StylizeOptions(), StylizeSettings.model_fields
+    for name in ("alpha", "visual_fidelity", "tiling", "tile", "overlap", "tile_memory"):
+        assert cli[name].default == getattr(engine, name), name
+    assert cli["tile_norm"].default == engine.norm_stats
