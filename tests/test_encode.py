@@ -58,7 +58,7 @@ def test_encode_then_decode_round_trip(capsys, vq_ckpt, images, tmp_path):
     assert result.code == 0, result.err
     image = Image.open(decoded / "odd.png")
     assert image.size == (50, 37)
-    pixels = torch.from_numpy(__import__("numpy").asarray(image)).permute(2, 0, 1).float() / 127.5 - 1
+    pixels = torch.from_numpy(__import__("numpy").array(image)).permute(2, 0, 1).float() / 127.5 - 1
     assert (pixels - expected_image[0].clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6
 
 
