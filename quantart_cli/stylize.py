@@ -92,8 +92,12 @@ class StylizeOptions:
                 raise UsageError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
         if self.tiling not in ("auto", "always", "never"):
             raise UsageError(f"tiling must be auto, always or never, got {self.tiling!r}")
-        if self.tile < 16 or self.overlap < 0 or self.overlap * 2 >= self.tile:
-            raise UsageError(f"tile {self.tile} and overlap {self.overlap} need tile >= 16 and overlap < tile / 2")
+        if self.tile < 16 or self.overlap < 0:
+            raise UsageError(f"tile {self.tile} and overlap {self.overlap} need tile >= 16 and overlap >= 0")
+        if self.norm_stats == "tile" and self.overlap * 2 >= self.tile:
+            raise UsageError(
+                f"overlap {self.overlap} must be less than half the tile ({self.tile}) with per-tile norms"
+            )
         for name in ("size", "style_size"):
             value = getattr(self, name)
             if value is not None and value < 1:

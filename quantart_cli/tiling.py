@@ -74,10 +74,13 @@ __all__ = [
 ]
 
 
-def _check_tiling(tile: int, overlap: int, factor: int) -> None:
-    if tile % factor or overlap % factor:
-        raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {factor} pixels")
-    if overlap * 2 >= tile:
+def _check_tiling(tile: int, overlap: int, factor: int, norm_stats: NormStats) -> None:
+    if norm_stats not in ("image", "tile"):
+        raise UsageError(f"norm_stats must be image or tile, got {norm_stats!r}")
+    overlap = overlap if norm_stats == "tile" else 0  # exact tiling has no overlap to check
+    if tile <= 0 or tile % factor or overlap % factor:
+        raise UsageError(f"tile ({tile}) and overlap ({overlap}) must be positive multiples of {factor} pixels")
+    if overlap < 0 or overlap * 2 >= tile:
         raise UsageError(f"overlap ({overlap}) must be less than half the tile size ({tile})")
 
 
@@ -366,7 +369,7 @@ def encode_tiled(
 ) -> Tensor:
     """``encoder(x)`` computed tile by tile (``tile``/``overlap`` in pixels, multiples of the factor)."""
     factor = 2 ** (encoder.num_resolutions - 1)
-    _check_tiling(tile, overlap, factor)
+    _check_tiling(tile, overlap, factor, norm_stats)
     height, width = x.shape[-2:]
     if height % factor or width % factor:
         raise UsageError(f"image sides must be multiples of {factor}, got {height}x{width}")
@@ -393,7 +396,7 @@ def decode_tiled(
 ) -> Tensor:
     """``decoder(z)`` computed tile by tile; ``tile``/``overlap`` in output pixels (multiples of the factor)."""
     factor = 2 ** (decoder.num_resolutions - 1)
-    _check_tiling(tile, overlap, factor)
+    _check_tiling(tile, overlap, factor, norm_stats)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     features = decoder_low(decoder, z.contiguous(memory_format=fmt))
     grid_h, grid_w = features.shape[-2:]

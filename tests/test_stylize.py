@@ -305,6 +305,11 @@ BAD_INPUTS = {
         "continuous-ckpt",
     ),
     "alpha out of range": (["{photos}", "--style", "{style}", "--ckpt", "{ckpt}", "--alpha", "1.5"], 2, "alpha"),
+    "negative tile memory": (
+        ["{photos}", "--style", "{style}", "--ckpt", "{ckpt}", "--tile-memory", "-1"],
+        2,
+        "--tile-memory",
+    ),
 }
 
 
@@ -361,3 +366,27 @@ def test_cli_defaults_are_the_engines() -> None:
     for name in ("alpha", "visual_fidelity", "tiling", "tile", "overlap", "tile_memory"):
         assert cli[name].default == getattr(engine, name), name
     assert cli["tile_norm"].default == engine.norm_stats
+
+
+def test_cli_tiling_options_reach_the_engine(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    """--tiling always with 64 px tiles on a 150x130 photo: exact tiling (with no buffer memory at all, so every
+    statistic comes from recomputation passes) writes what the untiled run writes; per-tile norms do not."""
+    photo = tmp_path / "big.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (150, 130, 3), dtype=np.uint8)).save(photo)
+    common = ("stylize", str(photo), "--style", str(files["style"]), "--ckpt", str(files["ckpt"]), "--json")
+    runs = {
+        "untiled": ("--tiling", "never"),
+        "exact": ("--tiling", "always", "--tile", "64", "--tile-memory", "0"),
+        "per-tile": ("--tiling", "always", "--tile", "64", "--overlap", "16", "--tile-norm", "tile"),
+    }
+    pixels = {}
+    for name, extra in runs.items():
+        result = run_cli(capsys, *common, *extra, "--out", str(tmp_path / f"{name}.png"))
+        assert result.code == 0, result.err
+        assert json.loads(result.out)["tiled"] is (name != "untiled")
+        pixels[name] = np.asarray(Image.open(tmp_path / f"{name}.png"), dtype=np.int16)
+    assert np.abs(pixels["exact"] - pixels["untiled"]).mean() < 1.0
+    assert np.abs(pixels["per-tile"] - pixels["untiled"]).mean() > 1.0

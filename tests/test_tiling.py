@@ -88,7 +88,15 @@ def test_bad_tiling_options_are_refused(vqgan: VQGAN) -> None:
     with pytest.raises(UsageError):
         decode_tiled(vqgan.decoder, torch.randn(1, Z, 4, 4), tile=30, overlap=8)
     with pytest.raises(UsageError):
-        decode_tiled(vqgan.decoder, torch.randn(1, Z, 4, 4), tile=64, overlap=32)
+        decode_tiled(vqgan.decoder, torch.randn(1, Z, 4, 4), tile=64, overlap=32, norm_stats="tile")
+    with pytest.raises(UsageError):
+        decode_tiled(vqgan.decoder, torch.randn(1, Z, 4, 4), tile=64, norm_stats="other")  # type: ignore[arg-type]
+    # Exact tiling reads halos instead of blending overlaps: the overlap is not its concern.
+    z = torch.randn(1, Z, 4, 4)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            decode_tiled(vqgan.decoder, z, tile=8, overlap=32), vqgan.decoder(z), atol=2e-5, rtol=0
+        )
 
 
 def test_single_tile_equals_untiled(vqgan: VQGAN) -> None:

@@ -60,8 +60,8 @@ class StylizeSettings(CheckpointReadingSettings):
             raise ValueError(
                 f"--style-weights has {len(self.style_weights)} values for {len(self.style)} --style images"
             )
-        if self.overlap * 2 >= self.tile:
-            raise ValueError("--overlap must be less than half of --tile")
+        if self.tile_norm == "tile" and self.overlap * 2 >= self.tile:
+            raise ValueError("--overlap must be less than half of --tile with --tile-norm tile")
         return self
 
 
