@@ -50,7 +50,7 @@ from quantart_cli.autoencoder_split import (
 )
 from quantart_cli.errors import UsageError
 from quantart_cli.nn.autoencoder import Decoder, Encoder
-from quantart_cli.tile_plan import Tile, feather_ramp, own_span, plan_tiles, tile_starts, tile_weights
+from quantart_cli.tile_plan import Tile, own_span, plan_tiles, tile_weights
 
 #: "image": GroupNorm in tiles uses statistics of the whole image (exact); "tile": each tile its own.
 NormStats = Literal["image", "tile"]
@@ -58,20 +58,7 @@ NormStats = Literal["image", "tile"]
 #: Whole-image buffers exact tiling may keep alive at once, by default.
 DEFAULT_BUFFER_BYTES = 4 * 1024**3
 
-__all__ = [
-    "DEFAULT_BUFFER_BYTES",
-    "NormStats",
-    "Tile",
-    "decode_tiled",
-    "decoder_high",
-    "decoder_low",
-    "encode_tiled",
-    "encoder_high",
-    "encoder_low",
-    "feather_ramp",
-    "plan_tiles",
-    "tile_starts",
-]
+__all__ = ["DEFAULT_BUFFER_BYTES", "NormStats", "decode_tiled", "encode_tiled"]
 
 
 def _check_tiling(tile: int, overlap: int, factor: int, norm_stats: NormStats) -> None:

@@ -5,23 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quantart_cli.autoencoder_split import Unit
+from quantart_cli.autoencoder_split import Unit, decoder_high, decoder_low, encoder_high, encoder_low
 from quantart_cli.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
 from quantart_cli.errors import UsageError
 from quantart_cli.models import VQGAN
-from quantart_cli.tile_plan import own_span
-from quantart_cli.tiling import (
-    _schedule,
-    decode_tiled,
-    decoder_high,
-    decoder_low,
-    encode_tiled,
-    encoder_high,
-    encoder_low,
-    feather_ramp,
-    plan_tiles,
-    tile_starts,
-)
+from quantart_cli.tile_plan import feather_ramp, own_span, plan_tiles, tile_starts
+from quantart_cli.tiling import _schedule, decode_tiled, encode_tiled
 
 Z = 8  # latent channels of the micro model
 
