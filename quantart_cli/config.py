@@ -30,6 +30,12 @@ class AutoencoderConfig(_Strict):
     z_channels: int = Field(256, ge=1, description="Encoder output channels.")
     double_z: bool = False
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm_groups: int = Field(
+        32,
+        ge=1,
+        description="GroupNorm groups (the original's 32). A narrow model needs fewer: with one channel per "
+        "group every norm removes each channel's mean, and with it the image's colour.",
+    )
 
     @property
     def downsample_factor(self) -> int:

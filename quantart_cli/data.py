@@ -367,22 +367,34 @@ def transform_image(
     crop: CropMode = "center",
     hflip: bool = False,
     rng: random.Random | None = None,
+    max_scale: float = 1.0,
 ) -> torch.Tensor:
     """Resize, crop and optionally flip an RGB image to a ``(3, size, size)`` tensor in ``[-1, 1]``.
 
     ``shorter-side``: shorter side to ``size`` (bilinear; PIL antialiases when shrinking), then a
     centre or random ``size`` crop. ``squash``: straight to ``size x size`` (aspect not kept), crop is
     a no-op. ``hflip`` flips with probability 0.5. ``rng`` drives the random choices.
+
+    ``max_scale`` > 1 (scale jitter, ``shorter-side`` only): the shorter side goes to ``size * s`` with
+    ``s`` uniform in [1, max_scale] (never beyond the image's own size when that is larger than
+    ``size``), so crops show the image at several scales; a model trained on small crops then also
+    knows the scale of full-resolution photos.
     """
     _check_transform(size, resize, crop)
+    if max_scale < 1.0:
+        raise UsageError(f"max_scale must be at least 1, got {max_scale}.")
     rng = rng or random.Random(0)
     width, height = image.size
+    side = size
+    if max_scale > 1.0 and resize == "shorter-side":
+        ceiling = min(max_scale * size, max(size, min(width, height)))
+        side = round(size + rng.random() * (ceiling - size))
     if resize == "squash":
         target = (size, size)
     elif width <= height:
-        target = (size, max(size, round(height * size / width)))
+        target = (side, max(side, round(height * side / width)))
     else:
-        target = (max(size, round(width * size / height)), size)
+        target = (max(side, round(width * side / height)), side)
     if target != image.size:
         image = image.resize(target, Image.Resampling.BILINEAR)
     width, height = image.size
@@ -525,6 +537,7 @@ class ImageDataset(_EpochMixin, Dataset):
         hflip: bool = False,
         min_images: int = 1,
         *,
+        max_scale: float = 1.0,
         seed: int = 0,
         max_items: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -537,6 +550,7 @@ class ImageDataset(_EpochMixin, Dataset):
         self.resize: ResizeMode = resize
         self.crop: CropMode = crop
         self.hflip = hflip
+        self.max_scale = max_scale
         self.seed = seed
         self._pool = _ImagePool(
             sources,
@@ -565,7 +579,9 @@ class ImageDataset(_EpochMixin, Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {self._length} images")
         image, actual = self._pool.load(index)
         rng = _item_rng(self.seed, self.epoch, index, "image")
-        tensor = transform_image(image, self.size, resize=self.resize, crop=self.crop, hflip=self.hflip, rng=rng)
+        tensor = transform_image(
+            image, self.size, resize=self.resize, crop=self.crop, hflip=self.hflip, rng=rng, max_scale=self.max_scale
+        )
         return {"image": tensor, "path": str(self._pool.paths[actual]), "index": actual}
 
     @property

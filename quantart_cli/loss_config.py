@@ -22,6 +22,12 @@ class VQGANLossConfig(_Strict):
 
     codebook_weight: float = Field(1.0, ge=0.0, description="Weight of the quantizer loss.")
     perceptual_weight: float = Field(1.0, ge=0.0, description="Weight of LPIPS(vgg); 0 builds no LPIPS.")
+    chroma_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Extra L1 on the chroma (Cb, Cr of BT.601 YCbCr) of the reconstruction, for models trained "
+        "without LPIPS, which otherwise learn colour last (0: the original's loss).",
+    )
     disc_weight: float = Field(0.8, ge=0.0, description="Multiplier of the adaptive GAN weight.")
     disc_factor: float = Field(1.0, ge=0.0, description="GAN factor once step >= disc_start.")
     disc_start: int = Field(10000, ge=0, description="Global step at which the GAN terms switch on.")

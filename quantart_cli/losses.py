@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quantart_cli.color_space import rgb_to_ycbcr
 from quantart_cli.loss_config import DiscLossKind, StyleTransferLossConfig, VQGANLossConfig
 from quantart_cli.nn.discriminator import NLayerDiscriminator
 
@@ -165,6 +166,13 @@ class VQGANLoss(nn.Module):
             p_loss = self.perceptual_loss(inputs.contiguous(), reconstructions.contiguous()).float()
             rec = rec + cfg.perceptual_weight * p_loss
             perceptual = p_loss.mean()
+        chroma = torch.zeros((), device=device)
+        if cfg.chroma_weight > 0:
+            # Added to every pixel and channel like the LPIPS distance: (B, 1, H, W) mean chroma error.
+            chroma_map = (rgb_to_ycbcr(inputs.float()) - rgb_to_ycbcr(reconstructions.float()))[:, 1:].abs()
+            chroma_map = chroma_map.mean(dim=1, keepdim=True)
+            rec = rec + cfg.chroma_weight * chroma_map
+            chroma = chroma_map.mean()
         nll = rec.mean()
 
         disc_factor = self.disc_factor_at(step)
@@ -183,6 +191,7 @@ class VQGANLoss(nn.Module):
             "nll": nll,
             "rec_l1": rec_l1,
             "perceptual": perceptual,
+            "chroma": chroma,
             "g_loss": g_loss,
             "d_weight": d_weight,
             "disc_factor": _scalar(disc_factor, device),

@@ -428,7 +428,8 @@ def test_reference_fixture_stage1_import(reference: dict, tmp_path: Path) -> Non
     imported = import_original_state_dict(reference["stage1"]["state_dict"])
     ae = imported.config.autoencoder
     assert (ae.ch, ae.z_channels, ae.num_res_blocks, ae.ch_mult) == (32, 64, 2, (1, 1, 2, 2, 4))
-    assert ae.model_dump() == {**reference["ddconfig"], "ch_mult": (1, 1, 2, 2, 4), "attn_resolutions": (16,)}
+    assert ae.model_dump() == {**reference["ddconfig"], "ch_mult": (1, 1, 2, 2, 4), "attn_resolutions": (16,),
+                               "norm_groups": 32}
     assert (imported.config.quantizer.n_embed, imported.config.quantizer.embed_dim) == (128, 64)
     path = tmp_path / "stage1.pth"
     torch.save(reference["stage1"]["state_dict"], path)

@@ -539,6 +539,27 @@ def test_stage_one_transform_values():
         transform_image(image, 10, resize="fit")
 
 
+def test_scale_jitter_crops_at_several_scales_reproducibly():
+    import random
+
+    # A left-to-right ramp: the mean of a crop's first row tells how much of the image the crop spans.
+    ramp = np.tile(np.linspace(0, 255, 200).astype(np.uint8), (100, 1))
+    image = Image.fromarray(np.stack([ramp] * 3, -1), "RGB")
+    spans = set()
+    for seed in range(20):
+        crop = transform_image(image, 32, crop="random", rng=random.Random(seed), max_scale=3.0)
+        again = transform_image(image, 32, crop="random", rng=random.Random(seed), max_scale=3.0)
+        assert crop.shape == (3, 32, 32) and torch.equal(crop, again)
+        spans.add(round(float(crop[0, 0, -1] - crop[0, 0, 0]), 1))
+    assert len(spans) > 3  # crops of one image at many zoom levels
+    # Never beyond the image's own size: a 100 px short side stays at most 100 px for size 64 and max_scale 4.
+    for seed in range(10):
+        crop = transform_image(image, 64, crop="random", rng=random.Random(seed), max_scale=4.0)
+        assert float(crop[0, 0, -1] - crop[0, 0, 0]) > 0.55  # spans at least 63/199 of the ramp (2.0 wide)
+    with pytest.raises(UsageError, match="max_scale"):
+        transform_image(image, 32, max_scale=0.5)
+
+
 def test_random_crop_and_flip_are_reproducible(tmp_path):
     folder = tmp_path / "imgs"
     for index in range(4):

@@ -256,7 +256,7 @@ def test_stage1_disc_start_skips_discriminator() -> None:
     loss.discriminator.register_forward_hook(lambda *_: calls.append(1))
     total, logs = loss.generator_loss(x, x_rec, torch.tensor(0.25), step=4, last_layer=decoder_out.weight)
     assert calls == []
-    assert set(logs) == {"total", "nll", "rec_l1", "perceptual", "g_loss", "d_weight", "disc_factor", "vq"}
+    assert set(logs) == {"total", "nll", "rec_l1", "perceptual", "chroma", "g_loss", "d_weight", "disc_factor", "vq"}
     assert logs["disc_factor"].item() == 0.0 and logs["g_loss"].item() == 0.0 and logs["d_weight"].item() == 0.0
     assert total.item() == pytest.approx((x - x_rec).abs().mean().item() + 0.25, rel=1e-6)
     loss.generator_loss(x, x_rec, torch.tensor(0.25), step=5, last_layer=decoder_out.weight)
@@ -492,3 +492,20 @@ def test_losses_on_cuda_under_fp16_autocast() -> None:
     with torch.autocast("cuda", dtype=torch.float16):
         total2, _ = s2.generator_loss(quant_y.cuda(), quant_x.cuda(), quant_ref.cuda(), 0.0, step=0)
     assert torch.isfinite(total2)
+
+
+def test_stage1_chroma_term_sees_colour_errors_only() -> None:
+    from quantart_cli.color_space import rgb_to_ycbcr, ycbcr_to_rgb
+
+    loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_factor=0.0, chroma_weight=2.0))
+    x = torch.rand(2, 3, 8, 8) * 1.6 - 0.8
+    ycc = rgb_to_ycbcr(x)
+    brighter = ycbcr_to_rgb(ycc + torch.tensor([0.1, 0.0, 0.0]).view(1, 3, 1, 1))
+    redder = ycbcr_to_rgb(ycc + torch.tensor([0.0, 0.0, 0.1]).view(1, 3, 1, 1))
+    _, luma_logs = loss.generator_loss(x, brighter, 0.0, step=0)
+    _, chroma_logs = loss.generator_loss(x, redder, 0.0, step=0)
+    assert luma_logs["chroma"].item() == pytest.approx(0.0, abs=1e-6)
+    assert chroma_logs["chroma"].item() == pytest.approx(0.05, rel=1e-4)  # mean of |0| (Cb) and |0.1| (Cr)
+    # The chroma map is added to every pixel like LPIPS, so nll = L1 + weight * chroma.
+    expected = (x - redder).abs().mean().item() + 2.0 * 0.05
+    assert chroma_logs["nll"].item() == pytest.approx(expected, rel=1e-4)

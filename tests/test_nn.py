@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from quantart_cli.config import AutoencoderConfig
 from quantart_cli.errors import BadInputError, UsageError
@@ -47,6 +48,21 @@ def test_groupnorm_uses_one_group_below_32_channels():
     assert normalize(16).num_groups == 1
     assert normalize(64).num_groups == 32
     assert normalize(64).eps == 1e-6
+
+
+def test_norm_groups_reach_every_norm_of_the_autoencoder():
+    from quantart_cli.config import AutoencoderConfig
+    from quantart_cli.nn.autoencoder import Decoder, Encoder
+
+    config = AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,
+                               z_channels=16, norm_groups=8)
+    norms = [m for net in (Encoder(config), Decoder(config)) for m in net.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and {m.num_groups for m in norms} == {8}
+    assert normalize(4, 8).num_groups == 1  # fewer channels than groups: one group, as the original does
+    default = [m for m in Encoder(AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                                                    resolution=16, z_channels=16)).modules()
+               if isinstance(m, nn.GroupNorm)]
+    assert {m.num_groups for m in default} == {32}
 
 
 def test_resnet_block_matches_formula_and_has_shortcut_only_when_needed():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from quantart_cli.errors import BadInputError, UsageError
-from quantart_cli.nn.blocks import can_modify_inplace, normalize
+from quantart_cli.nn.blocks import NORM_GROUPS, can_modify_inplace, normalize
 
 #: Automatic query chunking keeps ``batch * query_chunk * reference_tokens`` at or below this.
 MAX_SCORE_ELEMENTS = 2**25
@@ -108,12 +108,14 @@ class AttnBlock(nn.Module):
     values then come from the reference, normalized by this block's own ``norm``.
     """
 
-    def __init__(self, channels: int, residual: bool = True, query_chunk_size: int | None = None) -> None:
+    def __init__(
+        self, channels: int, residual: bool = True, query_chunk_size: int | None = None, norm_groups: int = NORM_GROUPS
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.residual = residual
         self.query_chunk_size = query_chunk_size
-        self.norm = normalize(channels)
+        self.norm = normalize(channels, norm_groups)
         self.q = nn.Conv2d(channels, channels, kernel_size=1)
         self.k = nn.Conv2d(channels, channels, kernel_size=1)
         self.v = nn.Conv2d(channels, channels, kernel_size=1)

@@ -33,11 +33,11 @@ class _Level(nn.Module):
 class _Middle(nn.Module):
     """``block_1 -> attn_1 -> block_2`` at the lowest resolution."""
 
-    def __init__(self, channels: int, dropout: float) -> None:
+    def __init__(self, channels: int, dropout: float, norm_groups: int) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels, dropout)
+        self.block_1 = ResnetBlock(channels, channels, dropout, norm_groups)
+        self.attn_1 = AttnBlock(channels, norm_groups=norm_groups)
+        self.block_2 = ResnetBlock(channels, channels, dropout, norm_groups)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.block_2(self.attn_1(self.block_1(h)))
@@ -51,6 +51,7 @@ class Encoder(nn.Module):
         config = AutoencoderConfig() if config is None else config
         self.config = config
         ch, ch_mult = config.ch, tuple(config.ch_mult)
+        groups = config.norm_groups
         self.num_resolutions = len(ch_mult)
         self.conv_in = nn.Conv2d(config.in_channels, ch, kernel_size=3, stride=1, padding=1)
 
@@ -62,17 +63,17 @@ class Encoder(nn.Module):
             level = _Level()
             block_in, block_out = ch * in_ch_mult[i], ch * mult
             for _ in range(config.num_res_blocks):
-                level.block.append(ResnetBlock(block_in, block_out, config.dropout))
+                level.block.append(ResnetBlock(block_in, block_out, config.dropout, groups))
                 block_in = block_out
                 if current_res in config.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
+                    level.attn.append(AttnBlock(block_in, norm_groups=groups))
             if i != self.num_resolutions - 1:
                 level.downsample = Downsample(block_in)
                 current_res //= 2
             self.down.append(level)
 
-        self.mid = _Middle(block_in, config.dropout)
-        self.norm_out = normalize(block_in)
+        self.mid = _Middle(block_in, config.dropout, groups)
+        self.norm_out = normalize(block_in, groups)
         out_channels = 2 * config.z_channels if config.double_z else config.z_channels
         self.conv_out = nn.Conv2d(block_in, out_channels, kernel_size=3, stride=1, padding=1)
 
@@ -97,28 +98,29 @@ class Decoder(nn.Module):
         config = AutoencoderConfig() if config is None else config
         self.config = config
         ch, ch_mult = config.ch, tuple(config.ch_mult)
+        groups = config.norm_groups
         self.num_resolutions = len(ch_mult)
         block_in = ch * ch_mult[-1]
         current_res = config.resolution // 2 ** (self.num_resolutions - 1)
         self.conv_in = nn.Conv2d(config.z_channels, block_in, kernel_size=3, stride=1, padding=1)
-        self.mid = _Middle(block_in, config.dropout)
+        self.mid = _Middle(block_in, config.dropout, groups)
 
         levels: list[_Level] = []
         for i in reversed(range(self.num_resolutions)):
             level = _Level()
             block_out = ch * ch_mult[i]
             for _ in range(config.num_res_blocks + 1):
-                level.block.append(ResnetBlock(block_in, block_out, config.dropout))
+                level.block.append(ResnetBlock(block_in, block_out, config.dropout, groups))
                 block_in = block_out
                 if current_res in config.attn_resolutions:
-                    level.attn.append(AttnBlock(block_in))
+                    level.attn.append(AttnBlock(block_in, norm_groups=groups))
             if i != 0:
                 level.upsample = Upsample(block_in)
                 current_res *= 2
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)
 
-        self.norm_out = normalize(block_in)
+        self.norm_out = normalize(block_in, groups)
         self.conv_out = nn.Conv2d(block_in, config.out_ch, kernel_size=3, stride=1, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -12,9 +12,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def normalize(channels: int) -> nn.GroupNorm:
-    """GroupNorm of the original: 32 groups (1 group below 32 channels), eps 1e-6, affine."""
-    groups = 32 if channels >= 32 else 1
+#: Groups of the original's GroupNorm.
+NORM_GROUPS = 32
+
+
+def normalize(channels: int, groups: int = NORM_GROUPS) -> nn.GroupNorm:
+    """GroupNorm of the original: ``groups`` groups (1 group below that many channels), eps 1e-6, affine.
+
+    The original always uses 32 groups; fewer suit narrow models, where 32 groups of one channel each would
+    normalize every channel by its own mean and erase the image's colour at every norm (see
+    :class:`~quantart_cli.config.AutoencoderConfig.norm_groups`).
+    """
+    groups = groups if channels >= groups else 1
     return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
 
@@ -40,14 +49,16 @@ class ResnetBlock(nn.Module):
     No timestep embedding (``temb_proj``) as in every QuantArt / taming VQGAN.
     """
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int | None = None, dropout: float = 0.0, norm_groups: int = NORM_GROUPS
+    ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.norm1 = normalize(in_channels)
+        self.norm1 = normalize(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
-        self.norm2 = normalize(out_channels)
+        self.norm2 = normalize(out_channels, norm_groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
         if in_channels != out_channels:
