@@ -1,0 +1,101 @@
+"""The network-free stylization measures: what they return on known cases, and that they tell good from bad."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from quantart_cli.errors import BadInputError
+from quantart_cli.evaluation import load_images
+from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
+from quantart_cli.style_metrics import color_swd, luminance_ssim, mean_abs_diff, stylization_report
+
+
+def _image(seed: int, size=(3, 48, 40)) -> torch.Tensor:
+    return torch.rand(size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_swd_is_zero_for_the_same_colours_and_symmetric() -> None:
+    a, b = _image(0), _image(1)
+    assert color_swd(a, a) == 0.0
+    assert color_swd(a, b) == pytest.approx(color_swd(b, a))
+    # The same colours rearranged (a permutation of the pixels) are the same distribution.
+    shuffled = a.reshape(3, -1)[:, torch.randperm(a[0].numel())].reshape(a.shape)
+    assert color_swd(a, shuffled) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_swd_compares_images_of_different_sizes_and_grows_with_a_colour_shift() -> None:
+    a = _image(2)
+    bigger = F.interpolate(a[None], scale_factor=2, mode="nearest")[0]
+    assert color_swd(a, bigger) < 1e-3
+    shifted = [color_swd(a, (a + d).clamp(-1, 1)) for d in (0.1, 0.3, 0.6)]
+    assert shifted[0] < shifted[1] < shifted[2]
+    # A uniform shift of 0.2 in [0, 1] units along every channel, well inside the range, moves every
+    # projection by 0.2 * |sum of its direction|: the SWD is of that order.
+    grey = torch.zeros(3, 16, 16)
+    assert 0.05 < color_swd(grey, grey + 0.4) < 0.4
+
+
+def test_ssim_is_one_for_the_same_image_and_falls_with_noise() -> None:
+    a = _image(3, (3, 64, 64))
+    assert luminance_ssim(a, a) == pytest.approx(1.0)
+    noisy = [luminance_ssim(a, (a + s * _image(4, (3, 64, 64))).clamp(-1, 1)) for s in (0.1, 0.5)]
+    assert 1.0 > noisy[0] > noisy[1]
+    with pytest.raises(BadInputError, match="at least 11x11"):
+        luminance_ssim(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8))
+
+
+def test_mean_abs_diff_is_in_grey_levels() -> None:
+    black, white = -torch.ones(3, 4, 4), torch.ones(3, 4, 4)
+    assert mean_abs_diff(black, white) == pytest.approx(255.0)
+    with pytest.raises(BadInputError, match="same size"):
+        mean_abs_diff(black, torch.ones(3, 4, 5))
+
+
+@pytest.fixture(scope="module")
+def real_images():
+    photos = load_images(sorted(CONTENT_DIR.glob("*.jpg")))
+    paintings = load_images(sorted(PAINTINGS_DIR.glob("*.jpg"))[:4], size=256)
+    return photos, paintings
+
+
+def _grid(photos, paintings, transfer):
+    return {
+        (p, s, a): (1 - a) * photos[p] + a * transfer(photos[p], paintings[s])
+        for p in photos
+        for s in paintings
+        for a in (0.0, 0.5, 1.0)
+    }
+
+
+def _mean_std(photo, painting):
+    dims = (-2, -1)
+    normed = (photo - photo.mean(dims, keepdim=True)) / photo.std(dims, keepdim=True)
+    return (normed * painting.std(dims, keepdim=True) + painting.mean(dims, keepdim=True)).clamp(-1, 1)
+
+
+def test_report_passes_a_colour_transfer_and_fails_the_photo_and_the_pasted_painting(real_images) -> None:
+    photos, paintings = real_images
+    transferred = stylization_report(photos, paintings, _grid(photos, paintings, _mean_std))
+    assert transferred.swd_ratio < 0.7 and transferred.own_painting_rate >= 0.85
+    assert transferred.alpha_monotone and transferred.content_ssim > 0.5
+    assert transferred.painting_difference > 6
+
+    unchanged = stylization_report(photos, paintings, _grid(photos, paintings, lambda p, s: p))
+    assert unchanged.swd_ratio == pytest.approx(1.0) and unchanged.painting_difference == 0
+    assert not unchanged.alpha_monotone
+
+    def paste(photo, painting):
+        return F.interpolate(painting, size=photo.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+
+    pasted = stylization_report(photos, paintings, _grid(photos, paintings, paste))
+    assert pasted.swd_ratio < 0.2 and pasted.content_ssim < 0.3
+
+
+def test_report_refuses_an_incomplete_grid(real_images) -> None:
+    photos, paintings = real_images
+    outputs = _grid(photos, paintings, _mean_std)
+    outputs.pop(next(iter(outputs)))
+    with pytest.raises(BadInputError, match="missing"):
+        stylization_report(photos, paintings, outputs)
