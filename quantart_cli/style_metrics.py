@@ -212,10 +212,13 @@ def stylization_report(
     wins, comparisons, differences = 0, 0, []
     names = list(paintings)
     for photo in photos:
+        # distance[own][other]: from the output made after painting ``own`` to painting ``other``.
+        distance = {
+            own: {other: color_swd(outputs[(photo, own, full)], paintings[other]) for other in names} for own in names
+        }
         for own, other in itertools.permutations(names, 2):
-            out = outputs[(photo, own, full)]
             comparisons += 1
-            wins += color_swd(out, paintings[own]) < color_swd(out, paintings[other])
+            wins += distance[own][own] < distance[own][other]
         for first, second in itertools.combinations(names, 2):
             differences.append(mean_abs_diff(outputs[(photo, first, full)], outputs[(photo, second, full)]))
 

@@ -1,4 +1,4 @@
-"""`quantart demo`: the whole pipeline on the packaged samples (few steps here; the real demo trains longer)."""
+"""`quantart demo`: the built-in model on the packaged samples, and with --train the whole pipeline."""
 
 from __future__ import annotations
 
@@ -10,21 +10,38 @@ from quantart_cli.checkpoint import read_checkpoint_header
 
 pytestmark = pytest.mark.slow
 
+TILE, TITLE, LABEL, GAP = 160, 26, 18, 12
+PANEL = TITLE + 5 * (TILE + LABEL) + GAP  # header + 2 photo rows + 2 alpha-strip rows
 
-def test_demo_writes_checkpoints_images_and_a_contact_sheet(capsys, tmp_path):
+
+def test_demo_stylizes_with_the_builtin_model(capsys, tmp_path):
     out = tmp_path / "demo"
-    result = run_cli(capsys, "--device", "cpu", "demo", "--out", str(out), "--vq-steps", "2", "--sga-steps", "2",
-                     "--alphas", "0.5,1")
+    result = run_cli(capsys, "--device", "cpu", "demo", "--out", str(out))
     assert result.code == 0, result.err
     assert result.out.strip() == str(out / "contact_sheet.png")  # stdout: the result only
+    stylized = sorted(p.name for p in (out / "stylized").glob("*.png"))
+    # 2 photos x 8 paintings at alpha 1, plus the strip's alphas 0 and 0.5 after the first painting.
+    assert len(stylized) == 2 * 8 + 2 * 2
+    assert "lhq_1_hokusai_great_wave_alpha1.png" in stylized and "lhq_2_gauguin_te_fare_alpha0.5.png" in stylized
+    with Image.open(out / "contact_sheet.png") as sheet:
+        assert sheet.size == (9 * TILE, PANEL)
+    assert not (out / "sga").exists()  # nothing trained without --train
+    assert "built-in model" in result.err and "contact sheet" in result.err
+
+
+def test_demo_train_adds_a_labelled_tiny_model_panel(capsys, tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli(capsys, "--device", "cpu", "demo", "--out", str(out), "--train", "--vq-steps", "2",
+                     "--sga-steps", "2", "--alphas", "0,1")
+    assert result.code == 0, result.err
     assert read_checkpoint_header(out / "vq-photo" / "last.pt").kind == "vqgan"
     assert read_checkpoint_header(out / "vq-art" / "last.pt").kind == "vqgan"
     assert read_checkpoint_header(out / "sga" / "last.pt").kind == "style-transfer"
-    stylized = sorted(p.name for p in (out / "stylized").glob("*.png"))
-    assert len(stylized) == 2 * 2 * 2 and "lhq_1_wikiart_2_alpha0.5.png" in stylized
+    tiny = sorted(p.name for p in (out / "stylized-tiny").glob("*.png"))
+    assert len(tiny) == 2 * 2 + 2  # 2 photos x 2 paintings at alpha 1, plus the strip's alpha 0
     with Image.open(out / "contact_sheet.png") as sheet:
-        assert sheet.size == (4 * 192, 28 + 4 * 192)  # photo, painting, 2 alphas; 2 photos x 2 paintings
-    assert "fine-tuned from the photo VQGAN" in result.err and "contact sheet" in result.err
+        assert sheet.size == (9 * TILE, 2 * PANEL)
+    assert "fine-tuned from the photo VQGAN" in result.err
 
 
 def test_demo_never_writes_into_a_folder_that_holds_something(capsys, tmp_path):
@@ -32,3 +49,9 @@ def test_demo_never_writes_into_a_folder_that_holds_something(capsys, tmp_path):
     result = run_cli(capsys, "demo", "--out", str(tmp_path))
     assert result.code == 2 and "not an empty folder" in result.err
     assert (tmp_path / "keep.txt").read_text() == "someone's file"
+
+
+def test_demo_refuses_an_alpha_outside_0_1(capsys, tmp_path):
+    result = run_cli(capsys, "demo", "--out", str(tmp_path / "d"), "--alphas", "0,1.5")
+    assert result.code == 2 and "[0, 1]" in result.err
+    assert not (tmp_path / "d").exists()

@@ -29,6 +29,10 @@ def test_wheel_contents(wheel):
     assert tops == {"quantart_cli", "quantart_stages", "quantart_presets"}
     for stage, preset in [("train-vq", "wikiart"), ("train-vq", "tiny"), ("train-sga", "landscape2art")]:
         assert f"quantart_presets/{stage}/{preset}.toml" in names
+    # The built-in model and the held-out paintings ship; the wheel stays small (issue: 60 MB at most).
+    assert "quantart_cli/weights/builtin.safetensors" in names
+    assert sum(n.startswith("quantart_cli/samples/paintings/") and n.endswith(".jpg") for n in names) == 8
+    assert wheel.stat().st_size < 60 * 1024**2
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[quantart.stages]" in text and "stylize = quantart_stages.stylize:stage" in text

@@ -297,7 +297,6 @@ BAD_INPUTS = {
     "vqgan checkpoint": (["{photos}", "--style", "{style}", "--ckpt", "{vq}"], 1, "VQGAN checkpoint"),
     "missing checkpoint file": (["{photos}", "--style", "{style}", "--ckpt", "{root}/none.pt"], 3, "none.pt"),
     "no --style": (["{photos}", "--ckpt", "{ckpt}"], 2, "needs --style"),
-    "no checkpoint": (["{photos}", "--style", "{style}"], 3, "quantart convert"),
     "no content": (["--style", "{style}", "--ckpt", "{ckpt}"], 2, "at least one content"),
     "visual fidelity alone": (
         ["{photos}", "--style", "{style}", "--ckpt", "{ckpt}", "--visual-fidelity", "0.5"],
