@@ -51,7 +51,8 @@ def describe(name: str, report, seconds: float | None = None) -> str:
     extra = f"  ({seconds:.0f} s)" if seconds is not None else ""
     return (
         f"{name}{extra}\n"
-        f"  pairs {report.pairs}; SWD photo->painting {report.swd_photo:.4f}, output->painting {report.swd_output:.4f}\n"
+        f"  pairs {report.pairs}; SWD photo->painting {report.swd_photo:.4f}, "
+        f"output->painting {report.swd_output:.4f}\n"
         f"  SWD ratio {report.swd_ratio:.3f} (target <= 0.7)\n"
         f"  own painting nearer {100 * report.own_painting_rate:.1f}% (target >= 85%); "
         f"outputs of two paintings differ by {report.painting_difference:.2f}/255 (target >= 6)\n"
