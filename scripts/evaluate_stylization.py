@@ -22,14 +22,7 @@ import torch.nn.functional as F
 
 from quantart_cli.data import collect_images
 from quantart_cli.evaluation import DEFAULT_ALPHAS, evaluate_stylization, load_images
-from quantart_cli.style_metrics import stylization_report
-
-
-def mean_std_transfer(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
-    dims = (-2, -1)
-    mu_p, sd_p = photo.mean(dims, keepdim=True), photo.std(dims, keepdim=True)
-    mu_s, sd_s = painting.mean(dims, keepdim=True), painting.std(dims, keepdim=True)
-    return ((photo - mu_p) / sd_p.clamp_min(1e-6) * sd_s + mu_s).clamp(-1, 1)
+from quantart_cli.style_metrics import mean_std_color_transfer, stylization_report
 
 
 def pasted(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
@@ -93,7 +86,7 @@ def main() -> int:
     photos = load_images(collect_images(args.photos), args.size)
     paintings = load_images(collect_images(args.paintings), args.size)
     if args.baselines:
-        print(describe("mean/std colour transfer", baseline(photos, paintings, mean_std_transfer)))
+        print(describe("mean/std colour transfer", baseline(photos, paintings, mean_std_color_transfer)))
         print(describe("painting pasted", baseline(photos, paintings, pasted)))
 
     from quantart_cli.checkpoint import load_model

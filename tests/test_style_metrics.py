@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from quantart_cli.errors import BadInputError
 from quantart_cli.evaluation import load_images
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
-from quantart_cli.style_metrics import color_swd, luminance_ssim, mean_abs_diff, stylization_report
+from quantart_cli.style_metrics import (
+    color_swd,
+    luminance_ssim,
+    mean_abs_diff,
+    mean_std_color_transfer,
+    stylization_report,
+)
 
 
 def _image(seed: int, size=(3, 48, 40)) -> torch.Tensor:
@@ -69,15 +75,9 @@ def _grid(photos, paintings, transfer):
     }
 
 
-def _mean_std(photo, painting):
-    dims = (-2, -1)
-    normed = (photo - photo.mean(dims, keepdim=True)) / photo.std(dims, keepdim=True)
-    return (normed * painting.std(dims, keepdim=True) + painting.mean(dims, keepdim=True)).clamp(-1, 1)
-
-
 def test_report_passes_a_colour_transfer_and_fails_the_photo_and_the_pasted_painting(real_images) -> None:
     photos, paintings = real_images
-    transferred = stylization_report(photos, paintings, _grid(photos, paintings, _mean_std))
+    transferred = stylization_report(photos, paintings, _grid(photos, paintings, mean_std_color_transfer))
     assert transferred.swd_ratio < 0.7 and transferred.own_painting_rate >= 0.85
     assert transferred.alpha_monotone and transferred.content_ssim > 0.5
     assert transferred.painting_difference > 6
@@ -95,7 +95,7 @@ def test_report_passes_a_colour_transfer_and_fails_the_photo_and_the_pasted_pain
 
 def test_report_refuses_an_incomplete_grid(real_images) -> None:
     photos, paintings = real_images
-    outputs = _grid(photos, paintings, _mean_std)
+    outputs = _grid(photos, paintings, mean_std_color_transfer)
     outputs.pop(next(iter(outputs)))
     with pytest.raises(BadInputError, match="missing"):
         stylization_report(photos, paintings, outputs)
