@@ -31,11 +31,11 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from quantart_cli.devices import resolve_device
-    from quantart_cli.imageio import image_to_tensor, load_image
+    from quantart_cli.core.devices import resolve_device
+    from quantart_cli.core.io.images import image_to_tensor, load_image
+    from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer
+    from quantart_cli.core.weights import load_builtin_model
     from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
-    from quantart_cli.stylize import StylizeOptions, Stylizer
-    from quantart_cli.weights import load_builtin_model
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -37,8 +37,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quantart_cli.config import AutoencoderConfig, StyleTransferConfig, VQGANConfig  # noqa: E402
-from quantart_cli.models import VQGAN, StyleTransfer  # noqa: E402
+from quantart_cli.core.config import AutoencoderConfig, StyleTransferConfig, VQGANConfig  # noqa: E402
+from quantart_cli.core.models import VQGAN, StyleTransfer  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # The original's way (same parameter names, so our state dicts load strictly).

@@ -8,7 +8,7 @@ on CPU the child's peak resident set (``ru_maxrss``, model weights included), on
     {"size": 1024, "mode": "tiled", "device": "cpu", "seconds": ..., "peak_mib": ..., "stages": {...}}
 
 Modes:
-- ``ours``: :class:`quantart_cli.stylize.Stylizer` untiled, 256 px style reference;
+- ``ours``: :class:`quantart_cli.core.transfer.engine.Stylizer` untiled, 256 px style reference;
 - ``tiled``: the same with tiled encode/decode (``--tile``, ``--overlap``, ``--tile-norm``, ``--tile-memory``);
 - ``original``: the original's computation (attention on the full matrix via bmm, x*sigmoid(x),
   nearest upsampling then conv, VQ distances on the full matrix, ``torch.no_grad``, no chunking;
@@ -44,8 +44,8 @@ MODES = ("ours", "tiled", "original", "ours-same-ref", "compare")
 def _build(config_name: str, device):  # noqa: ANN001 - torch imported lazily
     import torch
 
-    from quantart_cli.config import StyleTransferConfig, tiny_vqgan_config
-    from quantart_cli.models import StyleTransfer
+    from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
+    from quantart_cli.core.models import StyleTransfer
 
     torch.manual_seed(0)
     if config_name == "tiny":
@@ -74,7 +74,7 @@ def _peak_mib(device) -> float:  # noqa: ANN001
 def child(args: argparse.Namespace) -> dict:
     import torch
 
-    from quantart_cli.stylize import StylizeOptions, Stylizer
+    from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,7 +128,7 @@ def child(args: argparse.Namespace) -> dict:
         run_original()
         record["seconds"] = round(time.perf_counter() - start, 3)
     else:  # compare
-        from quantart_cli.tiling import decode_tiled
+        from quantart_cli.core.transfer.tiling import decode_tiled
 
         style = _image(256, 2, device)
         whole = Stylizer(model, [style], untiled)

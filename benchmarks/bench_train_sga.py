@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
-from quantart_cli.data import UnpairedDataset
-from quantart_cli.latent_cache import LatentPairDataset, build_latent_cache
-from quantart_cli.loss_config import StyleTransferLossConfig
-from quantart_cli.losses import StyleTransferLoss
-from quantart_cli.models import VQGAN, StyleTransfer
-from quantart_cli.train_sga import StyleTransferTask
-from quantart_cli.training import BatchStream, StepContext
+from quantart_cli.core.cache.latents import LatentPairDataset, build_latent_cache
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
+from quantart_cli.core.data.datasets import UnpairedDataset
+from quantart_cli.core.losses.config import StyleTransferLossConfig
+from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.models import VQGAN, StyleTransfer
+from quantart_cli.core.train.loop import BatchStream, StepContext
+from quantart_cli.core.train.sga_task import StyleTransferTask
 
 CONFIGS = {
     # the shape of train-vq's tiny preset, trained by train-sga's tiny preset (64 px, 2 SGA blocks)

@@ -16,14 +16,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "VQGAN": "quantart_cli.models",
-    "StyleTransfer": "quantart_cli.models",
-    "load_checkpoint": "quantart_cli.checkpoint",
-    "load_model": "quantart_cli.checkpoint",
-    "save_checkpoint": "quantart_cli.checkpoint",
-    "VQGANConfig": "quantart_cli.config",
-    "StyleTransferConfig": "quantart_cli.config",
-    "QuantartError": "quantart_cli.errors",
+    "VQGAN": "quantart_cli.core.models",
+    "StyleTransfer": "quantart_cli.core.models",
+    "load_checkpoint": "quantart_cli.core.io.checkpoints",
+    "load_model": "quantart_cli.core.io.checkpoints",
+    "save_checkpoint": "quantart_cli.core.io.checkpoints",
+    "VQGANConfig": "quantart_cli.core.config",
+    "StyleTransferConfig": "quantart_cli.core.config",
+    "QuantartError": "quantart_cli.core.errors",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,7 +7,7 @@
 Without --ckpt the built-in model is scored. --baselines also scores two references that need no model,
 to calibrate the figures: a per-channel mean/std colour transfer (colours move, layout kept) and the
 painting pasted in place of the photo (colours match, layout lost). The figures are those of
-docs/model-card.md (quantart_cli.style_metrics.StylizationReport).
+docs/model-card.md (quantart_cli.core.metrics.style.StylizationReport).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from quantart_cli.data import collect_images
-from quantart_cli.evaluation import DEFAULT_ALPHAS, evaluate_stylization, load_images
-from quantart_cli.style_metrics import mean_std_color_transfer, stylization_report
+from quantart_cli.core.data.datasets import collect_images
+from quantart_cli.core.metrics.grid import DEFAULT_ALPHAS, evaluate_stylization, load_images
+from quantart_cli.core.metrics.style import mean_std_color_transfer, stylization_report
 
 
 def pasted(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ def describe(name: str, report, seconds: float | None = None) -> str:
 def save_sheet(path, photos, paintings, outputs, tile=160):
     from PIL import Image
 
-    from quantart_cli.imageio import save_image_atomic, tensor_to_image
+    from quantart_cli.core.io.images import save_image_atomic, tensor_to_image
 
     names = list(paintings)
     rows = [(p, s) for p in photos for s in names]
@@ -89,8 +89,8 @@ def main() -> int:
         print(describe("mean/std colour transfer", baseline(photos, paintings, mean_std_color_transfer)))
         print(describe("painting pasted", baseline(photos, paintings, pasted)))
 
-    from quantart_cli.checkpoint import load_model
-    from quantart_cli.weights import builtin_model_path
+    from quantart_cli.core.io.checkpoints import load_model
+    from quantart_cli.core.weights import builtin_model_path
 
     ckpt = args.ckpt or builtin_model_path()
     model = load_model(ckpt, device="cpu", expected_kind="style-transfer")

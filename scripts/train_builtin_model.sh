@@ -8,7 +8,7 @@
 # left out (held-out evaluation images and one painting of unclear copyright). RUN_DIR (default
 # runs/builtin) gets one folder per phase. Run it again after an interruption: a finished phase is skipped
 # and an unfinished one continues exactly where it stopped (--resume). The last phase writes
-# RUN_DIR/builtin.safetensors; copy it to quantart_cli/weights/ to ship it.
+# RUN_DIR/builtin.safetensors; copy it to quantart_cli/core/weights/ to ship it.
 #
 # Phases, all with seed 23 and the presets named (step counts are in the presets):
 #   base   train-vq --preset builtin-base    photos + paintings, from scratch

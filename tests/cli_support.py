@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from quantart_cli.app import main
-from quantart_cli.plugins import Stage
+from quantart_cli.shell.app import main
+from quantart_cli.shell.plugins import Stage
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The built-in model stylizes: scored on images it never saw (the sample photos, eight held-out paintings).
 
 Thresholds are those the model card promises (docs/model-card.md), measured with the network-free metrics of
-quantart_cli.style_metrics. This test fails when the shipped weights stop stylizing: when outputs keep the
+quantart_cli.core.metrics.style. This test fails when the shipped weights stop stylizing: when outputs keep the
 photo's colours, ignore the painting, ignore alpha, or lose the photo's layout.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from quantart_cli.evaluation import evaluate_stylization, load_images
+from quantart_cli.core.metrics.grid import evaluate_stylization, load_images
+from quantart_cli.core.weights import BUILTIN_MODEL, load_builtin_model
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, STYLE_DIR
-from quantart_cli.weights import BUILTIN_MODEL, load_builtin_model
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +79,8 @@ def test_stylize_without_ckpt_uses_the_builtin_model(capsys, tmp_path, isolated_
 
 
 def test_the_presets_build_the_shipped_architecture(model) -> None:
-    from quantart_cli.plugins import discover_stages
-    from quantart_cli.settings import resolve_settings
+    from quantart_cli.shell.plugins import discover_stages
+    from quantart_cli.shell.settings import resolve_settings
 
     stages = discover_stages().stages
     vq = [resolve_settings(stages["train-vq"].stage.settings, stage="train-vq", preset=name, environ={}).settings
@@ -94,7 +94,7 @@ def test_the_presets_build_the_shipped_architecture(model) -> None:
 def test_missing_builtin_weights_are_one_sentence(capsys, tmp_path, monkeypatch) -> None:
     from cli_support import run_cli
 
-    import quantart_cli.weights as weights
+    import quantart_cli.core.weights as weights
 
     monkeypatch.setattr(weights, "BUILTIN_MODEL", tmp_path / "gone.safetensors")
     photo = sorted(CONTENT_DIR.glob("*.jpg"))[0]

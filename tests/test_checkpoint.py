@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantart_cli.checkpoint import (
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
+from quantart_cli.core.errors import BadInputError, NotFoundError, UnsafeCheckpointError, UsageError
+from quantart_cli.core.io.checkpoints import (
     FORMAT_VERSION,
     check_state_dict_fits,
     checkpoint_sha256,
@@ -24,9 +26,7 @@ from quantart_cli.checkpoint import (
     read_checkpoint_header,
     save_checkpoint,
 )
-from quantart_cli.checkpoint_import import import_original_state_dict, infer_config
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
-from quantart_cli.errors import BadInputError, NotFoundError, UnsafeCheckpointError, UsageError
+from quantart_cli.core.io.original import import_original_state_dict, infer_config
 
 SPEC = Path("/work/shared/spec")
 FIXTURE = Path("/work/shared/fixtures/quantart_reference_small.pt")
@@ -58,14 +58,14 @@ def tiny_style_cfg(continuous: bool = False) -> StyleTransferConfig:
 
 
 def make_vqgan(seed: int = 0, config: VQGANConfig | None = None):
-    from quantart_cli.models import VQGAN
+    from quantart_cli.core.models import VQGAN
 
     torch.manual_seed(seed)
     return VQGAN(config or tiny_vqgan_cfg()).eval()
 
 
 def make_style(seed: int = 0, continuous: bool = False):
-    from quantart_cli.models import StyleTransfer
+    from quantart_cli.core.models import StyleTransfer
 
     torch.manual_seed(seed)
     model = StyleTransfer(tiny_style_cfg(continuous)).eval()
@@ -388,7 +388,7 @@ def test_infer_stage2(name: str, continuous: bool) -> None:
 
 
 def test_infer_config_of_unusual_shapes() -> None:
-    from quantart_cli.models import VQGAN
+    from quantart_cli.core.models import VQGAN
 
     config = VQGANConfig(
         autoencoder=AutoencoderConfig(
@@ -653,8 +653,8 @@ def test_fit_check_stays_cheap() -> None:
 
     code = (
         "import sys, torch\n"
-        "from quantart_cli.checkpoint import check_state_dict_fits, build_model\n"
-        "from quantart_cli.config import StyleTransferConfig, VQGANConfig, AutoencoderConfig\n"
+        "from quantart_cli.core.io.checkpoints import check_state_dict_fits, build_model\n"
+        "from quantart_cli.core.config import StyleTransferConfig, VQGANConfig, AutoencoderConfig\n"
         "tiny = VQGANConfig(autoencoder=AutoencoderConfig(ch=8, ch_mult=(1,), num_res_blocks=1, z_channels=8))\n"
         "cfg = StyleTransferConfig(content=tiny, style=tiny, sga_blocks=1)\n"
         "sd = build_model(cfg).state_dict()\n"
@@ -668,7 +668,7 @@ def test_fit_check_stays_cheap() -> None:
 
 
 def test_model_from_checkpoint_copies_and_load_model_matches(tmp_path: Path) -> None:
-    from quantart_cli.checkpoint import model_from_checkpoint
+    from quantart_cli.core.io.checkpoints import model_from_checkpoint
 
     model = make_style(seed=10)
     path = save_checkpoint(model, tmp_path / "st.safetensors")

@@ -7,9 +7,9 @@ from cli_support import run_cli
 from pydantic import Field
 
 from quantart_cli import __version__
-from quantart_cli.errors import BadInputError, NotBuiltError
-from quantart_cli.plugins import Stage
-from quantart_cli.settings import StageSettings
+from quantart_cli.core.errors import BadInputError, NotBuiltError
+from quantart_cli.shell.plugins import Stage
+from quantart_cli.shell.settings import StageSettings
 
 STAGES = ["train-vq", "train-sga", "encode", "stylize", "inspect-codebook"]
 

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from quantart_cli import imageio
-from quantart_cli.data import (
+from quantart_cli.core.data.datasets import (
     ImageDataset,
     UnpairedDataset,
     collect_images,
@@ -32,7 +31,8 @@ from quantart_cli.data import (
     to_rgb,
     transform_image,
 )
-from quantart_cli.errors import BadInputError, NotFoundError, UsageError
+from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
+from quantart_cli.core.io import images as imageio
 
 # ----------------------------------------------------------------------------------------- helpers
 
@@ -665,6 +665,6 @@ def test_genre_filter(tmp_path, unpaired):
 
 
 def test_imageio_is_reexported_from_data():
-    from quantart_cli import data
+    from quantart_cli.core.data import datasets as data
 
     assert data.load_image is imageio.load_image and data.save_image_atomic is imageio.save_image_atomic

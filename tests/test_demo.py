@@ -6,7 +6,7 @@ import pytest
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.checkpoint import read_checkpoint_header
+from quantart_cli.core.io.checkpoints import read_checkpoint_header
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,9 @@ import torch
 from cli_support import run_cli
 from doc_commands import REPO, all_commands
 
-from quantart_cli.checkpoint import save_checkpoint
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
-from quantart_cli.models import VQGAN, StyleTransfer
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
+from quantart_cli.core.io.checkpoints import save_checkpoint
+from quantart_cli.core.models import VQGAN, StyleTransfer
 from quantart_cli.samples import CONTENT_DIR, STYLE_DIR
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,11 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.checkpoint import load_model, save_checkpoint
-from quantart_cli.codes import load_code_file
-from quantart_cli.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
-from quantart_cli.imageio import crop_padding, load_image_tensor, pad_to_multiple
-from quantart_cli.models import VQGAN, StyleTransfer
+from quantart_cli.core.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
+from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
+from quantart_cli.core.io.codes import load_code_file
+from quantart_cli.core.io.images import crop_padding, load_image_tensor, pad_to_multiple
+from quantart_cli.core.models import VQGAN, StyleTransfer
 
 
 @pytest.fixture(scope="module")

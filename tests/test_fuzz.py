@@ -20,11 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-from quantart_cli.checkpoint import LoadedCheckpoint, load_checkpoint, read_checkpoint_header, save_checkpoint
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
-from quantart_cli.errors import QuantartError
-from quantart_cli.imageio import load_image
-from quantart_cli.models import VQGAN
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
+from quantart_cli.core.errors import QuantartError
+from quantart_cli.core.io.checkpoints import LoadedCheckpoint, load_checkpoint, read_checkpoint_header, save_checkpoint
+from quantart_cli.core.io.images import load_image
+from quantart_cli.core.models import VQGAN
 
 CASE_SECONDS = 5  # far above any honest case (milliseconds); only a hang reaches it
 MAX_PIXELS = 1 << 20  # a mutated header may declare a huge image: refuse it rather than decode it
@@ -105,7 +105,7 @@ def run_cases(cases: list[tuple[str, str, bytes]], folder: Path, load: Callable[
 def test_harness_reports_crashes_hangs_and_rambling_errors(tmp_path: Path) -> None:
     import time
 
-    from quantart_cli.errors import BadInputError
+    from quantart_cli.core.errors import BadInputError
 
     def misbehave(path: Path) -> object:
         kind = path.read_bytes()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
-from quantart_cli.models import VQGAN, StyleTransfer
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
+from quantart_cli.core.models import VQGAN, StyleTransfer
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "quantart_reference_small.pt"
 TOLERANCE = {"atol": 1e-4, "rtol": 0.0}

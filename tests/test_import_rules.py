@@ -12,7 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "quantart_cli"
 #: The CLI shell: the only modules allowed to know about Typer, rich, pydantic-settings and platformdirs.
-SHELL = {"app.py", "console.py", "plugins.py", "settings.py", "paths.py", "__main__.py"}
+SHELL = {"shell/app.py", "shell/console.py", "shell/plugins.py", "shell/settings.py", "shell/paths.py",
+         "shell/__init__.py", "__main__.py"}
 FORBIDDEN_IN_CORE = {"typer", "rich", "pydantic_settings", "platformdirs", "click", "quantart_stages"}
 
 
@@ -49,7 +50,7 @@ def _modules_after(code: str) -> set[str]:
 
 def test_help_does_not_import_torch():
     code = (
-        "from quantart_cli.app import main\n"
+        "from quantart_cli.shell.app import main\n"
         "for args in (['--help'], ['stylize', '--help'], ['train-vq', '--help'], ['stages'], "
         "['train-sga', '--preset', 'tiny', '--print-config']):\n"
         "    assert main(args) == 0, args\n"

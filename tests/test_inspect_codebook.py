@@ -13,20 +13,20 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.checkpoint import load_model, save_checkpoint
-from quantart_cli.codebook_stats import (
+from quantart_cli.core.codebook.atlas import FRAME, UNUSED_FRAME, atlas_layout, render_rank_plot
+from quantart_cli.core.codebook.stats import (
     codebook_stats,
     near_duplicates,
     nearest_neighbours,
     usage_order,
     usage_stats,
 )
-from quantart_cli.codebook_viz import FRAME, UNUSED_FRAME, atlas_layout, render_rank_plot
-from quantart_cli.config import StyleTransferConfig, tiny_vqgan_config
-from quantart_cli.data import transform_image
-from quantart_cli.errors import BadInputError, UsageError
-from quantart_cli.imageio import load_image
-from quantart_cli.models import VQGAN, StyleTransfer
+from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
+from quantart_cli.core.data.datasets import transform_image
+from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
+from quantart_cli.core.io.images import load_image
+from quantart_cli.core.models import VQGAN, StyleTransfer
 
 N_CODES = 128  # tiny_vqgan_config's book
 
@@ -407,7 +407,7 @@ def test_original_style_transfer_reference(capsys, shared_dir, tmp_path) -> None
     content_book = reference["state_dict"]["quantize_enc.embedding.weight"].double()
     assert doc["codebooks"][0]["norm"]["mean"] == pytest.approx(float(content_book.norm(dim=1).mean()), rel=1e-6)
 
-    from quantart_cli.codebook_stats import count_dataset_usage
+    from quantart_cli.core.codebook.stats import count_dataset_usage
 
     model = load_model(original, expected_kind="style-transfer")
     content = count_dataset_usage(model, [reference["content"]])

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantart_cli.errors import BadInputError, NotFoundError
-from quantart_cli.losses import (
+from quantart_cli.core.errors import BadInputError, NotFoundError
+from quantart_cli.core.losses.terms import (
     StyleTransferLoss,
     StyleTransferLossConfig,
     VQGANLoss,
@@ -25,7 +25,7 @@ from quantart_cli.losses import (
     style_statistics,
     vanilla_d_loss,
 )
-from quantart_cli.nn.discriminator import NLayerDiscriminator
+from quantart_cli.core.nn.discriminator import NLayerDiscriminator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -305,7 +305,7 @@ def test_stage1_under_cpu_autocast_is_close_to_fp32() -> None:
 
 @pytest.fixture(scope="module")
 def random_lpips() -> nn.Module:
-    from quantart_cli.perceptual import build_lpips
+    from quantart_cli.core.losses.perceptual import build_lpips
 
     torch.manual_seed(0)
     return build_lpips(pretrained_backbone=False)
@@ -322,7 +322,7 @@ def test_lpips_values_frozen_and_eval(random_lpips: nn.Module) -> None:
     assert torch.isfinite(distance).all() and (distance > 0).all()
     assert same.abs().max().item() < 1e-6
     assert all(not p.requires_grad for p in random_lpips.parameters())
-    from quantart_cli.perceptual import lpips_linear_weights_path
+    from quantart_cli.core.losses.perceptual import lpips_linear_weights_path
 
     # The calibrated linear heads load even with a random backbone (lpips loads them with strict=False).
     heads = torch.load(lpips_linear_weights_path(), map_location="cpu", weights_only=True)
@@ -360,7 +360,7 @@ def _fail_download(calls: list[str]):
 def test_missing_vgg_download_names_file_and_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from quantart_cli.perceptual import build_lpips
+    from quantart_cli.core.losses.perceptual import build_lpips
 
     calls: list[str] = []
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -377,7 +377,7 @@ def test_missing_vgg_download_names_file_and_folder(
 
 
 def test_corrupt_cached_vgg_file_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from quantart_cli.perceptual import build_lpips
+    from quantart_cli.core.losses.perceptual import build_lpips
 
     calls: list[str] = []
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
@@ -495,7 +495,7 @@ def test_losses_on_cuda_under_fp16_autocast() -> None:
 
 
 def test_stage1_chroma_term_sees_colour_errors_only() -> None:
-    from quantart_cli.color_space import rgb_to_ycbcr, ycbcr_to_rgb
+    from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
 
     loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_factor=0.0, chroma_weight=2.0))
     x = torch.rand(2, 3, 8, 8) * 1.6 - 0.8

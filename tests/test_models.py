@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantart_cli.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
-from quantart_cli.errors import BadInputError, UsageError
-from quantart_cli.models import VQGAN, StyleTransfer, TransferResult
+from quantart_cli.core.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
+from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.core.models import VQGAN, StyleTransfer, TransferResult
 
 
 def _original_keys(path: Path) -> dict[str, tuple[int, ...]]:

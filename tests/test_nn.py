@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantart_cli.config import AutoencoderConfig
-from quantart_cli.errors import BadInputError, UsageError
-from quantart_cli.nn import attention as attention_module
-from quantart_cli.nn.attention import AttnBlock, attend, set_query_chunk_size
-from quantart_cli.nn.autoencoder import Decoder, Encoder
-from quantart_cli.nn.blocks import Downsample, ResnetBlock, Upsample, fold_upsample_weight, normalize
-from quantart_cli.nn.sga import StyleGuidedAttention
+from quantart_cli.core.config import AutoencoderConfig
+from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.core.nn import attention as attention_module
+from quantart_cli.core.nn.attention import AttnBlock, attend, set_query_chunk_size
+from quantart_cli.core.nn.autoencoder import Decoder, Encoder
+from quantart_cli.core.nn.blocks import Downsample, ResnetBlock, Upsample, fold_upsample_weight, normalize
+from quantart_cli.core.nn.sga import StyleGuidedAttention
 
 TINY_AE = AutoencoderConfig(
     ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), resolution=16, z_channels=16
@@ -51,8 +51,8 @@ def test_groupnorm_uses_one_group_below_32_channels():
 
 
 def test_norm_groups_reach_every_norm_of_the_autoencoder():
-    from quantart_cli.config import AutoencoderConfig
-    from quantart_cli.nn.autoencoder import Decoder, Encoder
+    from quantart_cli.core.config import AutoencoderConfig
+    from quantart_cli.core.nn.autoencoder import Decoder, Encoder
 
     config = AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,
                                z_channels=16, norm_groups=8)

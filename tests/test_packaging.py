@@ -30,7 +30,7 @@ def test_wheel_contents(wheel):
     for stage, preset in [("train-vq", "wikiart"), ("train-vq", "tiny"), ("train-sga", "landscape2art")]:
         assert f"quantart_presets/{stage}/{preset}.toml" in names
     # The built-in model and the held-out paintings ship; the wheel stays small (issue: 60 MB at most).
-    assert "quantart_cli/weights/builtin.safetensors" in names
+    assert "quantart_cli/core/weights/builtin.safetensors" in names
     assert sum(n.startswith("quantart_cli/samples/paintings/") and n.endswith(".jpg") for n in names) == 8
     assert wheel.stat().st_size < 60 * 1024**2
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -44,8 +44,8 @@ def test_presets_found_from_the_installed_wheel(wheel, tmp_path):
                     str(target), str(wheel)], check=True)
     code = (
         "import quantart_presets, quantart_cli\n"
-        "from quantart_cli.settings import list_presets\n"
-        "from quantart_cli.app import main\n"
+        "from quantart_cli.shell.settings import list_presets\n"
+        "from quantart_cli.shell.app import main\n"
         f"assert quantart_presets.__file__.startswith({str(target)!r}), quantart_presets.__file__\n"
         f"assert quantart_cli.__file__.startswith({str(target)!r}), quantart_cli.__file__\n"
         "print(sorted(list_presets('train-vq')))\n"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from cli_support import run_cli
 
-from quantart_cli.plugins import ENTRY_POINT_GROUP, discover_stages
+from quantart_cli.shell.plugins import ENTRY_POINT_GROUP, discover_stages
 
 HELLO_STAGE = textwrap.dedent(
     '''
-    from quantart_cli.plugins import Stage
-    from quantart_cli.settings import StageSettings, cli_argument, cli_option
+    from quantart_cli.shell.plugins import Stage
+    from quantart_cli.shell.settings import StageSettings, cli_argument, cli_option
 
 
     class HelloSettings(StageSettings):
@@ -94,7 +94,7 @@ def test_plugin_that_is_not_a_stage_is_reported(plugin_site):
 
 def test_a_single_installed_stage_still_dispatches(capsys, plugin_site, monkeypatch):
     _install_plugin(plugin_site, "quantart-hello", "hello_plugin", HELLO_STAGE, "hello = hello_plugin:stage")
-    from quantart_cli import plugins
+    from quantart_cli.shell import plugins
 
     only_hello = [ep for ep in plugins.metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name == "hello"]
     monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: only_hello)
@@ -103,8 +103,8 @@ def test_a_single_installed_stage_still_dispatches(capsys, plugin_site, monkeypa
 
 
 def test_stage_definition_is_checked():
-    from quantart_cli.plugins import Stage
-    from quantart_cli.settings import StageSettings
+    from quantart_cli.shell.plugins import Stage
+    from quantart_cli.shell.settings import StageSettings
 
     with pytest.raises(ValueError):
         Stage(name="Bad Name", help="x", settings=StageSettings, run=lambda s, c: 0)

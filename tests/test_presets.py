@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from quantart_cli.plugins import discover_stages
-from quantart_cli.settings import builtin_preset_dir, list_presets, load_preset, resolve_settings
+from quantart_cli.shell.plugins import discover_stages
+from quantart_cli.shell.settings import builtin_preset_dir, list_presets, load_preset, resolve_settings
 
 STAGES = discover_stages().stages
 EXPECTED = {

@@ -22,12 +22,12 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.checkpoint import load_checkpoint, save_checkpoint
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
-from quantart_cli.errors import BadInputError
-from quantart_cli.imageio import save_image_atomic
-from quantart_cli.models import VQGAN, StyleTransfer
-from quantart_cli.training import load_training_state
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
+from quantart_cli.core.errors import BadInputError
+from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
+from quantart_cli.core.io.images import save_image_atomic
+from quantart_cli.core.models import VQGAN, StyleTransfer
+from quantart_cli.core.train.loop import load_training_state
 
 TINY_PRESET = """\
 steps = {steps}
@@ -269,8 +269,9 @@ ZYGOTE = r"""
 import json, os, sys
 import torch
 torch.set_num_threads(1)
-from quantart_cli.app import main
-import quantart_cli.train_vq, quantart_cli.losses, quantart_cli.data, torch._dynamo  # warm the imports
+from quantart_cli.shell.app import main
+import quantart_cli.core.train.vq_task, quantart_cli.core.losses.terms  # warm the imports
+import quantart_cli.core.data.datasets, torch._dynamo
 print("ready", flush=True)
 for line in sys.stdin:
     command = json.loads(line)
@@ -470,11 +471,11 @@ def test_cut_save_between_last_and_state_resumes_exactly(capsys, tmp_path, image
 def test_damaged_last_checkpoint_falls_back_to_the_step_copy(tmp_path, images):
     """A last.pt damaged after the fact (bit rot, a copy gone wrong) is skipped for step_N.pt of state.pt's step
     (Python API: the train-vq stage reads last.pt's header before the loop starts)."""
-    from quantart_cli.data import ImageDataset
-    from quantart_cli.loss_config import VQGANLossConfig
-    from quantart_cli.losses import VQGANLoss
-    from quantart_cli.train_vq import VQGANTask
-    from quantart_cli.training import BatchStream, LoopOptions, run_training
+    from quantart_cli.core.data.datasets import ImageDataset
+    from quantart_cli.core.losses.config import VQGANLossConfig
+    from quantart_cli.core.losses.terms import VQGANLoss
+    from quantart_cli.core.train.loop import BatchStream, LoopOptions, run_training
+    from quantart_cli.core.train.vq_task import VQGANTask
 
     def train(steps: int, resume: bool) -> int:
         torch.manual_seed(0)
@@ -551,7 +552,7 @@ def test_disk_full_during_training_keeps_last_complete_checkpoint(capsys, tmp_pa
 
 
 def test_disk_full_writing_metrics_stops_cleanly(capsys, tmp_path, images, monkeypatch):
-    import quantart_cli.training as training
+    import quantart_cli.core.train.loop as training
 
     preset = make_preset(tmp_path, steps=4)
     real_append = training._append_metrics
@@ -592,7 +593,7 @@ def test_encode_into_unwritable_folder_is_one_sentence(capsys, tmp_path, images,
 
 def test_encode_on_full_disk_is_one_sentence_and_leaves_no_partial_file(capsys, tmp_path, images, tiny_vq,
                                                                       monkeypatch):
-    import quantart_cli.codes as codes
+    import quantart_cli.core.io.codes as codes
 
     real_save_file = codes.save_file
     calls = {"n": 0}
@@ -623,7 +624,7 @@ def test_safetensors_writes_on_full_disk_are_one_sentence(capsys, tmp_path, imag
     """safetensors reports a full disk as SafetensorError, not OSError: convert and encode still say it plainly."""
     import safetensors.torch
 
-    import quantart_cli.codes as codes
+    import quantart_cli.core.io.codes as codes
 
     target = tmp_path / "out.safetensors"
     assert run_cli(capsys, "convert", str(tiny_vq), str(target)).code == 0

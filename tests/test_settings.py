@@ -8,8 +8,8 @@ import pytest
 from cli_support import run_cli
 from pydantic import BaseModel, ConfigDict, Field
 
-from quantart_cli.errors import NotFoundError, UsageError
-from quantart_cli.settings import StageSettings, parse_scalar, render_config, resolve_settings
+from quantart_cli.core.errors import NotFoundError, UsageError
+from quantart_cli.shell.settings import StageSettings, parse_scalar, render_config, resolve_settings
 
 
 class Inner(BaseModel):

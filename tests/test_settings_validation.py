@@ -16,9 +16,9 @@ import annotated_types as at
 import pytest
 from cli_support import run_cli
 
-from quantart_cli.errors import UsageError
-from quantart_cli.plugins import discover_stages
-from quantart_cli.settings import is_model, option_label, resolve_settings, unwrap_optional
+from quantart_cli.core.errors import UsageError
+from quantart_cli.shell.plugins import discover_stages
+from quantart_cli.shell.settings import is_model, option_label, resolve_settings, unwrap_optional
 
 STAGES = {name: loaded.stage for name, loaded in discover_stages().stages.items()}
 

@@ -6,16 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from quantart_cli.errors import BadInputError
-from quantart_cli.evaluation import load_images
-from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
-from quantart_cli.style_metrics import (
+from quantart_cli.core.errors import BadInputError
+from quantart_cli.core.metrics.grid import load_images
+from quantart_cli.core.metrics.style import (
     color_swd,
     luminance_ssim,
     mean_abs_diff,
     mean_std_color_transfer,
     stylization_report,
 )
+from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 
 
 def _image(seed: int, size=(3, 48, 40)) -> torch.Tensor:

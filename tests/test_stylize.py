@@ -11,11 +11,11 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.checkpoint import save_checkpoint
-from quantart_cli.config import StyleTransferConfig, tiny_vqgan_config
-from quantart_cli.errors import UsageError
-from quantart_cli.models import VQGAN, StyleTransfer
-from quantart_cli.stylize import StylizeOptions, Stylizer, preserve_content_color, rgb_to_ycbcr
+from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
+from quantart_cli.core.errors import UsageError
+from quantart_cli.core.io.checkpoints import save_checkpoint
+from quantart_cli.core.models import VQGAN, StyleTransfer
+from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer, preserve_content_color, rgb_to_ycbcr
 
 
 def _tiny_model(seed: int, continuous: bool = False) -> StyleTransfer:

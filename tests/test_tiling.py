@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quantart_cli.autoencoder_split import Unit, decoder_high, decoder_low, encoder_high, encoder_low
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
-from quantart_cli.errors import UsageError
-from quantart_cli.models import VQGAN
-from quantart_cli.tile_plan import feather_ramp, own_span, plan_tiles, tile_starts
-from quantart_cli.tiling import _schedule, decode_tiled, encode_tiled
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
+from quantart_cli.core.errors import UsageError
+from quantart_cli.core.models import VQGAN
+from quantart_cli.core.transfer.tile_plan import feather_ramp, own_span, plan_tiles, tile_starts
+from quantart_cli.core.transfer.tiling import _schedule, decode_tiled, encode_tiled
+from quantart_cli.core.transfer.units import Unit, decoder_high, decoder_low, encoder_high, encoder_low
 
 Z = 8  # latent channels of the micro model
 
@@ -135,7 +135,7 @@ def test_image_norm_tiling_needs_the_halo(vqgan: VQGAN, monkeypatch: pytest.Monk
     """Without the receptive-field halo the tiles' borders are wrong: the halo is what makes tiling exact."""
     import dataclasses
 
-    import quantart_cli.tiling as tiling
+    import quantart_cli.core.transfer.tiling as tiling
 
     real = tiling.decoder_units
     monkeypatch.setattr(tiling, "decoder_units", lambda d: [dataclasses.replace(u, radius=0) for u in real(d)])

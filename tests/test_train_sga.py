@@ -16,12 +16,7 @@ import torch.nn.functional as F
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.checkpoint import load_checkpoint, load_model, save_checkpoint
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
-from quantart_cli.data import UnpairedDataset
-from quantart_cli.errors import UsageError
-from quantart_cli.imageio import load_image
-from quantart_cli.latent_cache import (
+from quantart_cli.core.cache.latents import (
     MANIFEST,
     CacheCallbacks,
     LatentCache,
@@ -30,11 +25,16 @@ from quantart_cli.latent_cache import (
     cache_image,
     crop_and_flip,
 )
-from quantart_cli.loss_config import StyleTransferLossConfig
-from quantart_cli.losses import StyleTransferLoss
-from quantart_cli.models import VQGAN, StyleTransfer
-from quantart_cli.train_sga import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
-from quantart_cli.training import BatchStream, LoopOptions, StepContext, run_training
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
+from quantart_cli.core.data.datasets import UnpairedDataset
+from quantart_cli.core.errors import UsageError
+from quantart_cli.core.io.checkpoints import load_checkpoint, load_model, save_checkpoint
+from quantart_cli.core.io.images import load_image
+from quantart_cli.core.losses.config import StyleTransferLossConfig
+from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.models import VQGAN, StyleTransfer
+from quantart_cli.core.train.loop import BatchStream, LoopOptions, StepContext, run_training
+from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
 
 LOSS = StyleTransferLossConfig(disc_ndf=8, disc_in_channels=16, disc_start=0)
 
@@ -611,12 +611,12 @@ DDP_WORKER = """
 import sys
 from pathlib import Path
 import torch
-from quantart_cli.data import UnpairedDataset
-from quantart_cli.latent_cache import LatentPairDataset, build_latent_cache
-from quantart_cli.loss_config import StyleTransferLossConfig
-from quantart_cli.losses import StyleTransferLoss
-from quantart_cli.train_sga import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
-from quantart_cli.training import BatchStream, LoopOptions, init_distributed, run_training, shutdown_distributed
+from quantart_cli.core.data.datasets import UnpairedDataset
+from quantart_cli.core.cache.latents import LatentPairDataset, build_latent_cache
+from quantart_cli.core.losses.config import StyleTransferLossConfig
+from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
+from quantart_cli.core.train.loop import BatchStream, LoopOptions, init_distributed, run_training, shutdown_distributed
 
 torch.set_num_threads(1)
 device = torch.device("cpu")

@@ -18,14 +18,14 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.checkpoint import load_checkpoint, save_checkpoint
-from quantart_cli.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
-from quantart_cli.data import ImageDataset
-from quantart_cli.loss_config import VQGANLossConfig
-from quantart_cli.losses import VQGANLoss
-from quantart_cli.models import VQGAN
-from quantart_cli.train_vq import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
-from quantart_cli.training import BatchStream, LoopOptions, run_training
+from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
+from quantart_cli.core.data.datasets import ImageDataset
+from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
+from quantart_cli.core.losses.config import VQGANLossConfig
+from quantart_cli.core.losses.terms import VQGANLoss
+from quantart_cli.core.models import VQGAN
+from quantart_cli.core.train.loop import BatchStream, LoopOptions, run_training
+from quantart_cli.core.train.vq_task import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -312,12 +312,12 @@ import os, sys, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_train_vq import tiny_config
-from quantart_cli.data import ImageDataset
-from quantart_cli.loss_config import VQGANLossConfig
-from quantart_cli.losses import VQGANLoss
-from quantart_cli.models import VQGAN
-from quantart_cli.train_vq import VQGANTask
-from quantart_cli.training import BatchStream, LoopOptions, init_distributed, run_training, shutdown_distributed
+from quantart_cli.core.data.datasets import ImageDataset
+from quantart_cli.core.losses.config import VQGANLossConfig
+from quantart_cli.core.losses.terms import VQGANLoss
+from quantart_cli.core.models import VQGAN
+from quantart_cli.core.train.vq_task import VQGANTask
+from quantart_cli.core.train.loop import BatchStream, LoopOptions, init_distributed, run_training, shutdown_distributed
 
 device = torch.device("cpu")
 info = init_distributed(device)

@@ -1,4 +1,4 @@
-"""The shared training loop (quantart_cli.training) with a toy task: order, resume, NaN, Ctrl-C, precision."""
+"""The shared training loop (quantart_cli.core.train.loop) with a toy task: order, resume, NaN, Ctrl-C, precision."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from quantart_cli.errors import UsageError
-from quantart_cli.training import (
+from quantart_cli.core.errors import UsageError
+from quantart_cli.core.train.loop import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     STATE_FILE,
@@ -114,7 +114,7 @@ class ToyTask:
         self.extra.copy_(state["extra"])
 
     def save_model(self, path: Path, step: int) -> None:
-        from quantart_cli.checkpoint import _atomic_write
+        from quantart_cli.core.io.checkpoints import _atomic_write
 
         obj = {"model": self.model.state_dict(), "critic": self.critic.state_dict(), "step": step}
         _atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quantart_cli.config import QuantizerConfig
-from quantart_cli.errors import BadInputError
-from quantart_cli.nn.vq import VectorQuantizer, code_usage, nearest_code_indices
+from quantart_cli.core.config import QuantizerConfig
+from quantart_cli.core.errors import BadInputError
+from quantart_cli.core.nn.vq import VectorQuantizer, code_usage, nearest_code_indices
 
 
 def _original_search(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ import argparse
 
 from PIL import Image, ImageDraw
 
-from quantart_cli.checkpoint import load_model
-from quantart_cli.imageio import load_image, save_image_atomic
+from quantart_cli.core.io.checkpoints import load_model
+from quantart_cli.core.io.images import load_image, save_image_atomic
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 VISUAL = (1.0, 0.5, 0.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantart_cli.errors import UsageError
-from quantart_cli.plugins import RunContext, Stage
-from quantart_cli.settings import cli_argument, cli_option
+from quantart_cli.core.errors import UsageError
+from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.shell.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 
@@ -24,7 +24,7 @@ def run(settings: ConvertSettings, ctx: RunContext) -> int:
         raise UsageError(f"TARGET must end in .pt or .safetensors, got {settings.target.name}.")
     if settings.target.exists() and not settings.overwrite:
         raise UsageError(f"{settings.target} exists; pass --overwrite to replace it.")
-    from quantart_cli.checkpoint import convert_checkpoint, read_checkpoint_header
+    from quantart_cli.core.io.checkpoints import convert_checkpoint, read_checkpoint_header
 
     convert_checkpoint(settings.source, settings.target, trust=settings.trust_checkpoint)
     header = read_checkpoint_header(settings.target)

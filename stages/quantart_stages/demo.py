@@ -14,9 +14,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from quantart_cli.errors import UsageError
-from quantart_cli.plugins import RunContext, Stage
-from quantart_cli.settings import StageSettings, cli_option, resolve_settings
+from quantart_cli.core.errors import UsageError
+from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.shell.settings import StageSettings, cli_option, resolve_settings
 
 DEFAULT_OUT = Path("quantart-demo")
 STRIP_ALPHAS = (0.0, 0.5, 1.0)
@@ -62,8 +62,8 @@ class _Panel:
 def run(settings: DemoSettings, ctx: RunContext) -> int:
     import time
 
+    from quantart_cli.core.weights import builtin_model_path
     from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, STYLE_DIR
-    from quantart_cli.weights import builtin_model_path
     from quantart_stages import stylize
 
     for alpha in settings.alphas:
@@ -103,7 +103,7 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
                 panel.images[(photo.stem, painting.stem, alpha)] = folder / f"{photo.stem}{suffix}.png"
         return 0
 
-    builtin = _Panel("Built-in model (quantart_cli/weights/builtin.safetensors); none of these paintings "
+    builtin = _Panel("Built-in model (quantart_cli/core/weights/builtin.safetensors); none of these paintings "
                      "was in its training set")
     count = len(photos) * (len(paintings) + len([a for a in settings.alphas if a != 1.0]))
     timed(f"stylizing {len(photos)} photos after {len(paintings)} paintings and an alpha strip with the built-in "
@@ -169,7 +169,7 @@ def _one_thread_on_cpu(device: str) -> None:
 
     import torch
 
-    from quantart_cli.devices import resolve_device
+    from quantart_cli.core.devices import resolve_device
 
     if resolve_device(device).type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
@@ -185,7 +185,7 @@ def _contact_sheet(path: Path, photos: list[Path], paintings: list[Path], strip_
     each painting at alpha 1), and an alpha strip (photo, the strip's alphas, the painting)."""
     from PIL import Image, ImageDraw
 
-    from quantart_cli.imageio import load_image, save_image_atomic
+    from quantart_cli.core.io.images import load_image, save_image_atomic
 
     title_h, label_h, gap = 26, 18, 12
     strip = list(alphas)

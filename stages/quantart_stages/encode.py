@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantart_cli.errors import UsageError
-from quantart_cli.plugins import RunContext, Stage
-from quantart_cli.settings import cli_argument, cli_option
+from quantart_cli.core.errors import UsageError
+from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.shell.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 
@@ -28,8 +28,8 @@ def run(settings: EncodeSettings, ctx: RunContext) -> int:
     if settings.ckpt is None:
         raise UsageError("encode needs --ckpt, a VQGAN checkpoint (train one with train-vq or import an original "
                          "with `quantart convert`).")
-    from quantart_cli.checkpoint import checkpoint_sha256, load_model
-    from quantart_cli.devices import resolve_device
+    from quantart_cli.core.devices import resolve_device
+    from quantart_cli.core.io.checkpoints import checkpoint_sha256, load_model
 
     device = resolve_device(settings.device)
     model = load_model(settings.ckpt, device=device, expected_kind="vqgan", trust=settings.trust_checkpoint)
@@ -40,8 +40,8 @@ def run(settings: EncodeSettings, ctx: RunContext) -> int:
 
 
 def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
-    from quantart_cli.codes import CodeFile, encode_image_files, save_code_file
-    from quantart_cli.data import collect_images
+    from quantart_cli.core.data.datasets import collect_images
+    from quantart_cli.core.io.codes import CodeFile, encode_image_files, save_code_file
 
     paths = collect_images(settings.inputs)
     n_embed = model.config.quantizer.n_embed
@@ -79,9 +79,9 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
 
 
 def _decode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
-    from quantart_cli.codes import decode_records, load_code_file
-    from quantart_cli.data import collect_images
-    from quantart_cli.imageio import save_image_atomic
+    from quantart_cli.core.data.datasets import collect_images
+    from quantart_cli.core.io.codes import decode_records, load_code_file
+    from quantart_cli.core.io.images import save_image_atomic
 
     files = collect_images(settings.inputs, extensions=(".safetensors",))
     out_dir = settings.out or Path("decoded")

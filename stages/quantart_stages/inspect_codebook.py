@@ -7,15 +7,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantart_cli.errors import BadInputError, UsageError
-from quantart_cli.plugins import RunContext, Stage
-from quantart_cli.settings import cli_argument, cli_option
+from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.shell.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 if TYPE_CHECKING:
     import torch
 
-    from quantart_cli.codebook_stats import CodebookStats, UsageStats
+    from quantart_cli.core.codebook.stats import CodebookStats, UsageStats
 
 #: Version of the ``--json`` document; bumped when a key is renamed or removed (adding keys keeps it).
 SCHEMA_VERSION = 1
@@ -47,9 +47,9 @@ def run(settings: InspectCodebookSettings, ctx: RunContext) -> int:
         if target is not None and target.suffix.lower() != ".png":
             raise UsageError(f"{option} writes a PNG image; give a file name ending in .png, not {target.name}.")
 
-    from quantart_cli.checkpoint import load_checkpoint, model_from_checkpoint
-    from quantart_cli.codebook_stats import checkpoint_codebooks, codebook_from_state_dict, codebook_stats
-    from quantart_cli.devices import resolve_device
+    from quantart_cli.core.codebook.stats import checkpoint_codebooks, codebook_from_state_dict, codebook_stats
+    from quantart_cli.core.devices import resolve_device
+    from quantart_cli.core.io.checkpoints import load_checkpoint, model_from_checkpoint
 
     device = resolve_device(settings.device)
     ckpt = load_checkpoint(settings.ckpt, device=device, trust=settings.trust_checkpoint)
@@ -123,8 +123,8 @@ def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[Path],
     """Image batches (shorter side to ``size``, centre crop); unreadable images are skipped and listed."""
     import torch
 
-    from quantart_cli.data import transform_image
-    from quantart_cli.imageio import load_image
+    from quantart_cli.core.data.datasets import transform_image
+    from quantart_cli.core.io.images import load_image
 
     pending: list[torch.Tensor] = []
     for path in paths:
@@ -143,8 +143,8 @@ def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[Path],
 
 
 def _encode_data(settings: InspectCodebookSettings, ctx: RunContext, model, device):
-    from quantart_cli.codebook_stats import count_dataset_usage
-    from quantart_cli.data import collect_images
+    from quantart_cli.core.codebook.stats import count_dataset_usage
+    from quantart_cli.core.data.datasets import collect_images
 
     paths = collect_images(settings.data)
     skipped: list[Path] = []
@@ -178,9 +178,9 @@ def _encode_data(settings: InspectCodebookSettings, ctx: RunContext, model, devi
 def _write_atlas(settings, ctx: RunContext, model, kind: str, data_usage, stored, device) -> dict[str, Any]:
     import torch
 
-    from quantart_cli.codebook_stats import usage_order
-    from quantart_cli.codebook_viz import FRAME, render_atlas
-    from quantart_cli.imageio import save_image_atomic
+    from quantart_cli.core.codebook.atlas import FRAME, render_atlas
+    from quantart_cli.core.codebook.stats import usage_order
+    from quantart_cli.core.io.images import save_image_atomic
 
     if kind == "vqgan":
         name, role = "quantize", "codebook"
@@ -229,8 +229,8 @@ def _write_atlas(settings, ctx: RunContext, model, kind: str, data_usage, stored
 
 
 def _write_plot(settings, specs, data_usage, stored) -> str:
-    from quantart_cli.codebook_viz import render_rank_plot
-    from quantart_cli.imageio import save_image_atomic
+    from quantart_cli.core.codebook.atlas import render_rank_plot
+    from quantart_cli.core.io.images import save_image_atomic
 
     series = []
     for spec in specs:

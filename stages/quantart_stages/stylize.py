@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
-from quantart_cli.errors import BadInputError, NotFoundError, UsageError
-from quantart_cli.plugins import RunContext, Stage
-from quantart_cli.settings import cli_argument, cli_option
+from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
+from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.shell.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 
@@ -71,7 +71,7 @@ class StylizeSettings(CheckpointReadingSettings):
 
 
 def output_extension(settings: StylizeSettings, source: Path) -> str:
-    from quantart_cli.imageio import SAVE_FORMATS
+    from quantart_cli.core.io.images import SAVE_FORMATS
 
     if settings.format == "same":
         suffix = source.suffix.lower()
@@ -81,7 +81,7 @@ def output_extension(settings: StylizeSettings, source: Path) -> str:
 
 def plan_outputs(settings: StylizeSettings, inputs: list[Path]) -> list[tuple[Path, Path]]:
     """(input, output) pairs: the input's name plus ``--suffix`` in ``--out`` (a file when it has an image suffix)."""
-    from quantart_cli.imageio import SAVE_FORMATS
+    from quantart_cli.core.io.images import SAVE_FORMATS
 
     out = settings.out or Path("stylized")
     if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
@@ -116,7 +116,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
     ckpt = settings.ckpt
     if ckpt is None:
-        from quantart_cli.weights import builtin_model_path
+        from quantart_cli.core.weights import builtin_model_path
 
         ckpt = builtin_model_path()
     continuous_ckpt = settings.continuous_ckpt
@@ -128,11 +128,11 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
 
     import time
 
-    from quantart_cli.checkpoint import load_model
-    from quantart_cli.data import collect_images
-    from quantart_cli.devices import resolve_device
-    from quantart_cli.imageio import image_to_tensor, load_image, save_image_atomic
-    from quantart_cli.stylize import StylizeOptions, Stylizer
+    from quantart_cli.core.data.datasets import collect_images
+    from quantart_cli.core.devices import resolve_device
+    from quantart_cli.core.io.checkpoints import load_model
+    from quantart_cli.core.io.images import image_to_tensor, load_image, save_image_atomic
+    from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer
 
     options = StylizeOptions(
         alpha=settings.alpha,
@@ -179,7 +179,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     load_seconds = time.perf_counter() - start
     styles = [image_to_tensor(load_image(path)) for path in settings.style]
     stylizer = Stylizer(model, styles, options, continuous)
-    from quantart_cli.weights import BUILTIN_MODEL_NAME
+    from quantart_cli.core.weights import BUILTIN_MODEL_NAME
 
     shown = BUILTIN_MODEL_NAME if settings.ckpt is None else str(ckpt)
     ctx.console.info(
@@ -215,7 +215,7 @@ def _stylize_one(
     """Stylize one file; returns its JSON record, or the error sentence when the input is unusable."""
     import time
 
-    from quantart_cli.errors import QuantartError
+    from quantart_cli.core.errors import QuantartError
 
     start = time.perf_counter()
     try:

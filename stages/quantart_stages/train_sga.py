@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quantart_cli.errors import UsageError
-from quantart_cli.loss_config import StyleTransferLossConfig
-from quantart_cli.plugins import RunContext, Stage
-from quantart_cli.settings import cli_option
+from quantart_cli.core.errors import UsageError
+from quantart_cli.core.losses.config import StyleTransferLossConfig
+from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.shell.settings import cli_option
 from quantart_stages.common import (
     TrainingSettings,
     resume_header,
@@ -44,7 +44,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
     if not settings.content_data or not settings.style_data:
         raise UsageError("train-sga needs --content-data and --style-data: folders, list files or CSV manifests.")
 
-    from quantart_cli.training import (
+    from quantart_cli.core.train.loop import (
         LAST_CHECKPOINT,
         METRICS_FILE,
         seed_everything,
@@ -58,9 +58,9 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         show = ctx.console if info.is_main else None
         model, provenance = _build_model(settings, out_dir, device)
         _check_size(settings.size, model)
-        from quantart_cli.data import UnpairedDataset
-        from quantart_cli.losses import StyleTransferLoss
-        from quantart_cli.train_sga import StyleTransferTask, first_pairs
+        from quantart_cli.core.data.datasets import UnpairedDataset
+        from quantart_cli.core.losses.terms import StyleTransferLoss
+        from quantart_cli.core.train.sga_task import StyleTransferTask, first_pairs
 
         genre_csv = _genre_csv(settings, show)
         images = UnpairedDataset(
@@ -144,13 +144,13 @@ def _build_model(settings: TrainSGASettings, out_dir: Path, device):
                 f"{out_dir} trains the {'continuous' if header.config.continuous else 'quantized'} variant; "
                 "resume it with the same --continuous setting."
             )
-        from quantart_cli.checkpoint import load_model
+        from quantart_cli.core.io.checkpoints import load_model
 
         # The weights are needed before the loop restores them: the latent cache checks its encoders.
         model = load_model(header.path, device=device, expected_kind="style-transfer")
         provenance = {k: header.metadata[k] for k in ("content_vq", "style_vq") if k in header.metadata}
         return model, provenance
-    from quantart_cli.train_sga import assemble_style_transfer, load_vqgan_pair
+    from quantart_cli.core.train.sga_task import assemble_style_transfer, load_vqgan_pair
 
     content, style = load_vqgan_pair(
         settings.content_vq, settings.style_vq, device=device, trust=settings.trust_checkpoint
@@ -201,7 +201,7 @@ def _genre_csv(settings: TrainSGASettings, show) -> Path | None:
 
 
 def _cached_dataset(settings: TrainSGASettings, ctx: RunContext, model, images, provenance, device, info):
-    from quantart_cli.latent_cache import CacheCallbacks, LatentPairDataset, build_latent_cache
+    from quantart_cli.core.cache.latents import CacheCallbacks, LatentPairDataset, build_latent_cache
 
     class _Progress(CacheCallbacks):
         def __init__(self, bar) -> None:

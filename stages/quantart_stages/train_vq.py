@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from quantart_cli.config import VQGANConfig
-from quantart_cli.errors import UsageError
-from quantart_cli.loss_config import VQGANLossConfig
-from quantart_cli.plugins import RunContext, Stage
-from quantart_cli.settings import cli_option
+from quantart_cli.core.config import VQGANConfig
+from quantart_cli.core.errors import UsageError
+from quantart_cli.core.losses.config import VQGANLossConfig
+from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.shell.settings import cli_option
 from quantart_stages.common import (
     TrainingSettings,
     resume_header,
@@ -39,8 +39,8 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
     if not settings.data:
         raise UsageError("train-vq needs --data: a folder of images, a list file or a CSV manifest.")
 
-    from quantart_cli.data import ImageDataset
-    from quantart_cli.training import (
+    from quantart_cli.core.data.datasets import ImageDataset
+    from quantart_cli.core.train.loop import (
         LAST_CHECKPOINT,
         seed_everything,
         shutdown_distributed,
@@ -66,7 +66,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             show.info(
                 f"Training on {len(dataset)} images ({dataset.skipped} skipped) on {device}; lr = {lr:.3g} ({how})."
             )
-        from quantart_cli.train_vq import VQGANTask, first_images, reconstruction_psnr
+        from quantart_cli.core.train.vq_task import VQGANTask, first_images, reconstruction_psnr
 
         eval_images = first_images(dataset, 16)
         psnr_before = reconstruction_psnr(model, eval_images) if settings.resume is None else None
@@ -118,13 +118,13 @@ def _model_config(settings: TrainVQSettings, out_dir: Path) -> VQGANConfig:
 
 
 def _build(settings: TrainVQSettings, config: VQGANConfig, device):
-    from quantart_cli.losses import VQGANLoss
-    from quantart_cli.models import VQGAN
+    from quantart_cli.core.losses.terms import VQGANLoss
+    from quantart_cli.core.models import VQGAN
 
     model = VQGAN(config).to(device)
     loss = VQGANLoss(settings.loss).to(device)
     if settings.init_from is not None and settings.resume is None:
-        from quantart_cli.checkpoint import load_checkpoint
+        from quantart_cli.core.io.checkpoints import load_checkpoint
 
         ckpt = load_checkpoint(
             settings.init_from, device=device, expected_kind="vqgan", trust=settings.trust_checkpoint

@@ -1,0 +1,1 @@
+"""Stage 2's latent cache: frozen encoders run once, training reads latents."""

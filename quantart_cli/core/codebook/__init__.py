@@ -1,0 +1,1 @@
+"""Codebook statistics and pictures (what ``inspect-codebook`` reports)."""

@@ -1,0 +1,1 @@
+"""Files: images, checkpoints (native, safetensors, the original releases), code-index files, atomic writes."""

@@ -1,0 +1,167 @@
+"""Code-index files: images encoded to VQGAN code indices, and decoded back.
+
+A code file is a ``.safetensors`` file. Each image is one integer tensor ``(h, w)`` of code indices
+(``indices`` for a single image, ``indices.N`` for a dataset file), and the metadata (JSON strings) records
+for each image its source path, original size and the padding added to reach a multiple of the model's
+downsampling factor, plus the codebook size and the SHA-256 of the checkpoint that produced it, so decoding
+can check it uses the same codebook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from quantart_cli.core.errors import BadInputError, NotFoundError
+from quantart_cli.core.io.images import crop_padding, load_image_tensor, pad_to_multiple, tensor_to_image
+from quantart_cli.core.models import VQGAN
+
+CODE_FORMAT = "quantart-codes"
+CODE_FORMAT_VERSION = 1
+
+
+@dataclass
+class CodeRecord:
+    """The code indices of one image and what is needed to turn them back into an image of its size."""
+
+    indices: torch.Tensor  # (h, w) int64
+    width: int
+    height: int
+    padding: tuple[int, int, int, int]  # left, right, top, bottom, in pixels
+    source: str
+
+    def meta(self, key: str) -> dict[str, Any]:
+        return {"key": key, "source": self.source, "width": self.width, "height": self.height,
+                "padding": list(self.padding)}
+
+
+@dataclass
+class CodeFile:
+    records: list[CodeRecord]
+    checkpoint_sha256: str
+    n_embed: int
+    downsample_factor: int
+
+
+def _index_dtype(n_embed: int) -> torch.dtype:
+    return torch.int16 if n_embed <= torch.iinfo(torch.int16).max else torch.int32
+
+
+@torch.inference_mode()
+def encode_image_files(
+    model: VQGAN,
+    paths: Sequence[Path],
+    *,
+    device: torch.device,
+    batch_size: int = 8,
+    on_image: Callable[[Path], None] | None = None,
+) -> Iterator[CodeRecord]:
+    """Encode images of any size (padded to the model's factor, reflect) in batches of equal padded size."""
+    factor = model.downsample_factor
+    pending: list[tuple[Path, torch.Tensor, tuple[int, int, int, int], int, int]] = []
+
+    def flush() -> Iterator[CodeRecord]:
+        batch = torch.cat([item[1] for item in pending]).to(device)
+        indices = model.encode_to_indices(batch).cpu()
+        for (path, _, padding, width, height), idx in zip(pending, indices, strict=True):
+            if on_image is not None:
+                on_image(path)
+            yield CodeRecord(idx.to(torch.int64), width, height, padding, str(path))
+        pending.clear()
+
+    for path in paths:
+        image = load_image_tensor(path)
+        height, width = image.shape[-2:]
+        padded, padding = pad_to_multiple(image, factor)
+        if pending and (padded.shape != pending[0][1].shape or len(pending) >= batch_size):
+            yield from flush()
+        pending.append((path, padded, padding, width, height))
+    if pending:
+        yield from flush()
+
+
+@torch.inference_mode()
+def decode_records(model: VQGAN, records: Iterable[CodeRecord], *, device: torch.device) -> Iterator[Image.Image]:
+    """Indices back to images, with the encoding's padding cropped away."""
+    for record in records:
+        indices = record.indices.to(device=device, dtype=torch.int64).unsqueeze(0)
+        image = crop_padding(model.decode_indices(indices), record.padding)
+        yield tensor_to_image(image[0].float())
+
+
+def save_code_file(path: str | os.PathLike[str], code_file: CodeFile) -> Path:
+    """Write records atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInputError(f"Cannot create the output folder {path.parent} ({err.strerror or err}).") from err
+    single = len(code_file.records) == 1
+    dtype = _index_dtype(code_file.n_embed)
+    tensors: dict[str, torch.Tensor] = {}
+    metas = []
+    for i, record in enumerate(code_file.records):
+        key = "indices" if single else f"indices.{i}"
+        tensors[key] = record.indices.to(dtype).contiguous()
+        metas.append(record.meta(key))
+    metadata = {
+        "format": CODE_FORMAT,
+        "format_version": str(CODE_FORMAT_VERSION),
+        "checkpoint_sha256": code_file.checkpoint_sha256,
+        "n_embed": str(code_file.n_embed),
+        "downsample_factor": str(code_file.downsample_factor),
+        "records": json.dumps(metas),
+    }
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:  # disk full, unwritable folder: one sentence, no half file
+        from quantart_cli.core.io.checkpoints import _safetensors_io_reason
+
+        reason = getattr(err, "strerror", None) or _safetensors_io_reason(err) or str(err) or type(err).__name__
+        raise BadInputError(f"Cannot write code file {path} ({reason}).") from err
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_code_file(path: str | os.PathLike[str]) -> CodeFile:
+    """Read a code file written by :func:`save_code_file`; anything else is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"Code file {path} does not exist.")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise BadInputError(f"{path} is not a readable safetensors code file ({err}).") from err
+    if metadata.get("format") != CODE_FORMAT:
+        raise BadInputError(f"{path} is a safetensors file but not a quantart code file (written by `encode`).")
+    try:
+        metas = json.loads(metadata["records"])
+        records = [
+            CodeRecord(tensors[m["key"]].to(torch.int64), int(m["width"]), int(m["height"]),
+                       tuple(int(p) for p in m["padding"]), str(m["source"]))  # type: ignore[arg-type]
+            for m in metas
+        ]
+        return CodeFile(records, metadata["checkpoint_sha256"], int(metadata["n_embed"]),
+                        int(metadata["downsample_factor"]))
+    except (KeyError, ValueError, TypeError) as err:
+        raise BadInputError(f"Code file {path} has damaged metadata ({type(err).__name__}: {err}).") from err

@@ -1,0 +1,417 @@
+"""Single-image input and output: robust loading, tensor conversion, padding and atomic saving.
+
+Loading never relies on process-wide leniency (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off), so a
+truncated file is an error, not a silently grey bottom half. Every failure becomes a
+:class:`~quantart_cli.core.errors.BadInputError` or :class:`~quantart_cli.core.errors.NotFoundError` with one
+sentence naming the file.
+
+Pixel convention: tensors are float32 in ``[-1, 1]`` computed as ``x / 127.5 - 1`` (the original's
+normalisation), channels first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "SAVE_FORMATS",
+    "Padding",
+    "crop_padding",
+    "image_to_tensor",
+    "load_image",
+    "load_image_tensor",
+    "pad_to_multiple",
+    "read_image_size",
+    "save_image_atomic",
+    "tensor_to_image",
+    "to_rgb",
+]
+
+logger = logging.getLogger(__name__)
+
+#: PIL's own hard decompression-bomb threshold (twice ``Image.MAX_IMAGE_PIXELS``' default), about 179 MP.
+DEFAULT_MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)
+
+#: Suffixes (lower case, with dot) that folder and glob collection treat as images.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Output suffix -> PIL format name for :func:`save_image_atomic`.
+SAVE_FORMATS: dict[str, str] = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+
+#: (left, right, top, bottom), the order ``torch.nn.functional.pad`` takes for the last two dimensions.
+Padding = tuple[int, int, int, int]
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _check_readable_file(path: Path) -> None:
+    """Raise the right error for a path that is missing, not a file, unreadable or empty."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise NotFoundError(f"Image {path} does not exist.") from None
+    except OSError as exc:
+        raise BadInputError(f"Image {path} cannot be accessed ({exc.strerror or exc}).") from exc
+    if path.is_dir():
+        raise BadInputError(f"Image path {path} is a folder, not an image file.")
+    if stat.st_size == 0:
+        raise BadInputError(f"Image {path} is an empty file.")
+    if not os.access(path, os.R_OK):
+        raise BadInputError(f"Image {path} cannot be read (permission denied).")
+
+
+def _allow_pil_up_to(max_pixels: int | None) -> None:
+    """Make sure PIL's process-wide bomb check never fires below our own, per-call limit.
+
+    PIL raises inside ``Image.open`` above ``2 * Image.MAX_IMAGE_PIXELS``; we only ever raise that
+    threshold (to honour a larger limit the caller asked for), never lower it.
+    """
+    current = Image.MAX_IMAGE_PIXELS
+    if current is None:
+        return
+    if max_pixels is None:
+        Image.MAX_IMAGE_PIXELS = None
+    elif max_pixels > 2 * current:
+        Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
+
+
+def _open_checked(path: Path, handle, max_pixels: int | None) -> Image.Image:
+    """``Image.open`` on an open file with our pixel limit; header only, pixels not decoded yet."""
+    _allow_pil_up_to(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below decides; PIL's warning would only duplicate the message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # A damaged TIFF/EXIF header makes PIL warn, then cope or fail: either way we report it ourselves.
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+            image = Image.open(handle)
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(f"Image {path} is too large to open safely ({exc}).") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise BadInputError(f"File {path} is not an image in a format this tool can read.") from exc
+    except Exception as exc:  # PIL plugins raise many types on malformed headers
+        raise BadInputError(f"Image {path} has a corrupt header ({type(exc).__name__}: {exc}).") from exc
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise BadInputError(
+            f"Image {path} is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the limit of "
+            f"{max_pixels / 1e6:.1f} megapixels; raise max_pixels if the file is trusted."
+        )
+    if width < 1 or height < 1:
+        raise BadInputError(f"Image {path} declares an empty size {width}x{height}.")
+    return image
+
+
+def read_image_size(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Return ``(width, height)`` from the file header without decoding pixels (cheap pre-scan).
+
+    Catches missing, empty, non-image and oversized files; a truncated body is only found by
+    :func:`load_image`. EXIF orientation is not applied.
+    """
+    path = Path(path)
+    _check_readable_file(path)
+    try:
+        with open(path, "rb") as handle:
+            image = _open_checked(path, handle, max_pixels)
+            return image.size
+    except OSError as exc:
+        raise BadInputError(f"Image {path} cannot be read ({exc}).") from exc
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer / float greyscale to 8-bit ``L``, scaled rather than clipped.
+
+    ``I;16*`` is scaled by 255/65535. ``I`` (no declared bit depth) is taken as 8-bit if its values fit
+    in 0..255, as 16-bit if they fit in 0..65535, else stretched min..max. ``F`` is taken as 0..1 or
+    0..255 when it fits, else stretched.
+    """
+    values = np.asarray(image).astype(np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode.startswith("I;16"):
+        scaled = values * (255.0 / 65535.0)
+    elif image.mode == "F" and low >= 0.0 and high <= 1.0:
+        scaled = values * 255.0
+    elif low >= 0.0 and high <= 255.0:
+        scaled = values
+    elif image.mode == "I" and low >= 0.0 and high <= 65535.0:
+        scaled = values * (255.0 / 65535.0)
+    elif high > low:
+        scaled = (values - low) * (255.0 / (high - low))
+    else:
+        scaled = np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """Use the embedded ICC profile when there is one (print CMYK differs a lot from naive inversion)."""
+    icc = image.info.get("icc_profile")
+    if icc:
+        try:
+            import io
+
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            target = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(image, source, target, outputMode="RGB")
+            if converted is not None:
+                return converted
+        except Exception as exc:  # broken profile or no littlecms: fall back to PIL's formula
+            logger.debug("ICC conversion of CMYK image failed (%s); using plain conversion", exc)
+    return image.convert("RGB")
+
+
+def to_rgb(image: Image.Image, *, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: alpha and palette transparency composited over ``background``,
+    16-bit and float greyscale scaled to 8 bits, CMYK through its ICC profile when present."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _HIGH_DEPTH_MODES:
+        return _high_depth_to_l(image).convert("RGB")
+    if mode == "CMYK":
+        return _cmyk_to_rgb(image)
+    if mode == "La":
+        image = image.convert("LA")
+    elif mode in ("P", "L", "1", "RGB", "RGBX") and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif_orientation: bool = True,
+) -> Image.Image:
+    """Decode an image file fully into an 8-bit RGB PIL image.
+
+    EXIF orientation is applied, every mode is converted by :func:`to_rgb`, images above ``max_pixels``
+    (``None``: no limit) are refused; a limit above PIL's own raises PIL's process-wide threshold to
+    match (it is never lowered). Raises NotFoundError for a missing file and BadInputError for an
+    empty, truncated, corrupt, non-image or oversized one.
+    """
+    path = Path(path)
+    _check_readable_file(path)
+    try:
+        with open(path, "rb") as handle:
+            image = _open_checked(path, handle, max_pixels)
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+                    image.load()
+            except Image.DecompressionBombError as exc:
+                raise BadInputError(f"Image {path} is too large to open safely ({exc}).") from exc
+            except Exception as exc:  # truncated streams raise OSError, malformed ones anything
+                raise BadInputError(
+                    f"Image {path} is truncated or corrupt and cannot be decoded ({type(exc).__name__}: {exc})."
+                ) from exc
+    except OSError as exc:
+        raise BadInputError(f"Image {path} cannot be read ({exc}).") from exc
+    if exif_orientation:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # "Corrupt EXIF data"
+                ImageOps.exif_transpose(image, in_place=True)
+        except Exception as exc:  # a malformed EXIF block should not lose an otherwise good image
+            logger.warning("Ignoring unreadable EXIF orientation of %s (%s).", path, exc)
+    try:
+        return to_rgb(image)
+    except (ValueError, OSError) as exc:
+        raise BadInputError(f"Image {path} uses colour mode {image.mode}, which cannot be converted to RGB.") from exc
+
+
+# ---------------------------------------------------------------------------------- tensor conversion
+
+
+def image_to_tensor(image: Image.Image, *, batch: bool = True) -> torch.Tensor:
+    """RGB PIL image -> float32 tensor in ``[-1, 1]``: ``(1, 3, H, W)``, or ``(3, H, W)`` with ``batch=False``."""
+    if image.mode != "RGB":
+        image = to_rgb(image)
+    # numpy rather than torch ops: no intra-op thread pool, which matters inside DataLoader workers.
+    array = np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(2, 0, 1))
+    array /= 127.5
+    array -= 1.0
+    tensor = torch.from_numpy(array)
+    return tensor.unsqueeze(0) if batch else tensor
+
+
+def load_image_tensor(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    batch: bool = True,
+) -> torch.Tensor:
+    """:func:`load_image` then :func:`image_to_tensor` (NCHW float32 in ``[-1, 1]`` by default)."""
+    return image_to_tensor(load_image(path, max_pixels=max_pixels), batch=batch)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
+    """``(3, H, W)``, ``(1, 3, H, W)`` or single-channel tensor in ``[-1, 1]`` -> 8-bit PIL image.
+
+    Values are clamped, so a decoder's slight overshoot does not wrap around.
+    """
+    if tensor.dim() == 4:
+        if tensor.shape[0] != 1:
+            raise ValueError(f"tensor_to_image takes one image, got a batch of {tensor.shape[0]}")
+        tensor = tensor[0]
+    if tensor.dim() == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 3 or tensor.shape[0] not in (1, 3):
+        raise ValueError(f"expected a (3, H, W) or (1, H, W) image tensor, got shape {tuple(tensor.shape)}")
+    pixels = ((tensor.detach().to("cpu", torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    array = pixels.permute(1, 2, 0).contiguous().numpy()
+    if array.shape[2] == 1:
+        return Image.fromarray(array[:, :, 0], mode="L")
+    return Image.fromarray(array, mode="RGB")
+
+
+# ------------------------------------------------------------------------------------------- padding
+
+
+def pad_to_multiple(
+    x: torch.Tensor,
+    multiple: int = 16,
+    mode: Literal["reflect", "replicate", "constant"] = "reflect",
+) -> tuple[torch.Tensor, Padding]:
+    """Pad the last two dimensions of ``x`` (CHW or NCHW) up to multiples of ``multiple``.
+
+    The padding is split between both sides (the extra pixel goes right/bottom) so content stays
+    centred. Reflect padding needs the image to be larger than the pad; along an axis where it is
+    not, replicate is used instead. Returns the padded tensor and ``(left, right, top, bottom)``
+    for :func:`crop_padding`.
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    if mode not in ("reflect", "replicate", "constant"):
+        raise ValueError(f"mode must be reflect, replicate or constant, got {mode!r}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"expected a CHW or NCHW tensor, got shape {tuple(x.shape)}")
+    height, width = x.shape[-2:]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    padding: Padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    for pad, size, axis_padding in ((pad_w, width, padding[:2] + (0, 0)), (pad_h, height, (0, 0) + padding[2:])):
+        if pad == 0:
+            continue
+        axis_mode = "replicate" if mode == "reflect" and max(axis_padding) >= size else mode
+        x = F.pad(x, axis_padding, mode=axis_mode)
+    return x, padding
+
+
+def crop_padding(x: torch.Tensor, padding: Padding) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple` (works on any tensor whose last two dims are H, W)."""
+    left, right, top, bottom = padding
+    height, width = x.shape[-2:]
+    return x[..., top : height - bottom, left : width - right]
+
+
+# -------------------------------------------------------------------------------------------- saving
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself (POSIX); silently unsupported elsewhere."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_image_atomic(
+    image: Image.Image | torch.Tensor,
+    path: str | os.PathLike[str],
+    *,
+    quality: int = 95,
+    lossless: bool = False,
+) -> Path:
+    """Write ``image`` to ``path`` so readers see either the old file or the complete new one.
+
+    The image goes to a hidden temporary file in the same folder (created if needed), is fsynced, then
+    ``os.replace``-d over ``path``. The format follows the suffix (see :data:`SAVE_FORMATS`);
+    ``quality`` applies to JPEG and WebP, ``lossless`` to WebP. A tensor is converted with
+    :func:`tensor_to_image`. Returns ``path``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    image_format = SAVE_FORMATS.get(suffix)
+    if image_format is None:
+        raise UsageError(
+            f"Cannot save {path}: unsupported image suffix {path.suffix or '(none)'}; "
+            f"use one of {', '.join(sorted(SAVE_FORMATS))}."
+        )
+    if not 1 <= quality <= 100:
+        raise UsageError(f"Image quality must be between 1 and 100, got {quality}.")
+    if isinstance(image, torch.Tensor):
+        image = tensor_to_image(image)
+    options: dict[str, object] = {}
+    if image_format == "JPEG":
+        if image.mode not in ("RGB", "L"):
+            image = to_rgb(image)
+        options = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
+    elif image_format == "WEBP":
+        options = {"quality": quality, "lossless": lossless, "method": 4}
+    elif image_format == "BMP" and image.mode not in ("RGB", "L", "1", "P"):
+        image = to_rgb(image)
+
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"Cannot create output folder {directory} ({exc.strerror or exc}).") from exc
+    temporary = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        # O_EXCL: never clobber another writer's temporary; mode 0o666 lets the umask decide as for open().
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise BadInputError(f"Cannot write {path} ({exc.strerror or exc}).") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format=image_format, **options)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(exc, OSError):
+            raise BadInputError(f"Cannot write {path} ({exc.strerror or exc}).") from exc
+        raise
+    _fsync_directory(directory)
+    return path

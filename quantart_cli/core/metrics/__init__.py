@@ -1,0 +1,1 @@
+"""Stylization measures and the photos x paintings evaluation grid."""

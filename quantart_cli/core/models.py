@@ -1,0 +1,315 @@
+"""The two QuantArt models: :class:`VQGAN` (stage 1) and :class:`StyleTransfer` (stage 2).
+
+Sub-module names equal the original's, so original state dicts (minus ``loss.*``) load with
+``strict=True``. Images are (B, C, H, W) in [-1, 1] with H and W multiples of the downsampling
+factor (16 for every QuantArt config); a style reference may differ in size from the content.
+
+By default activations run in channels-last memory order (``model.channels_last = False`` turns
+this off): on CPU the convolutions are markedly faster that way and the results are the same up to
+float rounding. Returned tensors are always contiguous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from quantart_cli.core.config import StyleTransferConfig, VQGANConfig
+from quantart_cli.core.errors import BadInputError
+from quantart_cli.core.nn.autoencoder import Decoder, Encoder
+from quantart_cli.core.nn.sga import PreparedReference, StyleGuidedAttention
+from quantart_cli.core.nn.vq import QuantizerInfo, VectorQuantizer
+
+
+def check_images(x: Tensor, channels: int, factor: int, what: str = "image") -> None:
+    """Raise :class:`BadInputError` unless ``x`` is (B, channels, H, W) with H, W multiples of ``factor``."""
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise BadInputError(f"{what} must be a 4-D tensor (B, {channels}, H, W), got {shape}")
+    if x.shape[1] != channels:
+        raise BadInputError(f"{what} must have {channels} channels, got {x.shape[1]}")
+    height, width = x.shape[-2:]
+    if height % factor or width % factor or height == 0 or width == 0:
+        raise BadInputError(f"{what} sides must be positive multiples of {factor}, got {height}x{width}")
+
+
+def _memory_format(x: Tensor, channels_last: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class VQGAN(nn.Module):
+    """Stage-1 VQGAN: ``encoder`` -> ``quant_conv`` -> ``quantize`` -> ``post_quant_conv`` -> ``decoder``."""
+
+    def __init__(self, config: VQGANConfig | None = None) -> None:
+        super().__init__()
+        config = VQGANConfig() if config is None else config
+        self.config = config
+        ae, q = config.autoencoder, config.quantizer
+        encoder_channels = 2 * ae.z_channels if ae.double_z else ae.z_channels
+        self.encoder = Encoder(ae)
+        self.quant_conv = nn.Conv2d(encoder_channels, q.embed_dim, kernel_size=1)
+        self.quantize = VectorQuantizer(q)
+        self.post_quant_conv = nn.Conv2d(q.embed_dim, ae.z_channels, kernel_size=1)
+        self.decoder = Decoder(ae)
+        self.channels_last = True
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.config.autoencoder.downsample_factor
+
+    @property
+    def last_layer(self) -> Tensor:
+        """Weight the adaptive GAN weight is taken at (``decoder.conv_out.weight``)."""
+        return self.decoder.conv_out.weight
+
+    def encode_continuous(self, x: Tensor) -> Tensor:
+        """Image -> pre-quantization latent ``quant_conv(encoder(x))`` (B, embed_dim, H/f, W/f)."""
+        check_images(x, self.config.autoencoder.in_channels, self.downsample_factor)
+        return self.quant_conv(self.encoder(_memory_format(x, self.channels_last)))
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor, QuantizerInfo]:
+        """Image -> (quantized latent, VQ loss, info with indices (B, h, w) and code usage)."""
+        quant, vq_loss, info = self.quantize(self.encode_continuous(x))
+        return quant.contiguous(), vq_loss, info
+
+    def decode(self, quant: Tensor) -> Tensor:
+        """Latent (B, embed_dim, h, w) -> image (B, out_ch, h*f, w*f)."""
+        quant = _memory_format(quant, self.channels_last)
+        return self.decoder(self.post_quant_conv(quant)).contiguous()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, QuantizerInfo]:
+        """Image -> (reconstruction, VQ loss, info)."""
+        quant, vq_loss, info = self.encode(x)
+        return self.decode(quant), vq_loss, info
+
+    def encode_to_indices(self, x: Tensor) -> Tensor:
+        """Image -> code indices (B, h, w), int64."""
+        return self.encode(x)[2].indices
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """Code indices (B, h, w) -> image."""
+        return self.decode(self.quantize.lookup(indices))
+
+
+class TransferResult(NamedTuple):
+    """Latents of one style transfer; ``quant_ref`` is a tuple when several references were blended.
+
+    In the continuous variant ``quant_y`` is ``h_x``, the indices are None and ``vq_loss`` is 0.
+    """
+
+    quant_x: Tensor
+    quant_ref: Tensor | tuple[Tensor, ...] | None
+    h_x: Tensor
+    quant_y: Tensor
+    indices_y: Tensor | None
+    vq_loss: Tensor
+    indices_x: Tensor | None = None
+    indices_ref: Tensor | tuple[Tensor | None, ...] | None = None
+    usage_y: Tensor | None = None
+
+
+_CONTENT_PARTS = ("encoder", "quant_conv", "quantize_enc")
+_STYLE_PARTS = ("encoder_real", "quant_conv_real", "quantize_dec", "post_quant_conv", "decoder")
+
+
+class StyleTransfer(nn.Module):
+    """Stage-2 model: frozen content encoder side, frozen style encoder + decoder, trainable ``model_x2y``.
+
+    ``transfer(x, ref)``: quant_x = quantize_enc(quant_conv(encoder(x))),
+    quant_ref = quantize_dec(quant_conv_real(encoder_real(ref))), h_x = model_x2y(quant_x, quant_ref),
+    quant_y = quantize_dec(h_x); ``decode(quant_y)`` gives the stylized image.
+    """
+
+    def __init__(self, config: StyleTransferConfig | None = None) -> None:
+        super().__init__()
+        config = StyleTransferConfig() if config is None else config
+        self.config = config
+        content, style = config.content, config.style
+        c_ae, s_ae = content.autoencoder, style.autoencoder
+        self.encoder = Encoder(c_ae)
+        self.quant_conv = nn.Conv2d(
+            2 * c_ae.z_channels if c_ae.double_z else c_ae.z_channels, content.quantizer.embed_dim, kernel_size=1
+        )
+        self.encoder_real = Encoder(s_ae)
+        self.quant_conv_real = nn.Conv2d(
+            2 * s_ae.z_channels if s_ae.double_z else s_ae.z_channels, style.quantizer.embed_dim, kernel_size=1
+        )
+        if not config.continuous:
+            self.quantize_enc = VectorQuantizer(content.quantizer)
+            self.quantize_dec = VectorQuantizer(style.quantizer)
+        self.post_quant_conv = nn.Conv2d(style.quantizer.embed_dim, s_ae.z_channels, kernel_size=1)
+        self.decoder = Decoder(s_ae)
+        self.model_x2y = StyleGuidedAttention(
+            config.embed_dim, num_blocks=config.sga_blocks, residual=config.use_residual
+        )
+        self.channels_last = True
+        self.freeze_pretrained()
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_vqgans(
+        cls,
+        content: VQGAN,
+        style: VQGAN,
+        *,
+        sga_blocks: int = 6,
+        use_residual: bool = True,
+        continuous: bool = False,
+    ) -> StyleTransfer:
+        """Assemble from a content (photo) VQGAN and a style (art) VQGAN, as the original does.
+
+        content: encoder, quant_conv, quantize -> quantize_enc; style: encoder -> encoder_real,
+        quant_conv -> quant_conv_real, quantize -> quantize_dec, post_quant_conv, decoder. The
+        copies are frozen; ``model_x2y`` starts from PyTorch's default init.
+        """
+        config = StyleTransferConfig(
+            content=content.config,
+            style=style.config,
+            sga_blocks=sga_blocks,
+            use_residual=use_residual,
+            continuous=continuous,
+        )
+        model = cls(config).to(device=content.last_layer.device)
+        sources: dict[str, nn.Module] = {
+            "encoder": content.encoder,
+            "quant_conv": content.quant_conv,
+            "encoder_real": style.encoder,
+            "quant_conv_real": style.quant_conv,
+            "post_quant_conv": style.post_quant_conv,
+            "decoder": style.decoder,
+        }
+        if not continuous:
+            sources["quantize_enc"] = content.quantize
+            sources["quantize_dec"] = style.quantize
+        for name, source in sources.items():
+            getattr(model, name).load_state_dict(source.state_dict(), strict=True)
+        model.freeze_pretrained()
+        return model
+
+    def _pretrained_modules(self) -> Iterator[nn.Module]:
+        for name in (*_CONTENT_PARTS, *_STYLE_PARTS):
+            module = getattr(self, name, None)
+            if module is not None:
+                yield module
+
+    def freeze_pretrained(self) -> None:
+        """Stop gradients into every part taken from the stage-1 models and keep them in eval mode."""
+        for module in self._pretrained_modules():
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True) -> StyleTransfer:
+        super().train(mode)
+        for module in self._pretrained_modules():
+            module.eval()  # frozen parts never switch to training behaviour
+        return self
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters stage 2 trains: those of ``model_x2y``."""
+        return self.model_x2y.parameters()
+
+    @property
+    def downsample_factor(self) -> int:
+        return self.config.style.autoencoder.downsample_factor
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def encode_content(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Photo -> (quant_x, indices_x) in the content codebook (continuous: (latent, None))."""
+        ae = self.config.content.autoencoder
+        check_images(x, ae.in_channels, ae.downsample_factor, "content image")
+        with torch.no_grad():
+            h = self.quant_conv(self.encoder(_memory_format(x, self.channels_last)))
+            if self.config.continuous:
+                return h.contiguous(), None
+            quant, _, info = self.quantize_enc(h)
+        return quant.contiguous(), info.indices
+
+    def encode_style(self, ref: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Style image -> (quant_ref, indices_ref) in the style codebook (continuous: (latent, None))."""
+        ae = self.config.style.autoencoder
+        check_images(ref, ae.in_channels, ae.downsample_factor, "style image")
+        with torch.no_grad():
+            h = self.quant_conv_real(self.encoder_real(_memory_format(ref, self.channels_last)))
+            if self.config.continuous:
+                return h.contiguous(), None
+            quant, _, info = self.quantize_dec(h)
+        return quant.contiguous(), info.indices
+
+    def prepare_style(
+        self, ref: Tensor | Sequence[Tensor], weights: Sequence[float] | None = None
+    ) -> PreparedReference:
+        """Encode style image(s) and precompute their attention keys/values for :meth:`stylize_latent`."""
+        refs = [ref] if isinstance(ref, Tensor) else list(ref)
+        latents = [self.encode_style(r)[0] for r in refs]
+        return self.model_x2y.prepare_reference([_memory_format(q, self.channels_last) for q in latents], weights)
+
+    def stylize_latent(
+        self,
+        quant_x: Tensor,
+        reference: Tensor | Sequence[Tensor] | PreparedReference,
+        weights: Sequence[float] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, QuantizerInfo | None]:
+        """Content latent + style latent(s) -> (h_x, quant_y, vq_loss, info of quantize_dec or None).
+
+        Works from cached latents (stage-2 training) and with a :class:`PreparedReference`.
+        """
+        quant_x = _memory_format(quant_x, self.channels_last)
+        if isinstance(reference, Tensor):
+            reference = _memory_format(reference, self.channels_last)
+        elif not isinstance(reference, PreparedReference):
+            reference = [_memory_format(r, self.channels_last) for r in reference]
+        h_x = self.model_x2y(quant_x, reference, weights)
+        if self.config.continuous:
+            return h_x, h_x, h_x.new_zeros(()), None
+        quant_y, vq_loss, info = self.quantize_dec(h_x)
+        return h_x, quant_y, vq_loss, info
+
+    def transfer(
+        self, x: Tensor, ref: Tensor | Sequence[Tensor], weights: Sequence[float] | None = None
+    ) -> TransferResult:
+        """Content image(s) + style image(s) -> all latents of the transfer (see :class:`TransferResult`).
+
+        Several style images are blended with ``weights`` (normalized to sum 1; equal when None).
+        """
+        quant_x, indices_x = self.encode_content(x)
+        single = isinstance(ref, Tensor)
+        encoded = [self.encode_style(r) for r in ([ref] if single else list(ref))]
+        quant_refs = [q for q, _ in encoded]
+        h_x, quant_y, vq_loss, info = self.stylize_latent(quant_x, quant_refs, weights)
+        return TransferResult(
+            quant_x=quant_x,
+            quant_ref=quant_refs[0] if single else tuple(quant_refs),
+            h_x=h_x.contiguous(),
+            quant_y=quant_y.contiguous(),
+            indices_y=None if info is None else info.indices,
+            vq_loss=vq_loss,
+            indices_x=indices_x,
+            indices_ref=encoded[0][1] if single else tuple(i for _, i in encoded),
+            usage_y=None if info is None else info.usage,
+        )
+
+    def decode(self, quant: Tensor) -> Tensor:
+        """Art-space latent (B, embed_dim, h, w) -> image, with the style VQGAN's decoder."""
+        quant = _memory_format(quant, self.channels_last)
+        return self.decoder(self.post_quant_conv(quant)).contiguous()
+
+    def forward(self, x: Tensor, ref: Tensor | Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
+        """Stylized image: ``decode(transfer(x, ref, weights).quant_y)``."""
+        return self.decode(self.transfer(x, ref, weights).quant_y)
+
+    def stylize(self, content_image: Any, style_image: Any, alpha: float = 1.0, **options: Any) -> Any:
+        """Stylize a PIL image or a [-1, 1] tensor at any size; returns the same kind it was given.
+
+        ``alpha`` is style fidelity (0: the content latent decoded by the art decoder, 1: full style);
+        ``style_image`` may be a list (blended with ``style_weights``). Other options (visual_fidelity,
+        continuous_model, preserve_color, size, tiling, tile, overlap, ...) are those of
+        :func:`quantart_cli.core.transfer.engine.stylize_images`.
+        """
+        from quantart_cli.core.transfer.engine import stylize_images  # the pipeline imports this module
+
+        return stylize_images(self, content_image, style_image, alpha=alpha, **options)

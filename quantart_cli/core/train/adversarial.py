@@ -1,0 +1,116 @@
+"""What the two trainers share: a generator that trains against a discriminator on the shared loop.
+
+Both stages (train_vq, train_sga) run, per micro-batch, the generator loss with the discriminator frozen (so it
+leaves no gradient in D), then the discriminator's loss on the detached fakes; the loop steps the generator's
+Adam, then D's. Under DDP, D's gradients are averaged by one explicit all-reduce and its BatchNorm statistics
+follow rank 0. D is saved with the model, under ``extra_state_dicts["discriminator"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from quantart_cli.core.errors import BadInputError
+from quantart_cli.core.io.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
+from quantart_cli.core.train.loop import (
+    DistInfo,
+    StepContext,
+    average_gradients,
+    broadcast_buffers,
+    broadcast_parameters,
+    make_adam,
+)
+
+DISCRIMINATOR_KEY = "discriminator"
+D_LOG_KEYS = ("d_loss", "logits_real", "logits_fake")
+
+#: ``generator()`` -> (generator loss, its logs, real samples for D, fakes for D).
+GeneratorStep = Callable[[], tuple[Tensor, Mapping[str, Tensor], Tensor, Tensor]]
+
+
+class AdversarialTask:
+    """Base of the stage tasks. Subclasses set ``model``, ``loss`` (with ``discriminator``, ``disc_factor_at``
+    and ``discriminator_loss``), ``device`` and ``info``, then call :meth:`_setup`."""
+
+    model: nn.Module
+    loss: Any
+    device: torch.device
+    info: DistInfo
+    _ddp: Any
+    _optimizers: dict[str, torch.optim.Optimizer]
+
+    def _setup(self, forward: nn.Module, generator_params: Any, generator_name: str, lr: float,
+               compile: bool) -> None:
+        """Sync D across ranks, wrap the generator's forward (DDP, torch.compile) and make both Adams."""
+        broadcast_parameters(self.loss.discriminator, self.info)
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = None
+            if self.device.type == "cuda":
+                device_ids = [self.device.index if self.device.index is not None else self.info.local_rank]
+            forward = DistributedDataParallel(forward, device_ids=device_ids)
+        self._ddp = forward if self.info.enabled else None
+        self.forward_module: Any = torch.compile(forward) if compile else forward
+        self._optimizers = {
+            generator_name: make_adam(generator_params, lr),
+            DISCRIMINATOR_KEY: make_adam(self.loss.discriminator.parameters(), lr),
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._optimizers
+
+    def train(self) -> None:
+        self.model.train()  # frozen parts (stage 2's VQGANs) keep themselves in eval mode
+        self.loss.train()
+
+    def no_sync(self) -> contextlib.AbstractContextManager[Any]:
+        return self._ddp.no_sync() if self._ddp is not None else contextlib.nullcontext()
+
+    def adversarial_step(self, ctx: StepContext, step: int, generator: GeneratorStep) -> dict[str, Tensor]:
+        """Backpropagate the generator loss with D frozen, then D's loss (skipped before ``disc_start``)."""
+        disc = self.loss.discriminator
+        disc.requires_grad_(False)  # the generator loss must leave no gradient in D
+        try:
+            with ctx.autocast():
+                g_total, g_logs, real, fake = generator()
+            ctx.backward(g_total)
+        finally:
+            disc.requires_grad_(True)
+        logs = dict(g_logs)
+        if self.loss.disc_factor_at(step) > 0:
+            with ctx.autocast():
+                d_loss, d_logs = self.loss.discriminator_loss(real, fake.detach(), step)
+            ctx.backward(d_loss)
+            logs.update(d_logs)
+        else:
+            zero = torch.zeros((), device=fake.device)
+            logs.update({key: zero for key in D_LOG_KEYS})
+        return logs
+
+    def before_optimizer_step(self, name: str) -> None:
+        if name == DISCRIMINATOR_KEY:
+            average_gradients(list(self.loss.discriminator.parameters()), self.info)
+
+    def after_step(self, step: int) -> None:
+        broadcast_buffers(self.loss.discriminator, self.info)  # BatchNorm statistics follow rank 0
+
+    def save_with_discriminator(self, path: Path, step: int, **kwargs: Any) -> None:
+        save_checkpoint(self.model, path, step=step,
+                        extra_state_dicts={DISCRIMINATOR_KEY: self.loss.discriminator.state_dict()}, **kwargs)
+
+    def load_with_discriminator(self, path: Path, kind: str) -> LoadedCheckpoint:
+        """Load this run's model (and D when stored); a checkpoint of another configuration is refused."""
+        ckpt = load_checkpoint(path, device=self.device, expected_kind=kind)
+        if ckpt.config != self.model.config:
+            raise BadInputError(f"{path} holds a {kind} model of a different configuration than this run.")
+        self.model.load_state_dict(ckpt.state_dict, strict=True)
+        if DISCRIMINATOR_KEY in ckpt.extra_state_dicts:
+            self.loss.discriminator.load_state_dict(ckpt.extra_state_dicts[DISCRIMINATOR_KEY], strict=True)
+        return ckpt

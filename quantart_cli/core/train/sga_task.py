@@ -1,0 +1,228 @@
+"""Stage-2 specifics for the shared loop: the SGA + latent-discriminator step, from images or cached latents.
+
+One micro-batch: the frozen encoders give the content latent ``quant_x`` and the style latent
+``quant_ref`` (or the batch already holds them, from a :mod:`~quantart_cli.core.cache.latents`); the SGA
+module maps ``quant_x`` toward the style, ``quantize_dec`` quantizes the result into ``quant_y``
+(not in the continuous variant); the generator loss (reverse + VQ + style + constant-weight GAN) is
+backpropagated with the discriminator frozen; then the discriminator's hinge loss on the detached
+``quant_ref`` (real) and ``quant_y`` (fake). The loop steps the SGA's Adam, then the discriminator's.
+
+Under DDP the SGA forward is wrapped in DistributedDataParallel (only ``model_x2y`` has trainable
+parameters); the discriminator's gradients are averaged by one explicit all-reduce, as in stage 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from quantart_cli.core.errors import UsageError
+from quantart_cli.core.io.checkpoints import LoadedCheckpoint, load_checkpoint, model_from_checkpoint
+from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.models import StyleTransfer
+from quantart_cli.core.train.adversarial import AdversarialTask
+from quantart_cli.core.train.loop import (
+    DistInfo,
+    StepContext,
+    all_reduce_sum,
+    save_image_rows,
+)
+from quantart_cli.core.train.vq_task import code_perplexity
+
+logger = logging.getLogger(__name__)
+
+
+
+# ------------------------------------------------------------------------------------------- assembly
+
+
+def load_vqgan_pair(
+    content_path: str | os.PathLike[str],
+    style_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    trust: bool = False,
+) -> tuple[LoadedCheckpoint, LoadedCheckpoint]:
+    """Read the content (photo) and style (art) stage-1 checkpoints and check that they pair up.
+
+    Raises :class:`UsageError` for a style-transfer checkpoint where a VQGAN is expected and for two
+    VQGANs whose latents differ in width (``embed_dim``).
+    """
+    loaded = []
+    for role, path in (("content", content_path), ("style", style_path)):
+        ckpt = load_checkpoint(path, device=device, trust=trust)
+        if ckpt.kind != "vqgan":
+            raise UsageError(
+                f"{path} is a {ckpt.kind} checkpoint, but the {role} model of stage 2 must be a stage-1 VQGAN "
+                "(from train-vq, or an original taming/QuantArt VQGAN)."
+            )
+        loaded.append(ckpt)
+    content, style = loaded
+    c_dim, s_dim = content.config.quantizer.embed_dim, style.config.quantizer.embed_dim
+    if c_dim != s_dim:
+        raise UsageError(
+            f"The content VQGAN {content_path} has embed_dim {c_dim} but the style VQGAN {style_path} has "
+            f"embed_dim {s_dim}; stage 2 needs two VQGANs with latents of the same width."
+        )
+    return content, style
+
+
+def assemble_style_transfer(
+    content: LoadedCheckpoint,
+    style: LoadedCheckpoint,
+    *,
+    sga_blocks: int = 6,
+    use_residual: bool = True,
+    continuous: bool = False,
+    device: str | torch.device = "cpu",
+) -> StyleTransfer:
+    """The stage-2 model from two stage-1 checkpoints, frozen as the original: only ``model_x2y`` trains."""
+    content_model = model_from_checkpoint(content, device=device)
+    style_model = model_from_checkpoint(style, device=device)
+    return StyleTransfer.from_vqgans(
+        content_model, style_model, sga_blocks=sga_blocks, use_residual=use_residual, continuous=continuous
+    )
+
+
+# ------------------------------------------------------------------------------------------- the task
+
+
+class _Stylized(NamedTuple):
+    quant_y: Tensor
+    vq_loss: Tensor
+    usage: Tensor
+
+
+class _Stylize(nn.Module):
+    """``model.stylize_latent`` as a module DDP can wrap (its only trainable part is ``model_x2y``)."""
+
+    def __init__(self, model: StyleTransfer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, quant_x: Tensor, quant_ref: Tensor) -> _Stylized:
+        _, quant_y, vq_loss, info = self.model.stylize_latent(quant_x, quant_ref)
+        usage = info.usage if info is not None else quant_y.new_zeros(1, dtype=torch.long)
+        return _Stylized(quant_y.contiguous(), vq_loss, usage)
+
+
+class StyleTransferTask(AdversarialTask):
+    """Stage-2 :class:`~quantart_cli.core.train.loop.TrainingTask`: a :class:`StyleTransfer` and its loss.
+
+    Batches hold images (``content``, ``style``) or cached latents (``content_latent``,
+    ``style_latent``). ``sample_pairs`` (content images, style images) feed the sample grids;
+    ``metadata`` is stored in every checkpoint (e.g. where the stage-1 models came from).
+    """
+
+    def __init__(
+        self,
+        model: StyleTransfer,
+        loss: StyleTransferLoss,
+        *,
+        lr: float,
+        device: torch.device,
+        info: DistInfo = DistInfo(),
+        sample_pairs: tuple[Tensor, Tensor] | None = None,
+        compile: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if loss.config.disc_in_channels != model.config.embed_dim:
+            raise UsageError(
+                f"The latent discriminator sees {loss.config.disc_in_channels} channels but the model's latents "
+                f"have {model.config.embed_dim}; set loss.disc_in_channels to the model's embed_dim."
+            )
+        self.model = model
+        self.loss = loss
+        self.device = device
+        self.info = info
+        self.sample_pairs = sample_pairs
+        self.metadata = dict(metadata or {})
+        self._setup(_Stylize(model), model.trainable_parameters(), "sga", lr, compile)
+        n_embed = model.config.style.quantizer.n_embed
+        self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
+
+    # -- TrainingTask ------------------------------------------------------------------------------------
+
+    def latents(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> tuple[Tensor, Tensor]:
+        """(quant_x, quant_ref) of a batch: from the cache as they are, else by the frozen encoders."""
+        if "content_latent" in batch:
+            return batch["content_latent"], batch["style_latent"]
+        with torch.no_grad(), ctx.autocast() if ctx is not None else contextlib.nullcontext():
+            quant_x, _ = self.model.encode_content(batch["content"])
+            quant_ref, _ = self.model.encode_style(batch["style"])
+        return quant_x, quant_ref
+
+    def micro_step(self, batch: Any, step: int, ctx: StepContext) -> Mapping[str, Tensor]:
+        quant_x, quant_ref = self.latents(batch, ctx)
+        outputs: list[_Stylized] = []
+
+        def generator():
+            out = self.forward_module(quant_x, quant_ref)
+            outputs.append(out)
+            total, logs = self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step)
+            return total, logs, quant_ref, out.quant_y
+
+        logs = self.adversarial_step(ctx, step, generator)
+        out = outputs[0]
+        if not self.model.config.continuous:
+            self._usage_since_log += out.usage.detach()
+        return logs
+
+    def metrics(self, step: int) -> dict[str, float]:
+        if self.model.config.continuous:
+            return {}
+        usage = all_reduce_sum(self._usage_since_log.clone(), self.info).cpu()
+        self._usage_since_log.zero_()
+        return {"perplexity_y": code_perplexity(usage), "codes_used_y": int((usage > 0).sum())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"usage_since_log": self._usage_since_log.cpu()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            self._usage_since_log.copy_(state["usage_since_log"])
+
+    def save_model(self, path: Path, step: int) -> None:
+        self.save_with_discriminator(path, step, extra=self.metadata)
+
+    def load_model(self, path: Path) -> int:
+        return int(self.load_with_discriminator(path, "style-transfer").step or 0)
+
+    def write_sample(self, path: Path) -> None:
+        if self.sample_pairs is not None:
+            write_transfer_grid(self.model, *self.sample_pairs, path)
+
+
+@torch.no_grad()
+def write_transfer_grid(model: StyleTransfer, content: Tensor, style: Tensor, path: Path) -> Path:
+    """Content images (top row), their style images (middle) and the results (bottom), as one PNG."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x, ref = content.to(device), style.to(device)
+    result = model(x, ref)
+    model.train(was_training)
+    return save_image_rows([x, ref, result], path)
+
+
+def first_pairs(dataset: Any, count: int) -> tuple[Tensor, Tensor]:
+    """The first ``count`` (content, style) image pairs of an UnpairedDataset (epoch-0 pairing)."""
+    count = min(count, len(dataset))
+    items = [dataset[i] for i in range(count)]
+    return torch.stack([it["content"] for it in items]), torch.stack([it["style"] for it in items])
+
+
+__all__ = [
+    "StyleTransferTask",
+    "assemble_style_transfer",
+    "first_pairs",
+    "load_vqgan_pair",
+    "write_transfer_grid",
+]

@@ -1,0 +1,253 @@
+"""Stage-1 specifics for the shared loop: the VQGAN + discriminator step, codebook health, samples, PSNR.
+
+One micro-batch: the autoencoder runs once; the generator loss (L1 [+ LPIPS] + codebook + adaptive
+GAN term) is backpropagated with the discriminator's parameters frozen, so it leaves no gradient in
+them; then the discriminator's hinge loss on the detached reconstructions. The loop then steps the
+autoencoder's Adam and the discriminator's Adam in that order.
+
+Under DDP the autoencoder is wrapped in DistributedDataParallel; the discriminator runs inside the
+generator loss with its weights frozen, which DDP's reducer cannot follow, so its gradients are
+averaged by one explicit all-reduce before its step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from quantart_cli.core.losses.terms import VQGANLoss
+from quantart_cli.core.models import VQGAN
+from quantart_cli.core.train.adversarial import AdversarialTask
+from quantart_cli.core.train.loop import (
+    DistInfo,
+    StepContext,
+    all_reduce_sum,
+    save_image_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+
+
+class _Reconstruction(NamedTuple):
+    rec: Tensor
+    vq_loss: Tensor
+    usage: Tensor
+    latent: Tensor
+
+
+class _Autoencode(nn.Module):
+    """VQGAN forward that also returns the pre-quantization latent (for dead-code restarts); DDP wraps this."""
+
+    def __init__(self, vqgan: VQGAN) -> None:
+        super().__init__()
+        self.vqgan = vqgan
+
+    def forward(self, x: Tensor) -> _Reconstruction:
+        latent = self.vqgan.encode_continuous(x)
+        quant, vq_loss, info = self.vqgan.quantize(latent)
+        return _Reconstruction(self.vqgan.decode(quant), vq_loss, info.usage, latent.detach())
+
+
+def psnr(x: Tensor, y: Tensor) -> Tensor:
+    """Per-image PSNR in dB of images in [-1, 1] (measured on the [0, 1] scale), shape (B,)."""
+    mse = ((x.float() - y.float().clamp(-1, 1)) / 2).pow(2).flatten(1).mean(dim=1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+@torch.no_grad()
+def reconstruction_psnr(model: VQGAN, images: Tensor, *, batch_size: int = 8) -> float:
+    """Mean PSNR (dB) of the model's reconstructions of ``images`` (N, 3, H, W) in [-1, 1]."""
+    was_training = model.training
+    model.eval()
+    device = model.last_layer.device
+    values = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        rec, _, _ = model(x)
+        values.append(psnr(x, rec).cpu())
+    model.train(was_training)
+    return float(torch.cat(values).mean())
+
+
+def code_perplexity(usage: Tensor) -> float:
+    """``exp(entropy)`` of a usage histogram: 1 when one code is used, n_embed when all are used evenly."""
+    total = usage.sum()
+    if total <= 0:
+        return 0.0
+    p = usage.double() / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+class VQGANTask(AdversarialTask):
+    """Stage-1 :class:`~quantart_cli.core.train.loop.TrainingTask`: a VQGAN and its :class:`VQGANLoss`."""
+
+    def __init__(
+        self,
+        model: VQGAN,
+        loss: VQGANLoss,
+        *,
+        lr: float,
+        device: torch.device,
+        info: DistInfo = DistInfo(),
+        sample_images: Tensor | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        restart_dead_codes: bool = False,
+        dead_code_window: int = 200,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.loss = loss
+        self.device = device
+        self.info = info
+        self.channels_last = channels_last
+        self.restart_dead_codes = restart_dead_codes
+        self.dead_code_window = dead_code_window
+        self.seed = seed
+        self.sample_images = sample_images
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            loss.discriminator.to(memory_format=torch.channels_last)
+        self._setup(_Autoencode(model), model.parameters(), "autoencoder", lr, compile)
+        n_embed = model.config.quantizer.n_embed
+        self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
+        self._window_usage = torch.zeros(n_embed, dtype=torch.long, device=device)
+        self._window_steps = 0
+        self._last_window_usage: Tensor | None = None
+        self._recent_latent: Tensor | None = None
+        self.restarted_codes = 0
+
+    # -- TrainingTask ------------------------------------------------------------------------------------
+
+    def micro_step(self, batch: Any, step: int, ctx: StepContext) -> Mapping[str, Tensor]:
+        x = batch["image"] if isinstance(batch, Mapping) else batch
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outputs: list[_Reconstruction] = []
+
+        def generator():
+            out = self.forward_module(x)
+            outputs.append(out)
+            total, logs = self.loss.generator_loss(x, out.rec, out.vq_loss, step, last_layer=self.model.last_layer)
+            return total, logs, x, out.rec
+
+        logs = self.adversarial_step(ctx, step, generator)
+        out = outputs[0]
+        usage = out.usage.detach()
+        self._usage_since_log += usage
+        self._window_usage += usage
+        self._recent_latent = out.latent
+        return logs
+
+    def after_step(self, step: int) -> None:
+        super().after_step(step)
+        self._window_steps += 1
+        if self._window_steps < self.dead_code_window:
+            return
+        usage = all_reduce_sum(self._window_usage.clone(), self.info)
+        self._last_window_usage = usage
+        if self.restart_dead_codes:
+            self._restart(usage == 0, step)
+        self._window_usage.zero_()
+        self._window_steps = 0
+
+    def metrics(self, step: int) -> dict[str, float]:
+        both = all_reduce_sum(torch.stack([self._usage_since_log, self._window_usage]), self.info)
+        self._usage_since_log.zero_()
+        since_log = both[0].cpu()
+        window = self._last_window_usage if self._last_window_usage is not None else both[1]
+        n_embed = since_log.numel()
+        return {
+            "perplexity": code_perplexity(since_log),
+            "codes_used": int((since_log > 0).sum()),
+            "dead_codes": int(n_embed - (window > 0).sum()),
+            "restarted_codes": self.restarted_codes,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "usage_since_log": self._usage_since_log.cpu(),
+            "window_usage": self._window_usage.cpu(),
+            "window_steps": self._window_steps,
+            "last_window_usage": None if self._last_window_usage is None else self._last_window_usage.cpu(),
+            "restarted_codes": self.restarted_codes,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not state:
+            return
+        self._usage_since_log.copy_(state["usage_since_log"])
+        self._window_usage.copy_(state["window_usage"])
+        self._window_steps = int(state["window_steps"])
+        last = state.get("last_window_usage")
+        self._last_window_usage = None if last is None else last.to(self.device)
+        self.restarted_codes = int(state.get("restarted_codes", 0))
+
+    def save_model(self, path: Path, step: int) -> None:
+        usage = self._last_window_usage if self._last_window_usage is not None else self._window_usage
+        self.save_with_discriminator(path, step, codebook_usage={"quantize": usage})
+
+    def load_model(self, path: Path) -> int:
+        return int(self.load_with_discriminator(path, "vqgan").step or 0)
+
+    def write_sample(self, path: Path) -> None:
+        if self.sample_images is None:
+            return
+        write_sample_grid(self.model, self.sample_images, path)
+
+    # -- codebook restarts ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _restart(self, dead: Tensor, step: int) -> None:
+        """Re-seed dead codes with encoder outputs of the last micro-batch; rank 0 decides, all copy."""
+        quantizer = self.model.quantize
+        weight = quantizer.embedding.weight
+        n_dead = int(dead.sum())
+        if n_dead == 0 or self._recent_latent is None:
+            return
+        latent = self._recent_latent.float()
+        if quantizer.projected:
+            latent = quantizer.project_in(latent)
+        vectors = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1])
+        generator = torch.Generator(device="cpu").manual_seed(self.seed * 7919 + step)
+        picks = torch.randint(len(vectors), (n_dead,), generator=generator).to(vectors.device)
+        dead_idx = dead.nonzero().flatten().to(weight.device)
+        weight.data[dead_idx] = vectors[picks].to(weight.dtype)
+        if self.info.enabled:
+            import torch.distributed as dist
+
+            dist.broadcast(weight.data, src=0)
+        state = self._optimizers["autoencoder"].state.get(weight)
+        if state:  # fresh codes should not inherit the old rows' Adam moments
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][dead_idx] = 0
+        self.restarted_codes += n_dead
+        logger.info("Restarted %d dead codes at step %d.", n_dead, step)
+
+
+@torch.no_grad()
+def write_sample_grid(model: VQGAN, images: Tensor, path: Path) -> Path:
+    """Inputs in the top row, reconstructions below, written atomically as PNG."""
+    was_training = model.training
+    model.eval()
+    x = images.to(model.last_layer.device)
+    rec, _, _ = model(x)
+    model.train(was_training)
+    return save_image_rows([x, rec], path)
+
+
+def first_images(dataset: Any, count: int) -> Tensor:
+    """The first ``count`` training images (epoch-0 transforms) as one batch, for samples and PSNR."""
+    count = min(count, len(dataset))
+    return torch.stack([dataset[i]["image"] for i in range(count)])
+
+
+__all__ = ["VQGANTask", "code_perplexity", "first_images", "psnr", "reconstruction_psnr", "write_sample_grid"]

@@ -1,0 +1,1 @@
+"""Stylizing images with a trained model: the engine (fidelity knobs, colour preservation) and exact tiling."""

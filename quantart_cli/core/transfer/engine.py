@@ -1,0 +1,436 @@
+"""Image -> image style transfer at any size: the paper's fidelity knobs, colour preservation, tiling.
+
+The latent that is decoded (DESIGN.md, "Inference knobs")::
+
+    z = a * (b * zq_y + (1 - b) * zq_c) + (1 - a) * (b * z_y + (1 - b) * z_c)
+
+with ``b`` = ``alpha`` (style fidelity) and ``a`` = ``visual_fidelity``. ``zq_c`` is the discrete
+model's quantized content latent and ``zq_y = quantize_dec(SGA(zq_c, zq_ref))``; ``z_c`` and ``z_y``
+are the same from the continuous model (no quantizers). The decoder (``post_quant_conv`` and
+``decoder``) has its weights interpolated with the same ``a``: ``a * W_discrete + (1 - a) * W_continuous``.
+With ``a = 1`` only the discrete model runs; with ``b = 0`` the SGA module is skipped.
+
+Any size: the content is reflect-padded to a multiple of the downsampling factor and cropped back.
+Large images run the encoder and decoder tiled (:mod:`quantart_cli.core.transfer.tiling`); the SGA module and the
+quantizer always see the whole latent, so every part of the photo attends to the same full style
+reference, and attention runs with chunked queries so memory stays bounded.
+
+Colour preservation is a luminance-only transfer: the result is converted to YCbCr (ITU-R BT.601,
+full range, the JPEG convention), and its Cb and Cr channels are replaced by the content's.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
+from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.core.io.images import crop_padding, image_to_tensor, pad_to_multiple, tensor_to_image
+from quantart_cli.core.nn.attention import normalize_weights, set_query_chunk_size
+from quantart_cli.core.nn.sga import PreparedReference
+from quantart_cli.core.transfer.tiling import DEFAULT_BUFFER_BYTES, NormStats, decode_tiled, encode_tiled
+
+if TYPE_CHECKING:
+    from quantart_cli.core.models import StyleTransfer
+
+__all__ = [
+    "StylizeOptions",
+    "StylizeOutput",
+    "Stylizer",
+    "interpolate_decoder",
+    "preserve_content_color",
+    "resize_longer_side",
+    "rgb_to_ycbcr",
+    "stylize_images",
+    "ycbcr_to_rgb",
+]
+
+logger = logging.getLogger(__name__)
+
+TilingMode = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True)
+class StylizeOptions:
+    """Knobs of one stylization run (see the module docstring for ``alpha`` and ``visual_fidelity``)."""
+
+    alpha: float = 1.0
+    visual_fidelity: float = 1.0
+    style_weights: tuple[float, ...] | None = None
+    preserve_color: bool = False
+    #: Resize the content's longer side to this many pixels first (the output has that size).
+    size: int | None = None
+    #: Resize each style image's longer side to this many pixels first (None: as given).
+    style_size: int | None = None
+    tiling: TilingMode = "auto"
+    tile: int = 512
+    overlap: int = 128
+    #: ``tiling="auto"`` tiles an image whose padded longer side exceeds this many pixels.
+    tile_threshold: int = 1024
+    #: GroupNorm in tiles: "image" (statistics of the whole image: tiled output equals untiled output) or
+    #: "tile" (each tile its own statistics, blended over ``overlap``: fewer passes, colours can shift).
+    norm_stats: NormStats = "image"
+    #: GiB of whole-image intermediate buffers exact tiling may keep at once; where a block's buffers do not
+    #: fit, its layers are recomputed from the last stored ones instead (less memory, more time).
+    tile_memory: float = DEFAULT_BUFFER_BYTES / 1024**3
+    #: Queries per attention chunk in the SGA module (None: chosen to bound the score buffer).
+    query_chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "visual_fidelity"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise UsageError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
+        if self.tiling not in ("auto", "always", "never"):
+            raise UsageError(f"tiling must be auto, always or never, got {self.tiling!r}")
+        if self.tile < 16 or self.overlap < 0:
+            raise UsageError(f"tile {self.tile} and overlap {self.overlap} need tile >= 16 and overlap >= 0")
+        if self.norm_stats == "tile" and self.overlap * 2 >= self.tile:
+            raise UsageError(
+                f"overlap {self.overlap} must be less than half the tile ({self.tile}) with per-tile norms"
+            )
+        for name in ("size", "style_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be a positive number of pixels, got {value}")
+        if not self.tile_memory >= 0:
+            raise UsageError(f"tile-memory must be a non-negative number of GiB, got {self.tile_memory}")
+        if self.norm_stats not in ("image", "tile"):
+            raise UsageError(f"norm_stats must be image or tile, got {self.norm_stats!r}")
+        if self.style_weights is not None:
+            object.__setattr__(self, "style_weights", tuple(float(w) for w in self.style_weights))
+
+    @property
+    def buffer_bytes(self) -> int:
+        """:attr:`tile_memory` in bytes."""
+        return int(self.tile_memory * 1024**3)
+
+
+@dataclass
+class StylizeOutput:
+    """A stylized image (1, 3, H, W) in [-1, 1] on the model's device, with where the time went."""
+
+    image: Tensor
+    tiled: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------- pixel helpers
+
+def preserve_content_color(stylized: Tensor, content: Tensor) -> Tensor:
+    """Luminance (Y) of ``stylized`` with the chroma (Cb, Cr) of ``content``; both (B, 3, H, W) in [-1, 1]."""
+    if stylized.shape != content.shape:
+        raise BadInputError(
+            f"colour preservation needs equal shapes, got {tuple(stylized.shape)} and {tuple(content.shape)}"
+        )
+    mixed = torch.cat([rgb_to_ycbcr(stylized)[:, :1], rgb_to_ycbcr(content)[:, 1:]], dim=1)
+    return ycbcr_to_rgb(mixed).clamp(-1.0, 1.0)
+
+
+def resize_longer_side(x: Tensor, size: int) -> Tensor:
+    """Resize (B, C, H, W) so the longer side is ``size`` (bicubic, antialiased), keeping the aspect ratio."""
+    height, width = x.shape[-2:]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_h, new_w) == (height, width):
+        return x
+    out = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+    return out.clamp(-1.0, 1.0)
+
+
+def _as_batch(x: Tensor, what: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise BadInputError(f"{what} must be a PIL image or a tensor, got {type(x).__name__}")
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise BadInputError(f"{what} must be a (3, H, W) or (B, 3, H, W) tensor in [-1, 1], got {tuple(x.shape)}")
+    return x.float()
+
+
+# ------------------------------------------------------------------------------------ model pieces
+
+
+def interpolate_decoder(discrete: StyleTransfer, continuous: StyleTransfer, a: float) -> tuple[nn.Module, nn.Module]:
+    """Copies of ``post_quant_conv`` and ``decoder`` with weights ``a * discrete + (1 - a) * continuous``."""
+    modules = []
+    for name in ("post_quant_conv", "decoder"):
+        mixed = copy.deepcopy(getattr(discrete, name))
+        other = dict(getattr(continuous, name).named_parameters())
+        with torch.no_grad():
+            for key, param in mixed.named_parameters():
+                if key not in other or other[key].shape != param.shape:
+                    raise UsageError(
+                        "the continuous model's decoder does not match the discrete model's; "
+                        "train it with train-sga --continuous from the same VQGANs"
+                    )
+                param.lerp_(other[key].to(param.device, param.dtype), 1.0 - a)
+        modules.append(mixed)
+    return modules[0], modules[1]
+
+
+def _check_continuous(model: StyleTransfer, continuous: StyleTransfer) -> None:
+    if not continuous.config.continuous:
+        raise UsageError(
+            "--continuous-ckpt must be a continuous model (trained with train-sga --continuous), "
+            "but the given checkpoint is a discrete one"
+        )
+    if model.config.continuous:
+        raise UsageError("--ckpt must be the discrete (quantized) model when --continuous-ckpt is given")
+    if (
+        model.config.style.autoencoder != continuous.config.style.autoencoder
+        or model.config.embed_dim != continuous.config.embed_dim
+    ):
+        raise UsageError(
+            "the continuous model's decoder has another shape than the discrete model's; "
+            "both must come from the same style VQGAN"
+        )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _Path:
+    """One model's share of the computation: its encoders, quantizers, SGA and prepared reference."""
+
+    def __init__(self, model: StyleTransfer, options: StylizeOptions) -> None:
+        self.model = model
+        self.options = options
+        self.quantized = not model.config.continuous
+        self.factor = model.config.content.autoencoder.downsample_factor
+        self.style_factor = model.config.style.autoencoder.downsample_factor
+        self.memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+        self.reference: PreparedReference | None = None
+
+    def _encode(
+        self, encoder: nn.Module, quant_conv: nn.Module, quantizer: nn.Module | None, x: Tensor, tiled: bool
+    ) -> Tensor:
+        opts = self.options
+        if tiled:
+            h = encode_tiled(
+                encoder,
+                x,
+                tile=opts.tile,
+                overlap=opts.overlap,
+                norm_stats=opts.norm_stats,
+                channels_last=self.model.channels_last,
+                buffer_bytes=opts.buffer_bytes,
+            )
+        else:
+            h = encoder(x.contiguous(memory_format=self.memory_format))
+        h = quant_conv(h)
+        if quantizer is not None:
+            h = quantizer(h)[0]
+        return h.contiguous(memory_format=self.memory_format)
+
+    def encode_content(self, x: Tensor, tiled: bool) -> Tensor:
+        quantizer = self.model.quantize_enc if self.quantized else None
+        return self._encode(self.model.encoder, self.model.quant_conv, quantizer, x, tiled)
+
+    def prepare(self, styles: Sequence[Tensor], weights: Sequence[float] | None, tiled_above: int | None) -> None:
+        latents = []
+        quantizer = self.model.quantize_dec if self.quantized else None
+        for ref in styles:
+            padded, _ = pad_to_multiple(ref, self.style_factor, "reflect")
+            tiled = tiled_above is not None and max(padded.shape[-2:]) > tiled_above
+            latents.append(self._encode(self.model.encoder_real, self.model.quant_conv_real, quantizer, padded, tiled))
+        self.reference = self.model.model_x2y.prepare_reference(latents, weights)
+
+    def stylize_latent(self, z_c: Tensor) -> Tensor:
+        assert self.reference is not None
+        return self.model.stylize_latent(z_c, self.reference)[1].contiguous(memory_format=self.memory_format)
+
+
+# --------------------------------------------------------------------------------------- the engine
+
+
+class Stylizer:
+    """Stylizes content images after fixed style references; the references are encoded once.
+
+    ``model`` is a discrete :class:`StyleTransfer`; ``continuous_model`` (only needed for
+    ``visual_fidelity < 1``) the same network trained with ``train-sga --continuous``.
+    """
+
+    def __init__(
+        self,
+        model: StyleTransfer,
+        styles: Tensor | Sequence[Tensor],
+        options: StylizeOptions | None = None,
+        continuous_model: StyleTransfer | None = None,
+    ) -> None:
+        self.options = options = StylizeOptions() if options is None else options
+        self.model = model
+        self.device = _device_of(model)
+        style_list = [styles] if isinstance(styles, Tensor) else list(styles)
+        if not style_list:
+            raise UsageError("stylize needs at least one style image (--style)")
+        weights = None if options.style_weights is None else normalize_weights(options.style_weights, len(style_list))
+        a = options.visual_fidelity
+        if a < 1.0 and continuous_model is None:
+            raise UsageError(
+                f"--visual-fidelity {a:g} needs --continuous-ckpt, a model trained with "
+                "train-sga --continuous (values below 1 mix in its continuous latents)"
+            )
+        self.continuous_model = continuous_model if a < 1.0 else None
+        if self.continuous_model is not None:
+            _check_continuous(model, self.continuous_model)
+        self.paths = [_Path(model, options)]
+        if self.continuous_model is not None:
+            self.paths.append(_Path(self.continuous_model, options))
+        self.factor = self.paths[0].factor
+        if options.query_chunk_size is not None:
+            for path in self.paths:
+                set_query_chunk_size(path.model.model_x2y, options.query_chunk_size)
+        tiled_above = {"always": 0, "never": None, "auto": options.tile_threshold}[options.tiling]
+        start = time.perf_counter()
+        with torch.inference_mode():
+            refs = []
+            for ref in style_list:
+                ref = _as_batch(ref, "style image").to(self.device)
+                if options.style_size is not None:
+                    ref = resize_longer_side(ref, options.style_size)
+                refs.append(ref)
+            if options.alpha > 0.0:
+                for path in self.paths:
+                    path.prepare(refs, weights, tiled_above)
+            if self.continuous_model is not None:
+                self.post_quant_conv, self.decoder = interpolate_decoder(model, self.continuous_model, a)
+            else:
+                self.post_quant_conv, self.decoder = model.post_quant_conv, model.decoder
+        self.style_seconds = time.perf_counter() - start
+
+    def use_tiles(self, height: int, width: int) -> bool:
+        """Whether a padded content image of this size runs tiled under the current options."""
+        mode = self.options.tiling
+        if mode == "auto":
+            return max(height, width) > self.options.tile_threshold
+        return mode == "always"
+
+    def latent(self, x: Tensor, tiled: bool, timings: dict[str, float] | None = None) -> Tensor:
+        """The mixed latent ``z`` of a padded content batch (see the module docstring)."""
+        timings = {} if timings is None else timings
+        b, a = self.options.alpha, self.options.visual_fidelity
+        mixed: Tensor | None = None
+        for path, share in zip(self.paths, (a, 1.0 - a), strict=False):
+            start = time.perf_counter()
+            z_c = path.encode_content(x, tiled)
+            timings["encode"] = timings.get("encode", 0.0) + _elapsed(start, x)
+            start = time.perf_counter()
+            if b == 0.0:
+                z = z_c
+            else:
+                z_y = path.stylize_latent(z_c)
+                z = z_y if b == 1.0 else b * z_y + (1.0 - b) * z_c
+            timings["sga"] = timings.get("sga", 0.0) + _elapsed(start, x)
+            if share != 1.0:
+                z = share * z
+            mixed = z if mixed is None else mixed + z
+        assert mixed is not None
+        return mixed
+
+    def decode(self, z: Tensor, tiled: bool) -> Tensor:
+        """Decode a (mixed) latent with the (interpolated) art decoder, tiled or whole."""
+        h = self.post_quant_conv(z)
+        opts = self.options
+        if tiled:
+            return decode_tiled(
+                self.decoder,
+                h,
+                tile=opts.tile,
+                overlap=opts.overlap,
+                norm_stats=opts.norm_stats,
+                channels_last=self.model.channels_last,
+                buffer_bytes=opts.buffer_bytes,
+            )
+        return self.decoder(h).contiguous()
+
+    def __call__(self, content: Tensor) -> StylizeOutput:
+        """Stylize a content batch (B, 3, H, W) in [-1, 1]; the output has the same size (after ``size``)."""
+        timings: dict[str, float] = {}
+        total = time.perf_counter()
+        with torch.inference_mode():
+            x = _as_batch(content, "content image").to(self.device)
+            if self.options.size is not None:
+                x = resize_longer_side(x, self.options.size)
+            padded, padding = pad_to_multiple(x, self.factor, "reflect")
+            tiled = self.use_tiles(*padded.shape[-2:])
+            z = self.latent(padded, tiled, timings)
+            start = time.perf_counter()
+            image = crop_padding(self.decode(z, tiled), padding)
+            timings["decode"] = _elapsed(start, image)
+            if self.options.preserve_color:
+                image = preserve_content_color(image, x)
+            image = image.clamp(-1.0, 1.0).contiguous()
+        timings["total"] = _elapsed(total, image)
+        return StylizeOutput(image=image, tiled=tiled, timings=timings)
+
+
+def _elapsed(start: float, like: Tensor) -> float:
+    if like.device.type == "cuda":
+        torch.cuda.synchronize(like.device)
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------- Python API
+
+
+def _to_tensor(image: Image.Image | Tensor, what: str) -> Tensor:
+    if isinstance(image, Image.Image):
+        return image_to_tensor(image)
+    return _as_batch(image, what)
+
+
+def stylize_images(
+    model: StyleTransfer,
+    content_image: Image.Image | Tensor,
+    style_image: Image.Image | Tensor | Sequence[Image.Image | Tensor],
+    *,
+    alpha: float = 1.0,
+    visual_fidelity: float = 1.0,
+    continuous_model: StyleTransfer | None = None,
+    style_weights: Sequence[float] | None = None,
+    preserve_color: bool = False,
+    size: int | None = None,
+    style_size: int | None = None,
+    tiling: TilingMode = "auto",
+    tile: int = 512,
+    overlap: int = 128,
+    norm_stats: NormStats = "image",
+    tile_memory: float = DEFAULT_BUFFER_BYTES / 1024**3,
+) -> Image.Image | Tensor:
+    """Stylize one content image (PIL, or a (3, H, W) / (B, 3, H, W) tensor in [-1, 1]).
+
+    Returns the same kind it was given: a PIL image for a PIL image, else a tensor on the content's
+    device with the content's number of dimensions.
+    """
+    styles = list(style_image) if isinstance(style_image, (list, tuple)) else [style_image]
+    options = StylizeOptions(
+        alpha=alpha,
+        visual_fidelity=visual_fidelity,
+        style_weights=None if style_weights is None else tuple(style_weights),
+        preserve_color=preserve_color,
+        size=size,
+        style_size=style_size,
+        tiling=tiling,
+        tile=tile,
+        overlap=overlap,
+        norm_stats=norm_stats,
+        tile_memory=tile_memory,
+    )
+    stylizer = Stylizer(model, [_to_tensor(s, "style image") for s in styles], options, continuous_model)
+    result = stylizer(_to_tensor(content_image, "content image")).image
+    if isinstance(content_image, Image.Image):
+        return tensor_to_image(result)
+    result = result.to(content_image.device)
+    return result[0] if content_image.dim() == 3 else result

@@ -1,0 +1,4 @@
+"""The CLI shell: the Typer app, the console, settings resolution, plugin discovery, user folders.
+
+The only part of quantart that imports Typer, rich, pydantic-settings or platformdirs; it imports the core,
+never the other way round."""

@@ -1,0 +1,349 @@
+"""The Typer root: global flags, stage discovery, one subcommand per stage, error rendering.
+
+Each stage's options are generated from its settings model, so a stage (built-in or third-party) never
+writes CLI code. This module must stay importable without torch: ``quantart --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import os
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import typer
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from quantart_cli import __version__
+from quantart_cli.core.errors import QuantartError
+from quantart_cli.shell.console import Console
+from quantart_cli.shell.paths import get_paths
+from quantart_cli.shell.plugins import Discovery, LoadedStage, RunContext, Stage, discover_stages
+from quantart_cli.shell.settings import (
+    DEVICE_HELP,
+    field_extra,
+    is_model,
+    known_keys,
+    list_presets,
+    load_preset,
+    render_config,
+    resolve_settings,
+    unwrap_optional,
+)
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class AppState:
+    device: str | None = None
+    quiet: bool = False
+    debug: bool = False
+    console: Console | None = None
+
+    def reset(self) -> None:
+        self.device, self.quiet, self.debug, self.console = None, False, False, None
+
+    def get_console(self) -> Console:
+        if self.console is None:
+            self.console = Console(quiet=self.quiet, debug=self.debug)
+        return self.console
+
+
+_STATE = AppState()
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings field -> Typer parameter
+
+
+def _typer_type(annotation: Any) -> tuple[Any, dict[str, Any], bool]:
+    """(python type for Typer, extra Option kwargs, is_list) for a settings field annotation."""
+    inner, _ = unwrap_optional(annotation)
+    origin = typing.get_origin(inner)
+    if origin is Literal:
+        # Typer shows and checks Enum choices in every version; the value is unwrapped again before validation.
+        choices = [str(v) for v in typing.get_args(inner)]
+        return enum.Enum("Choice", {c: c for c in choices}, type=str), {}, False
+    if origin in (list, tuple, set, frozenset):
+        args = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        item = args[0] if args else str
+        item_type, extra, _ = _typer_type(item)
+        return item_type, extra, True
+    if inner in (bool, int, float, str, Path):
+        return inner, {}, False
+    return str, {}, False
+
+
+def _default_text(field: FieldInfo) -> str | bool:
+    default = field.default
+    if default is PydanticUndefined or default is None:
+        return False
+    if isinstance(default, (list, tuple)):
+        return ",".join(str(v) for v in default) if default else False
+    return str(default)
+
+
+def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
+    if is_model(field.annotation):
+        return None  # nested tables are set with --set key.sub=value or a preset
+    extra = field_extra(field)
+    py_type, kwargs, is_list = _typer_type(field.annotation)
+    comma_list = is_list and extra.get("cli_comma_list", False)
+    help_text = field.description or ""
+    if extra.get("cli_argument"):
+        annotation = list[py_type] | None if is_list else py_type | None  # type: ignore[valid-type]
+        info = typer.Argument(None, help=help_text, show_default=False, **kwargs)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+    flag = extra.get("cli_flag") or "--" + name.replace("_", "-")
+    # A switch that is off by default needs no --no- form; one that is on by default does.
+    negatable = py_type is bool and field.default is True
+    decls = [f"{flag}/--no-{flag[2:]}" if negatable else flag, *extra.get("cli_aliases", [])]
+    if extra.get("cli_short"):
+        decls.append(extra["cli_short"])
+    if comma_list:
+        py_type, kwargs = str, {}
+        help_text += " Comma-separated."
+    annotation = (list[py_type] if is_list and not comma_list else py_type) | None  # type: ignore[valid-type]
+    show_default = _default_text(field) if not (py_type is bool and field.default is False) else False
+    info = typer.Option(
+        None, *decls, help=help_text, show_default=show_default, hidden=extra.get("cli_hidden", False), **kwargs
+    )
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _run_guarded(work: typing.Callable[[], int]) -> int:
+    """Run a command body; library errors become one sentence and a stable exit code."""
+    console = _STATE.get_console()
+    try:
+        return work()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        console.error("Interrupted.")
+        return EXIT_INTERRUPTED
+    except QuantartError as err:
+        if _STATE.debug:
+            console.print_exception()
+        console.error(str(err), err.hint)
+        return err.exit_code
+    except OSError as err:  # disk full, unwritable folder, a file in the way: a fact about the system, not a bug
+        if _STATE.debug:
+            console.print_exception()
+        console.error(_os_error_sentence(err))
+        return 1
+    except Exception as err:  # the last line of defence: one sentence, the traceback behind --debug
+        if _STATE.debug:
+            console.print_exception()
+            console.error(f"unexpected {type(err).__name__}: {err}")
+        else:
+            console.error(f"unexpected {type(err).__name__}: {err}", "run again with --debug to see the traceback.")
+        return 1
+
+
+def _os_error_sentence(err: OSError) -> str:
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.filename is None:
+        return f"A file operation failed: {reason}."
+    names = str(err.filename) + (f" -> {err.filename2}" if err.filename2 is not None else "")
+    return f"Could not read or write {names} ({reason})."
+
+
+_COMMON = {
+    "preset": (str | None, typer.Option(None, "--preset", "-p", help="Preset name or path to a TOML file.")),
+    "set_items": (
+        list[str] | None,
+        typer.Option(None, "--set", help="Set any setting, nested ones too: --set loss.disc_start=0 (repeatable)."),
+    ),
+    "print_config": (
+        bool,
+        typer.Option(False, "--print-config", help="Print the resolved settings and where each value came from."),
+    ),
+}
+
+
+def _make_command(loaded: LoadedStage, all_known: list[str]) -> typer.models.CommandFunctionType:
+    stage = loaded.stage
+    model = stage.settings
+    params: list[inspect.Parameter] = []
+    for name, field in model.model_fields.items():
+        param = _field_parameter(name, field)
+        if param is not None:
+            params.append(param)
+    for name, (annotation, info) in _COMMON.items():
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+    field_names = set(model.model_fields)
+
+    def command(**kwargs: Any) -> None:
+        code = _run_guarded(lambda: _invoke(kwargs))
+        if code:
+            raise typer.Exit(code)
+
+    def _invoke(kwargs: dict[str, Any]) -> int:
+        console = _STATE.get_console()
+        flags = {k: _plain(v) for k, v in kwargs.items() if k in field_names and v not in (None, [], ())}
+        if "device" not in flags and _STATE.device is not None:
+            flags["device"] = _STATE.device
+        paths = get_paths()
+        resolved = resolve_settings(
+            model,
+            stage=stage.presets,
+            preset=kwargs.get("preset"),
+            flags=flags,
+            set_items=kwargs.get("set_items") or (),
+            user_preset_dir=paths.user_presets_dir,
+            all_known_keys=all_known,
+            user_config=paths.user_config_file,
+            config_table=stage.name,
+        )
+        if kwargs.get("print_config"):
+            console.result(render_config(resolved))
+            return 0
+        context = RunContext(console=console, paths=paths, resolved=resolved, stage_name=stage.name)
+        return stage.run(resolved.settings, context) or 0
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__name__ = stage.name.replace("-", "_")
+    command.__doc__ = stage.help + ("\n\n" + stage.description if stage.description else "")
+    return command
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The application
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"quantart {__version__}\n")
+        raise typer.Exit(0)
+
+
+def _root_callback(
+    device: str | None = typer.Option(None, "--device", help=DEVICE_HELP, envvar=None),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results on stdout; no progress or notes."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """quantart: high-fidelity style transfer in a quantized latent space (QuantArt, CVPR 2023)."""
+    _STATE.device = device
+    _STATE.quiet = quiet or _env_flag("QUANTART_QUIET")
+    _STATE.debug = debug or _env_flag("QUANTART_DEBUG")
+    _STATE.console = None
+
+
+def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | None = None) -> typer.Typer:
+    """The Typer app with one command per discovered stage (plus ``stages`` and ``paths``)."""
+    if discovery is None:
+        discovery = discover_stages(extra=extra_stages) if not _env_flag("QUANTART_NO_PLUGINS") else Discovery()
+    app = typer.Typer(
+        name="quantart",
+        help=_root_callback.__doc__,
+        no_args_is_help=True,
+        add_completion=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        pretty_exceptions_enable=False,
+    )
+    # A root callback keeps this a command group even when only one stage is installed.
+    app.callback()(_root_callback)
+    all_known = [key for loaded in discovery.stages.values() for key in known_keys(loaded.stage.settings)]
+
+    for loaded in discovery.stages.values():
+        app.command(
+            loaded.stage.name,
+            help=loaded.stage.help,
+            short_help=loaded.stage.help,
+            epilog=loaded.stage.description or None,
+        )(_make_command(loaded, all_known))
+
+    @app.command("stages")
+    def stages_command() -> None:
+        """List the installed stages and the distribution that provides each."""
+        console = _STATE.get_console()
+        rows = [(name, ld.stage.help, ld.distribution) for name, ld in sorted(discovery.stages.items())]
+        rows += [(b.entry_point, f"failed to load: {b.error}", b.distribution) for b in discovery.broken]
+        console.result_table(None, ["stage", "help", "provided by"], rows)
+
+    @app.command("presets")
+    def presets_command(stage: str | None = typer.Argument(None, help="Only this stage's presets.")) -> None:
+        """List the presets of every stage (built-in and user ones) with their descriptions."""
+        console = _STATE.get_console()
+        user_dir = get_paths().user_presets_dir
+        groups = sorted({ld.stage.presets for ld in discovery.stages.values()})
+        if stage is not None and stage not in groups:
+            raise typer.BadParameter(f"no stage named {stage!r} (stages: {', '.join(groups)})")
+        rows = []
+        for group in groups if stage is None else [stage]:
+            for name, path in list_presets(group, user_dir).items():
+                _, description = _run_or_exit(lambda p=path, g=group: load_preset(p, _settings_for(discovery, g)))
+                origin = "user" if path.is_relative_to(user_dir) else "built-in"
+                rows.append((group, name, origin, description))
+        console.result_table(None, ["stage", "preset", "source", "description"], rows)
+
+    @app.command("paths")
+    def paths_command() -> None:
+        """Print where quantart keeps user presets, config, cache and runs."""
+        console = _STATE.get_console()
+        for name, path in get_paths().as_dict().items():
+            console.result(f"{name}\t{path}")
+
+    app.info.context_settings = {"help_option_names": ["-h", "--help"]}
+    app._quantart_discovery = discovery  # type: ignore[attr-defined]
+    return app
+
+
+def _settings_for(discovery: Discovery, group: str) -> type:
+    return next(ld.stage.settings for ld in discovery.stages.values() if ld.stage.presets == group)
+
+
+def _run_or_exit(work: typing.Callable[[], Any]) -> Any:
+    result: list[Any] = []
+    code = _run_guarded(lambda: result.append(work()) or 0)
+    if code:
+        raise typer.Exit(code)
+    return result[0]
+
+
+def _warn_broken(discovery: Discovery, console: Console) -> None:
+    for broken in discovery.broken:
+        console.warn(
+            f"plugin {broken.entry_point!r} from {broken.distribution} failed to load ({broken.error}); "
+            "its command is unavailable."
+        )
+
+
+def main(argv: list[str] | None = None, *, extra_stages: list[Stage] | None = None) -> int:
+    """Console-script entry point; with ``argv`` given (tests, embedding) it returns the exit code instead."""
+    _STATE.reset()
+    discovery = discover_stages(extra=extra_stages) if not _env_flag("QUANTART_NO_PLUGINS") else Discovery()
+    if discovery.broken:
+        _warn_broken(discovery, Console(quiet=False))
+    app = build_app(discovery)
+    try:
+        app(args=argv, prog_name="quantart", standalone_mode=True)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    else:
+        code = 0
+    if argv is None:
+        sys.exit(code)
+    return code
