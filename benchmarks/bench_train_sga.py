@@ -23,10 +23,11 @@ from quantart_cli.core.cache.latents import LatentPairDataset, build_latent_cach
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
 from quantart_cli.core.data.datasets import UnpairedDataset
 from quantart_cli.core.losses.config import StyleTransferLossConfig
-from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.losses.style_transfer import StyleTransferLoss
 from quantart_cli.core.models import VQGAN, StyleTransfer
-from quantart_cli.core.train.loop import BatchStream, StepContext
+from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.sga_task import StyleTransferTask
+from quantart_cli.core.train.task import StepContext
 
 CONFIGS = {
     # the shape of train-vq's tiny preset, trained by train-sga's tiny preset (64 px, 2 SGA blocks)

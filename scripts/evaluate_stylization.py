@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from quantart_cli.core.data.datasets import collect_images
+from quantart_cli.core.data.sources import collect_images
 from quantart_cli.core.metrics.grid import DEFAULT_ALPHAS, evaluate_stylization, load_images
 from quantart_cli.core.metrics.style import mean_std_color_transfer, stylization_report
 

@@ -16,10 +16,9 @@ import torch
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.errors import BadInputError, NotFoundError, UnsafeCheckpointError, UsageError
+from quantart_cli.core.io.checkpoint_format import FORMAT_VERSION, checkpoint_sha256
 from quantart_cli.core.io.checkpoints import (
-    FORMAT_VERSION,
     check_state_dict_fits,
-    checkpoint_sha256,
     convert_checkpoint,
     load_checkpoint,
     load_model,

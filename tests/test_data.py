@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from quantart_cli.core.data.datasets import (
-    ImageDataset,
-    UnpairedDataset,
-    collect_images,
+from quantart_cli.core.data.datasets import ImageDataset, UnpairedDataset
+from quantart_cli.core.data.sources import collect_images, select_style_by_genre
+from quantart_cli.core.data.transforms import transform_image
+from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError, WriteError
+from quantart_cli.core.io.images import (
     crop_padding,
     image_to_tensor,
     load_image,
@@ -26,13 +27,9 @@ from quantart_cli.core.data.datasets import (
     pad_to_multiple,
     read_image_size,
     save_image_atomic,
-    select_style_by_genre,
     tensor_to_image,
     to_rgb,
-    transform_image,
 )
-from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
-from quantart_cli.core.io import images as imageio
 
 # ----------------------------------------------------------------------------------------- helpers
 
@@ -334,7 +331,7 @@ def test_failed_save_keeps_old_file_and_leaves_no_temporary(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", half_then_fail)
-    with pytest.raises(BadInputError, match="keep.png.*No space left"):
+    with pytest.raises(WriteError, match="keep.png.*No space left"):
         save_image_atomic(Image.new("RGB", (8, 8)), target)
     monkeypatch.undo()
     assert target.read_bytes() == before
@@ -662,9 +659,3 @@ def test_genre_filter(tmp_path, unpaired):
         UnpairedDataset(content, style, style_genre_csv=info, style_genre="landscape")
     with pytest.raises(UsageError, match="both"):
         UnpairedDataset(content, style, style_genre="landscape")
-
-
-def test_imageio_is_reexported_from_data():
-    from quantart_cli.core.data import datasets as data
-
-    assert data.load_image is imageio.load_image and data.save_image_atomic is imageio.save_image_atomic

@@ -22,7 +22,8 @@ from PIL import Image
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
 from quantart_cli.core.errors import QuantartError
-from quantart_cli.core.io.checkpoints import LoadedCheckpoint, load_checkpoint, read_checkpoint_header, save_checkpoint
+from quantart_cli.core.io.checkpoint_format import LoadedCheckpoint
+from quantart_cli.core.io.checkpoints import load_checkpoint, read_checkpoint_header, save_checkpoint
 from quantart_cli.core.io.images import load_image
 from quantart_cli.core.models import VQGAN
 

@@ -22,7 +22,7 @@ from quantart_cli.core.codebook.stats import (
     usage_stats,
 )
 from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
-from quantart_cli.core.data.datasets import transform_image
+from quantart_cli.core.data.transforms import transform_image
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
 from quantart_cli.core.io.images import load_image

@@ -14,17 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
-from quantart_cli.core.losses.terms import (
-    StyleTransferLoss,
-    StyleTransferLossConfig,
-    VQGANLoss,
-    VQGANLossConfig,
-    adaptive_gan_weight,
-    adopt_weight,
-    hinge_d_loss,
-    style_statistics,
-    vanilla_d_loss,
-)
+from quantart_cli.core.losses.config import StyleTransferLossConfig, VQGANLossConfig
+from quantart_cli.core.losses.gan import adaptive_gan_weight, adopt_weight, hinge_d_loss, vanilla_d_loss
+from quantart_cli.core.losses.style_transfer import StyleTransferLoss, style_statistics
+from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.nn.discriminator import NLayerDiscriminator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

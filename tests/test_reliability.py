@@ -23,11 +23,11 @@ from cli_support import run_cli
 from PIL import Image
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
-from quantart_cli.core.errors import BadInputError
+from quantart_cli.core.errors import WriteError
 from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
 from quantart_cli.core.io.images import save_image_atomic
 from quantart_cli.core.models import VQGAN, StyleTransfer
-from quantart_cli.core.train.loop import load_training_state
+from quantart_cli.core.train.resume import load_training_state
 
 TINY_PRESET = """\
 steps = {steps}
@@ -270,7 +270,7 @@ import json, os, sys
 import torch
 torch.set_num_threads(1)
 from quantart_cli.shell.app import main
-import quantart_cli.core.train.vq_task, quantart_cli.core.losses.terms  # warm the imports
+import quantart_cli.core.train.vq_task, quantart_cli.core.losses.vqgan  # warm the imports
 import quantart_cli.core.data.datasets, torch._dynamo
 print("ready", flush=True)
 for line in sys.stdin:
@@ -473,8 +473,10 @@ def test_damaged_last_checkpoint_falls_back_to_the_step_copy(tmp_path, images):
     (Python API: the train-vq stage reads last.pt's header before the loop starts)."""
     from quantart_cli.core.data.datasets import ImageDataset
     from quantart_cli.core.losses.config import VQGANLossConfig
-    from quantart_cli.core.losses.terms import VQGANLoss
-    from quantart_cli.core.train.loop import BatchStream, LoopOptions, run_training
+    from quantart_cli.core.losses.vqgan import VQGANLoss
+    from quantart_cli.core.train.batches import BatchStream
+    from quantart_cli.core.train.loop import run_training
+    from quantart_cli.core.train.task import LoopOptions
     from quantart_cli.core.train.vq_task import VQGANTask
 
     def train(steps: int, resume: bool) -> int:
@@ -555,14 +557,14 @@ def test_disk_full_writing_metrics_stops_cleanly(capsys, tmp_path, images, monke
     import quantart_cli.core.train.loop as training
 
     preset = make_preset(tmp_path, steps=4)
-    real_append = training._append_metrics
+    real_append = training.append_metrics
 
     def append(path, record):
         if record["step"] == 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_append(path, record)
 
-    monkeypatch.setattr(training, "_append_metrics", append)
+    monkeypatch.setattr(training, "append_metrics", append)
     result = _train(capsys, preset, images, "--out", str(tmp_path / "run"))
     assert result.code == 1
     _one_sentence(result.err)
@@ -654,7 +656,7 @@ def test_save_image_atomic_on_full_disk_keeps_the_old_file(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", full)
-    with pytest.raises(BadInputError, match="No space left on device"):
+    with pytest.raises(WriteError, match="No space left on device"):
         save_image_atomic(Image.new("RGB", (8, 8), (0, 0, 255)), target)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert target.read_bytes() == before

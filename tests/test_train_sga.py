@@ -31,10 +31,12 @@ from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.checkpoints import load_checkpoint, load_model, save_checkpoint
 from quantart_cli.core.io.images import load_image
 from quantart_cli.core.losses.config import StyleTransferLossConfig
-from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.losses.style_transfer import StyleTransferLoss
 from quantart_cli.core.models import VQGAN, StyleTransfer
-from quantart_cli.core.train.loop import BatchStream, LoopOptions, StepContext, run_training
+from quantart_cli.core.train.batches import BatchStream
+from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
+from quantart_cli.core.train.task import LoopOptions, StepContext
 
 LOSS = StyleTransferLossConfig(disc_ndf=8, disc_in_channels=16, disc_start=0)
 
@@ -614,9 +616,12 @@ import torch
 from quantart_cli.core.data.datasets import UnpairedDataset
 from quantart_cli.core.cache.latents import LatentPairDataset, build_latent_cache
 from quantart_cli.core.losses.config import StyleTransferLossConfig
-from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.losses.style_transfer import StyleTransferLoss
 from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
-from quantart_cli.core.train.loop import BatchStream, LoopOptions, init_distributed, run_training, shutdown_distributed
+from quantart_cli.core.train.batches import BatchStream
+from quantart_cli.core.train.ddp import init_distributed, shutdown_distributed
+from quantart_cli.core.train.loop import run_training
+from quantart_cli.core.train.task import LoopOptions
 
 torch.set_num_threads(1)
 device = torch.device("cpu")

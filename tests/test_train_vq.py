@@ -22,9 +22,11 @@ from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANCo
 from quantart_cli.core.data.datasets import ImageDataset
 from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
 from quantart_cli.core.losses.config import VQGANLossConfig
-from quantart_cli.core.losses.terms import VQGANLoss
+from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.models import VQGAN
-from quantart_cli.core.train.loop import BatchStream, LoopOptions, run_training
+from quantart_cli.core.train.batches import BatchStream
+from quantart_cli.core.train.loop import run_training
+from quantart_cli.core.train.task import LoopOptions
 from quantart_cli.core.train.vq_task import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -314,10 +316,13 @@ sys.path.insert(0, {tests!r})
 from test_train_vq import tiny_config
 from quantart_cli.core.data.datasets import ImageDataset
 from quantart_cli.core.losses.config import VQGANLossConfig
-from quantart_cli.core.losses.terms import VQGANLoss
+from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.models import VQGAN
 from quantart_cli.core.train.vq_task import VQGANTask
-from quantart_cli.core.train.loop import BatchStream, LoopOptions, init_distributed, run_training, shutdown_distributed
+from quantart_cli.core.train.batches import BatchStream
+from quantart_cli.core.train.ddp import init_distributed, shutdown_distributed
+from quantart_cli.core.train.loop import run_training
+from quantart_cli.core.train.task import LoopOptions
 
 device = torch.device("cpu")
 info = init_distributed(device)

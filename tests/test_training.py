@@ -14,25 +14,20 @@ import torch
 from torch import nn
 
 from quantart_cli.core.errors import UsageError
-from quantart_cli.core.train.loop import (
+from quantart_cli.core.train.batches import BatchStream, ResumableSampler
+from quantart_cli.core.train.ddp import DistInfo
+from quantart_cli.core.train.loop import NonFiniteLossError, run_training
+from quantart_cli.core.train.optim import make_adam, scaled_lr
+from quantart_cli.core.train.precision import check_precision
+from quantart_cli.core.train.resume import (
     LAST_CHECKPOINT,
     METRICS_FILE,
     STATE_FILE,
-    BatchStream,
-    DistInfo,
-    LoopOptions,
-    NonFiniteLossError,
-    ResumableSampler,
-    TrainingCallbacks,
-    capture_rng_state,
-    check_precision,
     load_training_state,
-    make_adam,
-    restore_rng_state,
-    run_training,
     save_training_state,
-    scaled_lr,
 )
+from quantart_cli.core.train.rng import capture_rng_state, restore_rng_state
+from quantart_cli.core.train.task import LoopOptions, TrainingCallbacks
 
 
 @pytest.fixture(autouse=True)
@@ -114,10 +109,10 @@ class ToyTask:
         self.extra.copy_(state["extra"])
 
     def save_model(self, path: Path, step: int) -> None:
-        from quantart_cli.core.io.checkpoints import _atomic_write
+        from quantart_cli.core.io.atomic import atomic_write
 
         obj = {"model": self.model.state_dict(), "critic": self.critic.state_dict(), "step": step}
-        _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+        atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
     def load_model(self, path: Path) -> int:
         obj = torch.load(path, weights_only=True)

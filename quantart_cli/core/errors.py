@@ -28,6 +28,12 @@ class UsageError(QuantartError):
     exit_code = 2
 
 
+class WriteError(QuantartError):
+    """An output could not be written (disk full, unwritable folder); nothing half-written is left behind."""
+
+    exit_code = 1
+
+
 class NotFoundError(QuantartError):
     """A file, preset, checkpoint or capability the command needs is missing."""
 

@@ -50,7 +50,7 @@ def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Pat
     Refuses to overwrite an existing run and a ``--resume`` of a folder without a training state.
     """
     from quantart_cli.core.errors import NotFoundError, UsageError
-    from quantart_cli.core.train.loop import LAST_CHECKPOINT, STATE_FILE
+    from quantart_cli.core.train.resume import LAST_CHECKPOINT, STATE_FILE
 
     if settings.resume is not None:
         if settings.out is not None and settings.out.resolve() != settings.resume.resolve():
@@ -83,7 +83,7 @@ def resume_header(out_dir: Path, expected_kind: str, stage_name: str):
     ``previous.pt`` / newest ``step_N.pt`` the loop falls back to. Unsafe files are refused, never skipped."""
     from quantart_cli.core.errors import BadInputError, UnsafeCheckpointError, UsageError
     from quantart_cli.core.io.checkpoints import read_checkpoint_header
-    from quantart_cli.core.train.loop import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT
+    from quantart_cli.core.train.resume import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT
 
     candidates = [out_dir / LAST_CHECKPOINT, out_dir / PREVIOUS_CHECKPOINT,
                   *sorted(out_dir.glob("step_*.pt"), reverse=True)]
@@ -116,7 +116,8 @@ def training_device(settings: TrainingSettings):
     import torch
 
     from quantart_cli.core.devices import resolve_device
-    from quantart_cli.core.train.loop import check_precision, init_distributed
+    from quantart_cli.core.train.ddp import init_distributed
+    from quantart_cli.core.train.precision import check_precision
 
     device = resolve_device(settings.device)
     check_precision(device, settings.precision)
@@ -129,7 +130,8 @@ def training_device(settings: TrainingSettings):
 def run_with_progress(settings: TrainingSettings, ctx, stage_name: str, task, dataset, out_dir: Path, device,
                       info, status):
     """Feed ``dataset`` to the shared loop for ``task`` with a progress bar (rank 0 only); the loop's result."""
-    from quantart_cli.core.train.loop import BatchStream, run_training
+    from quantart_cli.core.train.batches import BatchStream
+    from quantart_cli.core.train.loop import run_training
 
     stream = BatchStream(dataset, batch_size=settings.batch_size, seed=settings.seed, info=info,
                          workers=settings.workers, pin_memory=device.type == "cuda")
@@ -141,7 +143,7 @@ def run_with_progress(settings: TrainingSettings, ctx, stage_name: str, task, da
 
 def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str]:
     """The learning rate and how it was derived (``--lr``, or the original's scaling rule)."""
-    from quantart_cli.core.train.loop import scaled_lr
+    from quantart_cli.core.train.optim import scaled_lr
 
     if settings.lr:
         return settings.lr, "--lr"
@@ -154,8 +156,8 @@ def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str
 
 
 def loop_options(settings: TrainingSettings):
-    """The shared loop's :class:`~quantart_cli.core.train.loop.LoopOptions` from the training settings."""
-    from quantart_cli.core.train.loop import LoopOptions
+    """The shared loop's :class:`~quantart_cli.core.train.task.LoopOptions` from the training settings."""
+    from quantart_cli.core.train.task import LoopOptions
 
     return LoopOptions(
         steps=settings.steps,

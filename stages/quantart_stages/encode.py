@@ -29,7 +29,8 @@ def run(settings: EncodeSettings, ctx: RunContext) -> int:
         raise UsageError("encode needs --ckpt, a VQGAN checkpoint (train one with train-vq or import an original "
                          "with `quantart convert`).")
     from quantart_cli.core.devices import resolve_device
-    from quantart_cli.core.io.checkpoints import checkpoint_sha256, load_model
+    from quantart_cli.core.io.checkpoint_format import checkpoint_sha256
+    from quantart_cli.core.io.checkpoints import load_model
 
     device = resolve_device(settings.device)
     model = load_model(settings.ckpt, device=device, expected_kind="vqgan", trust=settings.trust_checkpoint)
@@ -40,7 +41,7 @@ def run(settings: EncodeSettings, ctx: RunContext) -> int:
 
 
 def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
-    from quantart_cli.core.data.datasets import collect_images
+    from quantart_cli.core.data.sources import collect_images
     from quantart_cli.core.io.codes import CodeFile, encode_image_files, save_code_file
 
     paths = collect_images(settings.inputs)
@@ -79,7 +80,7 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
 
 
 def _decode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
-    from quantart_cli.core.data.datasets import collect_images
+    from quantart_cli.core.data.sources import collect_images
     from quantart_cli.core.io.codes import decode_records, load_code_file
     from quantart_cli.core.io.images import save_image_atomic
 

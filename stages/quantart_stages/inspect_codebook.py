@@ -123,7 +123,7 @@ def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[Path],
     """Image batches (shorter side to ``size``, centre crop); unreadable images are skipped and listed."""
     import torch
 
-    from quantart_cli.core.data.datasets import transform_image
+    from quantart_cli.core.data.transforms import transform_image
     from quantart_cli.core.io.images import load_image
 
     pending: list[torch.Tensor] = []
@@ -144,7 +144,7 @@ def _batches(paths: list[Path], size: int, batch_size: int, skipped: list[Path],
 
 def _encode_data(settings: InspectCodebookSettings, ctx: RunContext, model, device):
     from quantart_cli.core.codebook.stats import count_dataset_usage
-    from quantart_cli.core.data.datasets import collect_images
+    from quantart_cli.core.data.sources import collect_images
 
     paths = collect_images(settings.data)
     skipped: list[Path] = []

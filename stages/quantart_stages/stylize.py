@@ -128,7 +128,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
 
     import time
 
-    from quantart_cli.core.data.datasets import collect_images
+    from quantart_cli.core.data.sources import collect_images
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.io.checkpoints import load_model
     from quantart_cli.core.io.images import image_to_tensor, load_image, save_image_atomic

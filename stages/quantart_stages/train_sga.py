@@ -44,12 +44,9 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
     if not settings.content_data or not settings.style_data:
         raise UsageError("train-sga needs --content-data and --style-data: folders, list files or CSV manifests.")
 
-    from quantart_cli.core.train.loop import (
-        LAST_CHECKPOINT,
-        METRICS_FILE,
-        seed_everything,
-        shutdown_distributed,
-    )
+    from quantart_cli.core.train.ddp import shutdown_distributed
+    from quantart_cli.core.train.resume import LAST_CHECKPOINT, METRICS_FILE
+    from quantart_cli.core.train.rng import seed_everything
 
     device, info = training_device(settings)
     try:
@@ -59,7 +56,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         model, provenance = _build_model(settings, out_dir, device)
         _check_size(settings.size, model)
         from quantart_cli.core.data.datasets import UnpairedDataset
-        from quantart_cli.core.losses.terms import StyleTransferLoss
+        from quantart_cli.core.losses.style_transfer import StyleTransferLoss
         from quantart_cli.core.train.sga_task import StyleTransferTask, first_pairs
 
         genre_csv = _genre_csv(settings, show)

@@ -40,11 +40,9 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
         raise UsageError("train-vq needs --data: a folder of images, a list file or a CSV manifest.")
 
     from quantart_cli.core.data.datasets import ImageDataset
-    from quantart_cli.core.train.loop import (
-        LAST_CHECKPOINT,
-        seed_everything,
-        shutdown_distributed,
-    )
+    from quantart_cli.core.train.ddp import shutdown_distributed
+    from quantart_cli.core.train.resume import LAST_CHECKPOINT
+    from quantart_cli.core.train.rng import seed_everything
 
     device, info = training_device(settings)
     try:
@@ -118,7 +116,7 @@ def _model_config(settings: TrainVQSettings, out_dir: Path) -> VQGANConfig:
 
 
 def _build(settings: TrainVQSettings, config: VQGANConfig, device):
-    from quantart_cli.core.losses.terms import VQGANLoss
+    from quantart_cli.core.losses.vqgan import VQGANLoss
     from quantart_cli.core.models import VQGAN
 
     model = VQGAN(config).to(device)

@@ -43,10 +43,11 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from quantart_cli.core.data.datasets import _EpochMixin, _item_rng, _shared_zeros, transform_image
+from quantart_cli.core.data.datasets import EpochMixin, item_rng, shared_zeros
+from quantart_cli.core.data.transforms import transform_image
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError
 from quantart_cli.core.io.images import DEFAULT_MAX_PIXELS, image_to_tensor, load_image
-from quantart_cli.core.train.loop import DistInfo
+from quantart_cli.core.train.ddp import DistInfo
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +210,9 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    from quantart_cli.core.io.checkpoints import atomic_write
+    from quantart_cli.core.io.atomic import atomic_write
 
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj), encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj), encoding="utf-8"), what="latent-cache manifest")
 
 
 def _clear(folder: Path) -> None:
@@ -263,7 +264,7 @@ def _encode_shard(
 ) -> None:
     from safetensors.torch import save_file
 
-    from quantart_cli.core.io.checkpoints import atomic_write
+    from quantart_cli.core.io.atomic import atomic_write
 
     paths = spec.paths(role)
     start = shard * spec.shard_size
@@ -293,7 +294,8 @@ def _encode_shard(
         "count": str(len(chunk)),
         "failed": json.dumps(sorted(failed)),
     }
-    atomic_write(_shard_path(folder, role, shard), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(_shard_path(folder, role, shard), lambda tmp: save_file(tensors, tmp, metadata=metadata),
+                 what="latent-cache shard")
 
 
 def build_latent_cache(
@@ -490,7 +492,7 @@ def crop_and_flip(
     return latent.contiguous(), None if indices is None else indices.contiguous()
 
 
-class LatentPairDataset(_EpochMixin, Dataset):
+class LatentPairDataset(EpochMixin, Dataset):
     """Stage-2 pairs from a :class:`LatentCache`, paired exactly like ``UnpairedDataset``.
 
     Items: ``{"content_latent", "style_latent": (C, t, t) float32, "content_indices", "style_indices"
@@ -515,18 +517,18 @@ class LatentPairDataset(_EpochMixin, Dataset):
         self.seed, self.random_crop, self.hflip = seed, random_crop, hflip
         n_content, n_style = cache.counts["content"], cache.counts["style"]
         self._length = min(n_content, n_style) if n_style > 1 else n_content
-        self._epoch = _shared_zeros(1, torch.int64)
+        self._epoch = shared_zeros(1, torch.int64)
 
     def __len__(self) -> int:
         return self._length
 
     def style_index(self, index: int) -> int:
         """The style item drawn for content item ``index`` this epoch: the rule of ``UnpairedDataset``."""
-        return _item_rng(self.seed, self.epoch, index, "pair").randrange(self.cache.counts["style"])
+        return item_rng(self.seed, self.epoch, index, "pair").randrange(self.cache.counts["style"])
 
     def _side(self, role: str, index: int, target: int, epoch: int, item: int) -> tuple[Tensor, Tensor | None, int]:
         latent, indices, read = self.cache.get(role, index)
-        rng = _item_rng(self.seed, epoch, item, f"{role}-latent")
+        rng = item_rng(self.seed, epoch, item, f"{role}-latent")
         latent, indices = crop_and_flip(
             latent, indices, target, rng=rng, random_crop=self.random_crop, hflip=self.hflip
         )

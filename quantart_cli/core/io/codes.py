@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
+from quantart_cli.core.io.atomic import atomic_write
 from quantart_cli.core.io.images import crop_padding, load_image_tensor, pad_to_multiple, tensor_to_image
 from quantart_cli.core.models import VQGAN
 
@@ -100,12 +100,8 @@ def decode_records(model: VQGAN, records: Iterable[CodeRecord], *, device: torch
 
 
 def save_code_file(path: str | os.PathLike[str], code_file: CodeFile) -> Path:
-    """Write records atomically (temp file in the same folder, then rename)."""
+    """Write records atomically (:func:`~quantart_cli.core.io.atomic.atomic_write`)."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise BadInputError(f"Cannot create the output folder {path.parent} ({err.strerror or err}).") from err
     single = len(code_file.records) == 1
     dtype = _index_dtype(code_file.n_embed)
     tensors: dict[str, torch.Tensor] = {}
@@ -122,21 +118,7 @@ def save_code_file(path: str | os.PathLike[str], code_file: CodeFile) -> Path:
         "downsample_factor": str(code_file.downsample_factor),
         "records": json.dumps(metas),
     }
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except (OSError, SafetensorError) as err:  # disk full, unwritable folder: one sentence, no half file
-        from quantart_cli.core.io.checkpoints import _safetensors_io_reason
-
-        reason = getattr(err, "strerror", None) or _safetensors_io_reason(err) or str(err) or type(err).__name__
-        raise BadInputError(f"Cannot write code file {path} ({reason}).") from err
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), what="code file")
 
 
 def load_code_file(path: str | os.PathLike[str]) -> CodeFile:

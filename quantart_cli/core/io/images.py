@@ -11,10 +11,8 @@ normalisation), channels first.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -25,6 +23,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
+from quantart_cli.core.io.atomic import atomic_write
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -41,8 +42,6 @@ __all__ = [
     "tensor_to_image",
     "to_rgb",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: PIL's own hard decompression-bomb threshold (twice ``Image.MAX_IMAGE_PIXELS``' default), about 179 MP.
 DEFAULT_MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)
@@ -341,19 +340,6 @@ def crop_padding(x: torch.Tensor, padding: Padding) -> torch.Tensor:
 # -------------------------------------------------------------------------------------------- saving
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (POSIX); silently unsupported elsewhere."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_image_atomic(
     image: Image.Image | torch.Tensor,
     path: str | os.PathLike[str],
@@ -363,9 +349,9 @@ def save_image_atomic(
 ) -> Path:
     """Write ``image`` to ``path`` so readers see either the old file or the complete new one.
 
-    The image goes to a hidden temporary file in the same folder (created if needed), is fsynced, then
-    ``os.replace``-d over ``path``. The format follows the suffix (see :data:`SAVE_FORMATS`);
-    ``quality`` applies to JPEG and WebP, ``lossless`` to WebP. A tensor is converted with
+    The image goes through :func:`~quantart_cli.core.io.atomic.atomic_write` (a temp file beside ``path``,
+    fsynced and renamed; a write failure raises :class:`WriteError`). The format follows the suffix (see
+    :data:`SAVE_FORMATS`); ``quality`` applies to JPEG and WebP, ``lossless`` to WebP. A tensor is converted with
     :func:`tensor_to_image`. Returns ``path``.
     """
     path = Path(path)
@@ -390,28 +376,9 @@ def save_image_atomic(
     elif image_format == "BMP" and image.mode not in ("RGB", "L", "1", "P"):
         image = to_rgb(image)
 
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInputError(f"Cannot create output folder {directory} ({exc.strerror or exc}).") from exc
-    temporary = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        # O_EXCL: never clobber another writer's temporary; mode 0o666 lets the umask decide as for open().
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as exc:
-        raise BadInputError(f"Cannot write {path} ({exc.strerror or exc}).") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             image.save(handle, format=image_format, **options)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        if isinstance(exc, OSError):
-            raise BadInputError(f"Cannot write {path} ({exc.strerror or exc}).") from exc
-        raise
-    _fsync_directory(directory)
-    return path
+
+    return atomic_write(path, write, what="image")

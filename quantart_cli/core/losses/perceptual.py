@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import logging
 import os
 import pickle
 import socket
@@ -26,8 +25,6 @@ import torch
 from torch import nn
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
-
-logger = logging.getLogger(__name__)
 
 # Seconds a stalled connection may block before the download counts as failed (torch.hub sets none).
 DOWNLOAD_SOCKET_TIMEOUT_S = 30.0

@@ -17,15 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from quantart_cli.core.errors import BadInputError
-from quantart_cli.core.io.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
-from quantart_cli.core.train.loop import (
-    DistInfo,
-    StepContext,
-    average_gradients,
-    broadcast_buffers,
-    broadcast_parameters,
-    make_adam,
-)
+from quantart_cli.core.io.checkpoint_format import LoadedCheckpoint
+from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
+from quantart_cli.core.train.ddp import DistInfo, average_gradients, broadcast_buffers, broadcast_parameters
+from quantart_cli.core.train.optim import make_adam
+from quantart_cli.core.train.task import StepContext
 
 DISCRIMINATOR_KEY = "discriminator"
 D_LOG_KEYS = ("d_loss", "logits_real", "logits_fake")

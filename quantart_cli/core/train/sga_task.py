@@ -14,7 +14,6 @@ parameters); the discriminator's gradients are averaged by one explicit all-redu
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,21 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from quantart_cli.core.errors import UsageError
-from quantart_cli.core.io.checkpoints import LoadedCheckpoint, load_checkpoint, model_from_checkpoint
-from quantart_cli.core.losses.terms import StyleTransferLoss
+from quantart_cli.core.io.checkpoint_format import LoadedCheckpoint
+from quantart_cli.core.io.checkpoints import load_checkpoint, model_from_checkpoint
+from quantart_cli.core.losses.style_transfer import StyleTransferLoss
 from quantart_cli.core.models import StyleTransfer
 from quantart_cli.core.train.adversarial import AdversarialTask
-from quantart_cli.core.train.loop import (
-    DistInfo,
-    StepContext,
-    all_reduce_sum,
-    save_image_rows,
-)
+from quantart_cli.core.train.ddp import DistInfo, all_reduce_sum
+from quantart_cli.core.train.samples import save_image_rows
+from quantart_cli.core.train.task import StepContext
 from quantart_cli.core.train.vq_task import code_perplexity
-
-logger = logging.getLogger(__name__)
-
-
 
 # ------------------------------------------------------------------------------------------- assembly
 
@@ -114,7 +107,7 @@ class _Stylize(nn.Module):
 
 
 class StyleTransferTask(AdversarialTask):
-    """Stage-2 :class:`~quantart_cli.core.train.loop.TrainingTask`: a :class:`StyleTransfer` and its loss.
+    """Stage-2 :class:`~quantart_cli.core.train.task.TrainingTask`: a :class:`StyleTransfer` and its loss.
 
     Batches hold images (``content``, ``style``) or cached latents (``content_latent``,
     ``style_latent``). ``sample_pairs`` (content images, style images) feed the sample grids;

@@ -20,15 +20,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from quantart_cli.core.losses.terms import VQGANLoss
+from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.models import VQGAN
 from quantart_cli.core.train.adversarial import AdversarialTask
-from quantart_cli.core.train.loop import (
-    DistInfo,
-    StepContext,
-    all_reduce_sum,
-    save_image_rows,
-)
+from quantart_cli.core.train.ddp import DistInfo, all_reduce_sum
+from quantart_cli.core.train.samples import save_image_rows
+from quantart_cli.core.train.task import StepContext
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +83,7 @@ def code_perplexity(usage: Tensor) -> float:
 
 
 class VQGANTask(AdversarialTask):
-    """Stage-1 :class:`~quantart_cli.core.train.loop.TrainingTask`: a VQGAN and its :class:`VQGANLoss`."""
+    """Stage-1 :class:`~quantart_cli.core.train.task.TrainingTask`: a VQGAN and its :class:`VQGANLoss`."""
 
     def __init__(
         self,

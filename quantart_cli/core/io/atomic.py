@@ -1,0 +1,83 @@
+"""The one way quantart writes a file: a temp file beside it, fsync, rename over the target, fsync the folder.
+
+Readers (and a run killed half-way) see either the old file or the complete new one, never a partial file.
+The temp file is created with the user's umask (as ``open`` would create the target itself), its name is
+hidden and unique (``.NAME.<random>.tmp``), and it is removed again when anything goes wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from quantart_cli.core.errors import WriteError
+
+__all__ = ["atomic_write", "io_reason", "temp_path_for"]
+
+
+def temp_path_for(path: Path) -> Path:
+    """A fresh hidden temp name in ``path``'s folder (``.NAME.<random>.tmp``)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], *, what: str = "") -> Path:
+    """Create ``path``'s folder, call ``write(tmp)`` on a temp file beside ``path``, fsync it and rename it
+    over ``path``. ``what`` names the file in errors ("checkpoint", "code file"); returns ``path``.
+
+    A full disk or an unwritable folder raises :class:`WriteError` with the OS's reason; other exceptions
+    from ``write`` (a bug, Ctrl-C) propagate unchanged. Either way no temp file is left behind.
+    """
+    path = Path(path)
+    label = f"{what} {path}" if what else str(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(f"Cannot create the folder {path.parent} ({err.strerror or err}).") from err
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "xb"):  # exclusive: never another writer's temp; the umask decides the mode
+            pass
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        reason = io_reason(err)
+        if reason is not None:
+            raise WriteError(f"Cannot write {label} ({reason}).") from err
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def io_reason(err: BaseException) -> str | None:
+    """The OS's reason for an I/O failure ("No space left on device"), else None (not an I/O failure).
+
+    safetensors reports a full disk as its own error type, not as an OSError; its text holds the reason.
+    """
+    if isinstance(err, OSError):
+        return err.strerror or str(err) or type(err).__name__
+    if type(err).__name__ != "SafetensorError":
+        return None
+    text = str(err)
+    marker = "I/O error: "
+    if marker not in text:
+        return None
+    return text.split(marker, 1)[1].split(" (os error", 1)[0].strip() or text
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable on POSIX; not possible (nor needed) on Windows."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
