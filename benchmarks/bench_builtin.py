@@ -33,7 +33,8 @@ def main() -> int:
 
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.io.images import image_to_tensor, load_image
-    from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer
+    from quantart_cli.core.transfer.engine import Stylizer
+    from quantart_cli.core.transfer.options import StylizeOptions
     from quantart_cli.core.weights import load_builtin_model
     from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 

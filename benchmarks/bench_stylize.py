@@ -74,7 +74,8 @@ def _peak_mib(device) -> float:  # noqa: ANN001
 def child(args: argparse.Namespace) -> dict:
     import torch
 
-    from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer
+    from quantart_cli.core.transfer.engine import Stylizer
+    from quantart_cli.core.transfer.options import StylizeOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,7 +15,8 @@ from quantart_cli.shell.plugins import ENTRY_POINT_GROUP, discover_stages
 HELLO_STAGE = textwrap.dedent(
     '''
     from quantart_cli.shell.plugins import Stage
-    from quantart_cli.shell.settings import StageSettings, cli_argument, cli_option
+    from quantart_cli.core.options import cli_argument, cli_option
+    from quantart_cli.shell.settings import StageSettings
 
 
     class HelloSettings(StageSettings):

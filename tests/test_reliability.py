@@ -476,7 +476,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_step_copy(tmp_path, images):
     from quantart_cli.core.losses.vqgan import VQGANLoss
     from quantart_cli.core.train.batches import BatchStream
     from quantart_cli.core.train.loop import run_training
-    from quantart_cli.core.train.task import LoopOptions
+    from quantart_cli.core.train.options import LoopOptions
     from quantart_cli.core.train.vq_task import VQGANTask
 
     def train(steps: int, resume: bool) -> int:

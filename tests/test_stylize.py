@@ -11,11 +11,13 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 
+from quantart_cli.core.color_space import rgb_to_ycbcr
 from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.checkpoints import save_checkpoint
 from quantart_cli.core.models import VQGAN, StyleTransfer
-from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer, preserve_content_color, rgb_to_ycbcr
+from quantart_cli.core.transfer.engine import Stylizer, preserve_content_color
+from quantart_cli.core.transfer.options import StylizeOptions
 
 
 def _tiny_model(seed: int, continuous: bool = False) -> StyleTransfer:
@@ -357,14 +359,19 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def test_cli_defaults_are_the_engines() -> None:
-    """The stage declares its defaults without importing torch; they must stay those of StylizeOptions."""
+def test_stylize_knobs_are_declared_once() -> None:
+    """The stage inherits the engine's option fields: same names, defaults, limits and help, no copies."""
     from quantart_stages.stylize import StylizeSettings
 
-    engine, cli = StylizeOptions(), StylizeSettings.model_fields
-    for name in ("alpha", "visual_fidelity", "tiling", "tile", "overlap", "tile_memory"):
-        assert cli[name].default == getattr(engine, name), name
-    assert cli["tile_norm"].default == engine.norm_stats
+    engine, cli = StylizeOptions.model_fields, StylizeSettings.model_fields
+    for name, field in engine.items():
+        assert cli[name].default == field.default and cli[name].metadata == field.metadata, name
+        assert cli[name].description == field.description, name
+    settings = StylizeSettings(content=["a.jpg"], style=[Path("s.jpg")], alpha=0.3, tile=256, tile_norm="tile",
+                               overlap=64)
+    assert StylizeOptions.pick(settings) == StylizeOptions(alpha=0.3, tile=256, tile_norm="tile", overlap=64)
+    with pytest.raises(ValueError, match="less than half"):
+        StylizeOptions(tile=64, overlap=32, tile_norm="tile")
 
 
 def test_cli_tiling_options_reach_the_engine(

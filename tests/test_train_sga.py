@@ -35,8 +35,9 @@ from quantart_cli.core.losses.style_transfer import StyleTransferLoss
 from quantart_cli.core.models import VQGAN, StyleTransfer
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.loop import run_training
+from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
-from quantart_cli.core.train.task import LoopOptions, StepContext
+from quantart_cli.core.train.task import StepContext
 
 LOSS = StyleTransferLossConfig(disc_ndf=8, disc_in_channels=16, disc_start=0)
 
@@ -621,7 +622,7 @@ from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_t
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.ddp import init_distributed, shutdown_distributed
 from quantart_cli.core.train.loop import run_training
-from quantart_cli.core.train.task import LoopOptions
+from quantart_cli.core.train.options import LoopOptions
 
 torch.set_num_threads(1)
 device = torch.device("cpu")

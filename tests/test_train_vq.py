@@ -26,7 +26,7 @@ from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.models import VQGAN
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.loop import run_training
-from quantart_cli.core.train.task import LoopOptions
+from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.vq_task import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -322,7 +322,7 @@ from quantart_cli.core.train.vq_task import VQGANTask
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.ddp import init_distributed, shutdown_distributed
 from quantart_cli.core.train.loop import run_training
-from quantart_cli.core.train.task import LoopOptions
+from quantart_cli.core.train.options import LoopOptions
 
 device = torch.device("cpu")
 info = init_distributed(device)

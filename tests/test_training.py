@@ -18,6 +18,7 @@ from quantart_cli.core.train.batches import BatchStream, ResumableSampler
 from quantart_cli.core.train.ddp import DistInfo
 from quantart_cli.core.train.loop import NonFiniteLossError, run_training
 from quantart_cli.core.train.optim import make_adam, scaled_lr
+from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.precision import check_precision
 from quantart_cli.core.train.resume import (
     LAST_CHECKPOINT,
@@ -27,7 +28,7 @@ from quantart_cli.core.train.resume import (
     save_training_state,
 )
 from quantart_cli.core.train.rng import capture_rng_state, restore_rng_state
-from quantart_cli.core.train.task import LoopOptions, TrainingCallbacks
+from quantart_cli.core.train.task import TrainingCallbacks
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ float rounding. Returned tensors are always contiguous.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -34,6 +34,10 @@ def check_images(x: Tensor, channels: int, factor: int, what: str = "image") -> 
     height, width = x.shape[-2:]
     if height % factor or width % factor or height == 0 or width == 0:
         raise BadInputError(f"{what} sides must be positive multiples of {factor}, got {height}x{width}")
+
+
+#: ``run_encoder(encoder, x)``: how an encoder is run on an image (plainly, or tiled by the stylize engine).
+EncoderRunner = Callable[[Encoder, Tensor], Tensor]
 
 
 def _memory_format(x: Tensor, channels_last: bool) -> Tensor:
@@ -218,26 +222,33 @@ class StyleTransfer(nn.Module):
 
     # -- inference ----------------------------------------------------------------------------
 
-    def encode_content(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Photo -> (quant_x, indices_x) in the content codebook (continuous: (latent, None))."""
+    def encode_content(self, x: Tensor, run_encoder: EncoderRunner | None = None) -> tuple[Tensor, Tensor | None]:
+        """Photo -> (quant_x, indices_x) in the content codebook (continuous: (latent, None)).
+
+        ``run_encoder(encoder, x)`` replaces ``encoder(x)`` (the stylize engine passes a tiled runner).
+        """
         ae = self.config.content.autoencoder
         check_images(x, ae.in_channels, ae.downsample_factor, "content image")
-        with torch.no_grad():
-            h = self.quant_conv(self.encoder(_memory_format(x, self.channels_last)))
-            if self.config.continuous:
-                return h.contiguous(), None
-            quant, _, info = self.quantize_enc(h)
-        return quant.contiguous(), info.indices
+        quantizer = getattr(self, "quantize_enc", None)
+        return self._encode(self.encoder, self.quant_conv, quantizer, x, run_encoder)
 
-    def encode_style(self, ref: Tensor) -> tuple[Tensor, Tensor | None]:
+    def encode_style(self, ref: Tensor, run_encoder: EncoderRunner | None = None) -> tuple[Tensor, Tensor | None]:
         """Style image -> (quant_ref, indices_ref) in the style codebook (continuous: (latent, None))."""
         ae = self.config.style.autoencoder
         check_images(ref, ae.in_channels, ae.downsample_factor, "style image")
+        quantizer = getattr(self, "quantize_dec", None)
+        return self._encode(self.encoder_real, self.quant_conv_real, quantizer, ref, run_encoder)
+
+    def _encode(
+        self, encoder: Encoder, quant_conv: nn.Module, quantizer: nn.Module | None, x: Tensor,
+        run_encoder: EncoderRunner | None,
+    ) -> tuple[Tensor, Tensor | None]:
         with torch.no_grad():
-            h = self.quant_conv_real(self.encoder_real(_memory_format(ref, self.channels_last)))
-            if self.config.continuous:
+            h = encoder(_memory_format(x, self.channels_last)) if run_encoder is None else run_encoder(encoder, x)
+            h = quant_conv(h)
+            if quantizer is None:  # the continuous model has no quantizers
                 return h.contiguous(), None
-            quant, _, info = self.quantize_dec(h)
+            quant, _, info = quantizer(h)
         return quant.contiguous(), info.indices
 
     def prepare_style(
@@ -303,13 +314,18 @@ class StyleTransfer(nn.Module):
         return self.decode(self.transfer(x, ref, weights).quant_y)
 
     def stylize(self, content_image: Any, style_image: Any, alpha: float = 1.0, **options: Any) -> Any:
-        """Stylize a PIL image or a [-1, 1] tensor at any size; returns the same kind it was given.
+        """Deprecated (removed in quantart 0.3): use ``quantart_cli.stylize_images(model, content, style, ...)``.
 
-        ``alpha`` is style fidelity (0: the content latent decoded by the art decoder, 1: full style);
-        ``style_image`` may be a list (blended with ``style_weights``). Other options (visual_fidelity,
-        continuous_model, preserve_color, size, tiling, tile, overlap, ...) are those of
-        :func:`quantart_cli.core.transfer.engine.stylize_images`.
+        The model no longer reaches up into the stylize engine; the engine uses the model.
         """
-        from quantart_cli.core.transfer.engine import stylize_images  # the pipeline imports this module
+        import warnings
+
+        warnings.warn(
+            "StyleTransfer.stylize() is deprecated and goes away in quantart 0.3; call "
+            "quantart_cli.stylize_images(model, content, style, alpha=...) instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from quantart_cli.core.transfer.engine import stylize_images  # deprecated path, see the contract
 
         return stylize_images(self, content_image, style_image, alpha=alpha, **options)

@@ -95,43 +95,6 @@ class StageSettings(BaseSettings):
         return _check_device(value)
 
 
-def cli_argument(description: str, **kwargs: Any) -> Any:
-    """A field taken as the command's positional argument(s) instead of an ``--option``."""
-    extra = dict(kwargs.pop("json_schema_extra", None) or {})
-    extra["cli_argument"] = True
-    return Field(description=description, json_schema_extra=extra, **kwargs)
-
-
-def cli_option(
-    default: Any = None,
-    description: str = "",
-    *,
-    short: str | None = None,
-    flag: str | None = None,
-    aliases: tuple[str, ...] = (),
-    hidden: bool = False,
-    comma_list: bool = False,
-    **kwargs: Any,
-) -> Any:
-    """A field with CLI extras.
-
-    ``short``: a short flag (``-o``); ``flag``: the long flag when it differs from the field name (``--json``
-    for ``json_output``); ``aliases``: more long flags; ``hidden``: kept out of ``--help`` (still settable with
-    ``--set``); ``comma_list``: a list option given as ``0.7,0.3`` rather than by repeating the flag.
-    """
-    extra: dict[str, Any] = dict(kwargs.pop("json_schema_extra", None) or {})
-    for key, value in (
-        ("cli_short", short),
-        ("cli_flag", flag),
-        ("cli_aliases", list(aliases)),
-        ("cli_hidden", hidden),
-        ("cli_comma_list", comma_list),
-    ):
-        if value:
-            extra[key] = value
-    return Field(default, description=description, json_schema_extra=extra or None, **kwargs)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Introspection helpers shared with app.py (which turns fields into Typer options).
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from quantart_cli.core.errors import UsageError
+from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_cli.shell.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_cli.shell.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 if TYPE_CHECKING:

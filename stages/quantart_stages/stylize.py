@@ -9,17 +9,17 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
+from quantart_cli.core.options import cli_argument, cli_option
+from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_cli.shell.settings import cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 
-class StylizeSettings(CheckpointReadingSettings):
+class StylizeSettings(CheckpointReadingSettings, StylizeOptions):
+    """What to stylize and where to write it; the stylization knobs are :class:`StylizeOptions`' fields."""
+
     content: list[str] = cli_argument("Content images, folders or globs.", default=[])
     style: list[Path] = cli_option([], "Style (reference) image; repeat to blend several.", short="-s")
-    style_weights: list[float] | None = cli_option(
-        None, "Blend weights of the --style images, e.g. 0.7,0.3.", comma_list=True
-    )
     ckpt: Path | None = cli_option(
         None,
         "Style-transfer checkpoint (or set QUANTART_CKPT). Default: the built-in model shipped with quantart, "
@@ -27,36 +27,10 @@ class StylizeSettings(CheckpointReadingSettings):
         "contrast but gives soft, blurry results (scores and limits in docs/model-card.md).",
     )
     continuous_ckpt: Path | None = cli_option(None, "Continuous model (train-sga --continuous) for --visual-fidelity.")
-    alpha: float = cli_option(
-        1.0, "Style fidelity: 0 = content decoded by the art decoder, 1 = full style.", ge=0.0, le=1.0
-    )
-    visual_fidelity: float = cli_option(
-        1.0, "Visual fidelity: 1 = quantized path, 0 = continuous path.", ge=0.0, le=1.0
-    )
     out: Path | None = cli_option(None, "Output file (one input) or folder.", short="-o")
     suffix: str = cli_option("_stylized", "Appended to each output's file name.")
     format: Literal["png", "jpg", "webp", "same"] = cli_option("png", "Output image format.")
     overwrite: bool = cli_option(False, "Replace existing outputs (default: skip files already done).")
-    preserve_color: bool = cli_option(False, "Keep the content's colours (luminance-only transfer).")
-    size: int | None = cli_option(
-        None, "Resize the longer side to this many pixels first (the output gets that size).", ge=16
-    )
-    tiling: Literal["auto", "always", "never"] = cli_option(
-        "auto", "Tiled encode/decode: auto tiles images whose longer side exceeds 1024 px."
-    )
-    tile: int = cli_option(512, "Tile size in pixels (multiple of 16).", ge=64, multiple_of=16)
-    overlap: int = cli_option(
-        128, "Tile overlap in pixels, blended (multiple of 16; --tile-norm tile only).", ge=0, multiple_of=16
-    )
-    tile_norm: Literal["image", "tile"] = cli_option(
-        "image",
-        "GroupNorm in tiles: image-wide statistics (tiled output = untiled output) or per tile "
-        "(one pass, colours may shift).",
-    )
-    tile_memory: float = cli_option(
-        4.0, "GiB of whole-image buffers exact tiling may keep; less memory means more recomputation.", ge=0.0
-    )
-    style_size: int | None = cli_option(None, "Resize each style image's longer side to this many pixels first.", ge=16)
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
 
     @model_validator(mode="after")
@@ -65,8 +39,6 @@ class StylizeSettings(CheckpointReadingSettings):
             raise ValueError(
                 f"--style-weights has {len(self.style_weights)} values for {len(self.style)} --style images"
             )
-        if self.tile_norm == "tile" and self.overlap * 2 >= self.tile:
-            raise ValueError("--overlap must be less than half of --tile with --tile-norm tile")
         return self
 
 
@@ -132,21 +104,9 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.io.checkpoints import load_model
     from quantart_cli.core.io.images import image_to_tensor, load_image, save_image_atomic
-    from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer
+    from quantart_cli.core.transfer.engine import Stylizer
 
-    options = StylizeOptions(
-        alpha=settings.alpha,
-        visual_fidelity=settings.visual_fidelity,
-        style_weights=None if settings.style_weights is None else tuple(settings.style_weights),
-        preserve_color=settings.preserve_color,
-        size=settings.size,
-        style_size=settings.style_size,
-        tiling=settings.tiling,
-        tile=settings.tile,
-        overlap=settings.overlap,
-        norm_stats=settings.tile_norm,
-        tile_memory=settings.tile_memory,
-    )
+    options = StylizeOptions.pick(settings)
     inputs = collect_images(settings.content)
     earlier = [p for p in inputs if _is_earlier_output(settings, p)]
     if earlier:

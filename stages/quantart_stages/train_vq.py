@@ -8,8 +8,8 @@ from pathlib import Path
 from quantart_cli.core.config import VQGANConfig
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.losses.config import VQGANLossConfig
+from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_cli.shell.settings import cli_option
 from quantart_stages.common import (
     TrainingSettings,
     resume_header,

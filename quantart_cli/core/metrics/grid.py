@@ -48,7 +48,8 @@ def stylize_grid(
     Each painting is encoded once per alpha (the :class:`~quantart_cli.core.transfer.engine.Stylizer` keeps its
     prepared reference); every output has its photo's size.
     """
-    from quantart_cli.core.transfer.engine import StylizeOptions, Stylizer
+    from quantart_cli.core.transfer.engine import Stylizer
+    from quantart_cli.core.transfer.options import StylizeOptions
 
     outputs: dict[tuple[str, str, float], Tensor] = {}
     for painting, style in paintings.items():

@@ -24,6 +24,7 @@ from quantart_cli.core.errors import BadInputError, QuantartError, UsageError, W
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.ddp import DistInfo, any_rank, stop_agreed
 from quantart_cli.core.train.optim import first_lr, params_with_grad
+from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.precision import check_precision
 from quantart_cli.core.train.resume import (
     LAST_CHECKPOINT,
@@ -43,7 +44,7 @@ from quantart_cli.core.train.resume import (
 )
 from quantart_cli.core.train.rng import capture_rng_state, restore_rng_state
 from quantart_cli.core.train.signals import StopRequest
-from quantart_cli.core.train.task import LoopOptions, StepContext, TrainingCallbacks, TrainingResult, TrainingTask
+from quantart_cli.core.train.task import StepContext, TrainingCallbacks, TrainingResult, TrainingTask
 
 
 class NonFiniteLossError(QuantartError):

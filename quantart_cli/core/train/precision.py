@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from quantart_cli.core.errors import UsageError
-
-Precision = Literal["fp32", "bf16", "fp16"]
-
 
 # ---------------------------------------------------------------------------------------- precision
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from quantart_cli.core.train.precision import Precision, autocast_context
+from quantart_cli.core.train.precision import autocast_context
 
 # ------------------------------------------------------------------------------------ task protocol
 
@@ -102,19 +102,6 @@ class TrainingCallbacks:
 
     def on_message(self, text: str) -> None:
         pass
-
-
-@dataclass
-class LoopOptions:
-    steps: int
-    accumulate: int = 1
-    precision: Precision = "fp32"
-    grad_clip: float | None = None
-    log_every: int = 10
-    save_every: int = 1000
-    sample_every: int = 0
-    keep_checkpoints: int = 3
-    seed: int = 23
 
 
 @dataclass

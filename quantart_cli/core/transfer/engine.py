@@ -24,9 +24,10 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -37,83 +38,24 @@ from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.images import crop_padding, image_to_tensor, pad_to_multiple, tensor_to_image
 from quantart_cli.core.nn.attention import normalize_weights, set_query_chunk_size
+from quantart_cli.core.nn.autoencoder import Encoder
 from quantart_cli.core.nn.sga import PreparedReference
-from quantart_cli.core.transfer.tiling import DEFAULT_BUFFER_BYTES, NormStats, decode_tiled, encode_tiled
+from quantart_cli.core.transfer.options import StylizeOptions
+from quantart_cli.core.transfer.tiling import decode_tiled, encode_tiled
 
 if TYPE_CHECKING:
-    from quantart_cli.core.models import StyleTransfer
+    from quantart_cli.core.models import EncoderRunner, StyleTransfer
 
 __all__ = [
-    "StylizeOptions",
     "StylizeOutput",
     "Stylizer",
     "interpolate_decoder",
     "preserve_content_color",
     "resize_longer_side",
-    "rgb_to_ycbcr",
     "stylize_images",
-    "ycbcr_to_rgb",
 ]
 
 logger = logging.getLogger(__name__)
-
-TilingMode = Literal["auto", "always", "never"]
-
-
-@dataclass(frozen=True)
-class StylizeOptions:
-    """Knobs of one stylization run (see the module docstring for ``alpha`` and ``visual_fidelity``)."""
-
-    alpha: float = 1.0
-    visual_fidelity: float = 1.0
-    style_weights: tuple[float, ...] | None = None
-    preserve_color: bool = False
-    #: Resize the content's longer side to this many pixels first (the output has that size).
-    size: int | None = None
-    #: Resize each style image's longer side to this many pixels first (None: as given).
-    style_size: int | None = None
-    tiling: TilingMode = "auto"
-    tile: int = 512
-    overlap: int = 128
-    #: ``tiling="auto"`` tiles an image whose padded longer side exceeds this many pixels.
-    tile_threshold: int = 1024
-    #: GroupNorm in tiles: "image" (statistics of the whole image: tiled output equals untiled output) or
-    #: "tile" (each tile its own statistics, blended over ``overlap``: fewer passes, colours can shift).
-    norm_stats: NormStats = "image"
-    #: GiB of whole-image intermediate buffers exact tiling may keep at once; where a block's buffers do not
-    #: fit, its layers are recomputed from the last stored ones instead (less memory, more time).
-    tile_memory: float = DEFAULT_BUFFER_BYTES / 1024**3
-    #: Queries per attention chunk in the SGA module (None: chosen to bound the score buffer).
-    query_chunk_size: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("alpha", "visual_fidelity"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) <= 1.0:
-                raise UsageError(f"{name.replace('_', '-')} must lie in [0, 1], got {value}")
-        if self.tiling not in ("auto", "always", "never"):
-            raise UsageError(f"tiling must be auto, always or never, got {self.tiling!r}")
-        if self.tile < 16 or self.overlap < 0:
-            raise UsageError(f"tile {self.tile} and overlap {self.overlap} need tile >= 16 and overlap >= 0")
-        if self.norm_stats == "tile" and self.overlap * 2 >= self.tile:
-            raise UsageError(
-                f"overlap {self.overlap} must be less than half the tile ({self.tile}) with per-tile norms"
-            )
-        for name in ("size", "style_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be a positive number of pixels, got {value}")
-        if not self.tile_memory >= 0:
-            raise UsageError(f"tile-memory must be a non-negative number of GiB, got {self.tile_memory}")
-        if self.norm_stats not in ("image", "tile"):
-            raise UsageError(f"norm_stats must be image or tile, got {self.norm_stats!r}")
-        if self.style_weights is not None:
-            object.__setattr__(self, "style_weights", tuple(float(w) for w in self.style_weights))
-
-    @property
-    def buffer_bytes(self) -> int:
-        """:attr:`tile_memory` in bytes."""
-        return int(self.tile_memory * 1024**3)
 
 
 @dataclass
@@ -213,38 +155,36 @@ class _Path:
         self.memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
         self.reference: PreparedReference | None = None
 
-    def _encode(
-        self, encoder: nn.Module, quant_conv: nn.Module, quantizer: nn.Module | None, x: Tensor, tiled: bool
-    ) -> Tensor:
+    def _run_encoder(self, tiled: bool) -> EncoderRunner | None:
+        """Run the encoder tiled (exact, see tiling.py) or, when None, the model's own way."""
+        if not tiled:
+            return None
         opts = self.options
-        if tiled:
-            h = encode_tiled(
+
+        def run(encoder: Encoder, x: Tensor) -> Tensor:
+            return encode_tiled(
                 encoder,
                 x,
                 tile=opts.tile,
                 overlap=opts.overlap,
-                norm_stats=opts.norm_stats,
+                norm_stats=opts.tile_norm,
                 channels_last=self.model.channels_last,
                 buffer_bytes=opts.buffer_bytes,
             )
-        else:
-            h = encoder(x.contiguous(memory_format=self.memory_format))
-        h = quant_conv(h)
-        if quantizer is not None:
-            h = quantizer(h)[0]
-        return h.contiguous(memory_format=self.memory_format)
+
+        return run
 
     def encode_content(self, x: Tensor, tiled: bool) -> Tensor:
-        quantizer = self.model.quantize_enc if self.quantized else None
-        return self._encode(self.model.encoder, self.model.quant_conv, quantizer, x, tiled)
+        quant, _ = self.model.encode_content(x, self._run_encoder(tiled))
+        return quant.contiguous(memory_format=self.memory_format)
 
     def prepare(self, styles: Sequence[Tensor], weights: Sequence[float] | None, tiled_above: int | None) -> None:
         latents = []
-        quantizer = self.model.quantize_dec if self.quantized else None
         for ref in styles:
             padded, _ = pad_to_multiple(ref, self.style_factor, "reflect")
             tiled = tiled_above is not None and max(padded.shape[-2:]) > tiled_above
-            latents.append(self._encode(self.model.encoder_real, self.model.quant_conv_real, quantizer, padded, tiled))
+            quant, _ = self.model.encode_style(padded, self._run_encoder(tiled))
+            latents.append(quant.contiguous(memory_format=self.memory_format))
         self.reference = self.model.model_x2y.prepare_reference(latents, weights)
 
     def stylize_latent(self, z_c: Tensor) -> Tensor:
@@ -349,7 +289,7 @@ class Stylizer:
                 h,
                 tile=opts.tile,
                 overlap=opts.overlap,
-                norm_stats=opts.norm_stats,
+                norm_stats=opts.tile_norm,
                 channels_last=self.model.channels_last,
                 buffer_bytes=opts.buffer_bytes,
             )
@@ -396,38 +336,26 @@ def stylize_images(
     content_image: Image.Image | Tensor,
     style_image: Image.Image | Tensor | Sequence[Image.Image | Tensor],
     *,
-    alpha: float = 1.0,
-    visual_fidelity: float = 1.0,
     continuous_model: StyleTransfer | None = None,
-    style_weights: Sequence[float] | None = None,
-    preserve_color: bool = False,
-    size: int | None = None,
-    style_size: int | None = None,
-    tiling: TilingMode = "auto",
-    tile: int = 512,
-    overlap: int = 128,
-    norm_stats: NormStats = "image",
-    tile_memory: float = DEFAULT_BUFFER_BYTES / 1024**3,
+    options: StylizeOptions | None = None,
+    **knobs: Any,
 ) -> Image.Image | Tensor:
     """Stylize one content image (PIL, or a (3, H, W) / (B, 3, H, W) tensor in [-1, 1]).
+
+    The knobs are :class:`StylizeOptions` fields (``alpha=0.8, preserve_color=True, tile=256, ...``), given
+    one by one or as ``options=``.
 
     Returns the same kind it was given: a PIL image for a PIL image, else a tensor on the content's
     device with the content's number of dimensions.
     """
     styles = list(style_image) if isinstance(style_image, (list, tuple)) else [style_image]
-    options = StylizeOptions(
-        alpha=alpha,
-        visual_fidelity=visual_fidelity,
-        style_weights=None if style_weights is None else tuple(style_weights),
-        preserve_color=preserve_color,
-        size=size,
-        style_size=style_size,
-        tiling=tiling,
-        tile=tile,
-        overlap=overlap,
-        norm_stats=norm_stats,
-        tile_memory=tile_memory,
-    )
+    if "norm_stats" in knobs:
+        warnings.warn("stylize_images(norm_stats=...) is now tile_norm=...; the old name goes away in quantart 0.3.",
+                      DeprecationWarning, stacklevel=2)
+        knobs["tile_norm"] = knobs.pop("norm_stats")
+    if options is not None and knobs:
+        raise UsageError("stylize_images takes either options= or separate knobs, not both")
+    options = StylizeOptions(**knobs) if options is None else options
     stylizer = Stylizer(model, [_to_tensor(s, "style image") for s in styles], options, continuous_model)
     result = stylizer(_to_tensor(content_image, "content image")).image
     if isinstance(content_image, Image.Image):

@@ -30,7 +30,6 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +37,7 @@ from torch import Tensor, nn
 
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.nn.autoencoder import Decoder, Encoder
+from quantart_cli.core.transfer.options import DEFAULT_TILE_MEMORY_GIB, NormStats
 from quantart_cli.core.transfer.tile_plan import Tile, own_span, plan_tiles, tile_weights
 from quantart_cli.core.transfer.units import (
     State,
@@ -53,10 +53,9 @@ from quantart_cli.core.transfer.units import (
 )
 
 #: "image": GroupNorm in tiles uses statistics of the whole image (exact); "tile": each tile its own.
-NormStats = Literal["image", "tile"]
 
 #: Whole-image buffers exact tiling may keep alive at once, by default.
-DEFAULT_BUFFER_BYTES = 4 * 1024**3
+DEFAULT_BUFFER_BYTES = int(DEFAULT_TILE_MEMORY_GIB * 1024**3)
 
 __all__ = ["DEFAULT_BUFFER_BYTES", "NormStats", "decode_tiled", "encode_tiled"]
 
