@@ -2,7 +2,7 @@
 
 The models, losses and checkpoint helpers are importable without the CLI::
 
-    from quantart_cli import VQGAN, StyleTransfer, load_checkpoint
+    from quantart_cli import VQGAN, StyleTransfer, load_checkpoint, stylize_images
 
 Heavy modules (torch) are imported on first attribute access, so ``import quantart_cli`` stays cheap and
 ``quantart --help`` answers at once.
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from quantart_cli import _moved
 
 __version__ = "0.1.0"
 
@@ -24,9 +26,13 @@ _LAZY = {
     "VQGANConfig": "quantart_cli.core.config",
     "StyleTransferConfig": "quantart_cli.core.config",
     "QuantartError": "quantart_cli.core.errors",
+    "StylizeOptions": "quantart_cli.core.transfer.options",
+    "stylize_images": "quantart_cli.core.transfer.engine",
 }
 
 __all__ = ["__version__", *_LAZY]
+
+_moved.install()  # quantart 0.1's flat import paths keep working until 0.3, with a DeprecationWarning
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the slow tier (tests marked slow); CI runs both")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Two tiers: by default only the fast one (minutes); ``--slow`` adds the tests marked ``slow``."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "tiers: fast and slow" if config.getoption("--slow") else "tiers: fast only (add --slow for the slow tier)"
+
+
 @pytest.fixture(autouse=True)
 def isolated_quantart_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own QUANTART_* folders and none of the caller's QUANTART_* settings."""

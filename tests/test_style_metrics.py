@@ -75,6 +75,7 @@ def _grid(photos, paintings, transfer):
     }
 
 
+@pytest.mark.slow
 def test_report_passes_a_colour_transfer_and_fails_the_photo_and_the_pasted_painting(real_images) -> None:
     photos, paintings = real_images
     transferred = stylization_report(photos, paintings, _grid(photos, paintings, mean_std_color_transfer))
