@@ -162,12 +162,26 @@ def test_preserve_color_keeps_content_chroma(model: StyleTransfer) -> None:
 
 
 def test_python_api_on_pil_and_tensors(model: StyleTransfer) -> None:
+    from quantart_cli import stylize_images
+
     pil = Image.fromarray(np.random.default_rng(0).integers(0, 255, (21, 34, 3), dtype=np.uint8))
-    out = model.stylize(pil, STYLE[0], alpha=0.5)
+    out = stylize_images(model, pil, STYLE[0], alpha=0.5)
     assert isinstance(out, Image.Image) and out.size == (34, 21)
-    tensor_out = model.stylize(CONTENT[0], [STYLE, STYLE_B], alpha=1.0, style_weights=[1, 0])
+    tensor_out = stylize_images(model, CONTENT[0], [STYLE, STYLE_B], alpha=1.0, style_weights=[1, 0])
     assert tensor_out.shape == CONTENT[0].shape
     assert torch.allclose(tensor_out, _run(model)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="alpha"):
+        stylize_images(model, pil, STYLE[0], alpha=1.5)
+
+
+def test_deprecated_spellings_still_work_with_a_warning(model: StyleTransfer) -> None:
+    from quantart_cli import stylize_images
+
+    with pytest.warns(DeprecationWarning, match="stylize_images"):
+        old = model.stylize(CONTENT[0], STYLE[0], alpha=0.5)
+    with pytest.warns(DeprecationWarning, match="tile_norm"):
+        renamed = stylize_images(model, CONTENT[0], STYLE[0], alpha=0.5, norm_stats="image")
+    assert torch.equal(old, renamed)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 
 from quantart_cli.core.io.checkpoints import load_model
 from quantart_cli.core.io.images import load_image, save_image_atomic
+from quantart_cli.core.transfer.engine import stylize_images
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 VISUAL = (1.0, 0.5, 0.0)
@@ -39,8 +40,8 @@ def main() -> None:
         draw.text((6, y + tile // 2 - 6), f"visual {visual:g}", fill="black")
         sheet.paste(photo.resize((tile, tile)), (label_w, y))
         for c, alpha in enumerate(ALPHAS, 1):
-            result = model.stylize(photo, style, alpha=alpha, visual_fidelity=visual, continuous_model=continuous,
-                                   size=args.size, style_size=args.size)
+            result = stylize_images(model, photo, style, alpha=alpha, visual_fidelity=visual,
+                                    continuous_model=continuous, size=args.size, style_size=args.size)
             sheet.paste(result.resize((tile, tile), Image.Resampling.BICUBIC), (label_w + c * tile, y))
     save_image_atomic(sheet, args.out)
 

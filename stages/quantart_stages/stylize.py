@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import model_validator
 
@@ -42,43 +42,10 @@ class StylizeSettings(CheckpointReadingSettings, StylizeOptions):
         return self
 
 
-def output_extension(settings: StylizeSettings, source: Path) -> str:
-    from quantart_cli.core.io.images import SAVE_FORMATS
+def naming(settings: StylizeSettings):
+    from quantart_cli.core.transfer.files import OutputNaming
 
-    if settings.format == "same":
-        suffix = source.suffix.lower()
-        return suffix if suffix in SAVE_FORMATS else ".png"
-    return "." + settings.format
-
-
-def plan_outputs(settings: StylizeSettings, inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: the input's name plus ``--suffix`` in ``--out`` (a file when it has an image suffix)."""
-    from quantart_cli.core.io.images import SAVE_FORMATS
-
-    out = settings.out or Path("stylized")
-    if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
-        if len(inputs) != 1:
-            raise UsageError(
-                f"--out {out} names one file but there are {len(inputs)} content images; give a folder instead."
-            )
-        return [(inputs[0], out)]
-    pairs: list[tuple[Path, Path]] = []
-    claimed: dict[Path, Path] = {}
-    for source in inputs:
-        target = out / f"{source.stem}{settings.suffix}{output_extension(settings, source)}"
-        if target in claimed:
-            raise UsageError(
-                f"{source} and {claimed[target]} would both write {target}; stylize them into different --out folders."
-            )
-        claimed[target] = source
-        pairs.append((source, target))
-    return pairs
-
-
-def _is_earlier_output(settings: StylizeSettings, source: Path) -> bool:
-    """Inputs that a previous run wrote (a folder given as both input and --out) are not stylized again."""
-    out = settings.out or Path("stylized")
-    return bool(settings.suffix) and source.stem.endswith(settings.suffix) and source.parent.resolve() == out.resolve()
+    return OutputNaming(out=settings.out, suffix=settings.suffix, format=settings.format)
 
 
 def run(settings: StylizeSettings, ctx: RunContext) -> int:
@@ -103,12 +70,14 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     from quantart_cli.core.data.sources import collect_images
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.io.checkpoints import load_model
-    from quantart_cli.core.io.images import image_to_tensor, load_image, save_image_atomic
+    from quantart_cli.core.io.images import image_to_tensor, load_image
     from quantart_cli.core.transfer.engine import Stylizer
+    from quantart_cli.core.transfer.files import is_earlier_output, plan_outputs, stylize_file
 
     options = StylizeOptions.pick(settings)
     inputs = collect_images(settings.content)
-    earlier = [p for p in inputs if _is_earlier_output(settings, p)]
+    names = naming(settings)
+    earlier = [p for p in inputs if is_earlier_output(names, p)]
     if earlier:
         ctx.console.info(
             f"leaving out {len(earlier)} input(s) that are outputs of an earlier run "
@@ -117,7 +86,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         inputs = [p for p in inputs if p not in earlier]
         if not inputs:
             raise NotFoundError("Every input is an output of an earlier stylize run; nothing left to stylize.")
-    pairs = plan_outputs(settings, inputs)
+    pairs = plan_outputs(names, inputs)
     todo = [(src, dst) for src, dst in pairs if settings.overwrite or not dst.exists()]
     done = [dst for _, dst in pairs if not settings.overwrite and dst.exists()]
     if done:
@@ -150,7 +119,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     failures: list[str] = []
     with ctx.console.progress("stylizing", len(todo), unit="img") as bar:
         for source, target in todo:
-            record = _stylize_one(stylizer, source, target, load_image, image_to_tensor, save_image_atomic)
+            record = stylize_file(stylizer, source, target)
             if isinstance(record, str):
                 if len(todo) == 1:
                     raise BadInputError(record)
@@ -167,36 +136,6 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
             "warnings above); the others were written."
         )
     return 0
-
-
-def _stylize_one(
-    stylizer: Any, source: Path, target: Path, load_image: Any, image_to_tensor: Any, save_image_atomic: Any
-) -> dict[str, Any] | str:
-    """Stylize one file; returns its JSON record, or the error sentence when the input is unusable."""
-    import time
-
-    from quantart_cli.core.errors import QuantartError
-
-    start = time.perf_counter()
-    try:
-        content = image_to_tensor(load_image(source))
-    except QuantartError as err:
-        return str(err)
-    read_seconds = time.perf_counter() - start
-    result = stylizer(content)
-    start = time.perf_counter()
-    save_image_atomic(result.image, target)
-    timings = {"read": read_seconds, **result.timings, "write": time.perf_counter() - start}
-    timings["total"] = timings["read"] + timings["total"] + timings["write"]
-    height, width = result.image.shape[-2:]
-    return {
-        "input": str(source),
-        "output": str(target),
-        "width": int(width),
-        "height": int(height),
-        "tiled": result.tiled,
-        "seconds": {k: round(v, 4) for k, v in timings.items()},
-    }
 
 
 stage = Stage(
