@@ -50,6 +50,8 @@ SKIPPED = {
     "benchmarks/bench_models.py": "a multi-minute benchmark of the full f16 model; run by hand",
     "benchmarks/bench_stylize.py": "a multi-minute benchmark up to 4096 px; run by hand",
     "pytest": "the test suite itself (this is what CI runs)",
+    "ruff": "CI's lint step (ruff's own rules, not a quantart command)",
+    "lint-imports": "CI's layering check; tests/test_import_rules.py runs it",
     "pip install": "the environment these tests already run in",
     "-m venv": "the environment these tests already run in",
 }
