@@ -7,6 +7,7 @@ and errors go to stderr. ``--quiet`` silences notes and progress; a non-TTY stde
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+#: Width of result tables when stdout is a file or a pipe (a terminal uses its own width, COLUMNS wins).
+PIPED_WIDTH = 200
 
 
 class ProgressHandle:
@@ -55,6 +59,8 @@ class Console:
         self.debug = debug
         self.err = RichConsole(stderr=True, force_terminal=force_terminal, highlight=False, soft_wrap=True)
         self.out = RichConsole(file=sys.stdout, highlight=False, soft_wrap=True)
+        if not self.out.is_terminal and "COLUMNS" not in os.environ:
+            self.out.width = PIPED_WIDTH  # result tables written to a file or a pipe are not cut at 80 columns
 
     # -- results (stdout) -------------------------------------------------------------------------------------
     def result(self, text: str) -> None:

@@ -9,6 +9,8 @@ convention) and needs no download:
   ``quantiles`` evenly spaced quantile levels; the result is their mean.
 - :func:`luminance_ssim`: SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03)
   of the BT.601 luma of two images; the second is resized to the first's size if they differ.
+- :func:`color_histogram_distance`: Hellinger distance between joint RGB histograms (8 bins per channel):
+  0 for the same colours, 1 for disjoint ones.
 - :func:`mean_abs_diff`: mean absolute difference in grey levels (0-255).
 
 :func:`stylization_report` applies them to a grid of outputs (photos x paintings x alphas) and returns
@@ -32,6 +34,7 @@ from quantart_cli.core.errors import BadInputError
 __all__ = [
     "StylizationReport",
     "SWD_MAX_PIXELS",
+    "color_histogram_distance",
     "color_swd",
     "luminance",
     "luminance_ssim",
@@ -108,6 +111,25 @@ def _quantiles(values: Tensor, count: int) -> Tensor:
     high = (low + 1).clamp(max=n - 1)
     frac = (position - low).unsqueeze(1)
     return ordered[low] * (1 - frac) + ordered[high] * frac
+
+
+def color_histogram_distance(a: Tensor, b: Tensor, *, bins: int = 8) -> float:
+    """Hellinger distance between the joint RGB histograms of ``a`` and ``b`` (``bins`` per channel).
+
+    0 for the same colour histogram, 1 for images that share no colour bin; any sizes compare directly.
+    """
+    if bins < 1:
+        raise BadInputError(f"a colour histogram needs at least one bin per channel, got {bins}")
+    ha, hb = _rgb_histogram(a, "first image", bins), _rgb_histogram(b, "second image", bins)
+    return float((0.5 * ((ha.sqrt() - hb.sqrt()) ** 2).sum()).sqrt().clamp(max=1.0))
+
+
+def _rgb_histogram(x: Tensor, what: str, bins: int) -> Tensor:
+    pixels = _as_image(x, what).reshape(3, -1)
+    index = (pixels * bins).long().clamp(0, bins - 1)
+    flat = (index[0] * bins + index[1]) * bins + index[2]
+    counts = torch.bincount(flat, minlength=bins**3).double()
+    return counts / counts.sum()
 
 
 def luminance(x: Tensor) -> Tensor:
