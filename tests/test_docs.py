@@ -43,6 +43,7 @@ TINY_ENV = {
     "QUANTART_MODEL__AUTOENCODER__RESOLUTION": "32", "QUANTART_MODEL__AUTOENCODER__Z_CHANNELS": "32",
     "QUANTART_MODEL__QUANTIZER__N_EMBED": "64", "QUANTART_MODEL__QUANTIZER__EMBED_DIM": "32",
     "QUANTART_SGA_BLOCKS": "1", "QUANTART_VQ_STEPS": "2", "QUANTART_SGA_STEPS": "2", "QUANTART_DEVICE": "cpu",
+    "QUANTART_NETWORKS": "off",  # evaluate: no weight downloads in tests
 }
 SKIPPED = {
     "--nnodes 2": "needs two machines",
