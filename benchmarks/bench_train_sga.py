@@ -67,7 +67,7 @@ def time_steps(task: StyleTransferTask, stream: BatchStream, device: torch.devic
             optimizer.zero_grad(set_to_none=True)
         batch = stream.next()
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        task.micro_step(batch, step, ctx)
+        task.micro_step(batch, step, ctx, tuple(task.optimizers()))  # the joint order: one forward
         for optimizer in task.optimizers().values():
             optimizer.step()
 

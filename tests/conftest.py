@@ -12,7 +12,6 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,9 +45,3 @@ def isolated_quantart_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     return base
 
 
-@pytest.fixture
-def shared_dir() -> Path:
-    """``<repo>/../shared``: spec key lists and golden fixtures from the original code."""
-    if not SHARED_DIR.is_dir():
-        pytest.skip(f"shared project folder not found at {SHARED_DIR}")
-    return SHARED_DIR

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden_files import FORWARD, SPEC_KEYS
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.errors import BadInputError, NotFoundError, UnsafeCheckpointError, UsageError
@@ -27,8 +28,8 @@ from quantart_cli.core.io.checkpoints import (
 )
 from quantart_cli.core.io.original import import_original_state_dict, infer_config
 
-SPEC = Path("/work/shared/spec")
-FIXTURE = Path("/work/shared/fixtures/quantart_reference_small.pt")
+SPEC = SPEC_KEYS
+FIXTURE = FORWARD
 
 
 # --- tiny models ---------------------------------------------------------------------------------------------
@@ -351,8 +352,7 @@ def test_convert_imports_original(tmp_path: Path) -> None:
 
 def keys_state_dict(name: str) -> dict[str, torch.Tensor]:
     path = SPEC / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
+    assert path.is_file(), f"{path} is missing"
     state = {}
     for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
@@ -418,8 +418,7 @@ def test_inconsistent_original_is_rejected_by_name() -> None:
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    if not FIXTURE.exists():
-        pytest.skip(f"{FIXTURE} not available")
+    assert FIXTURE.is_file(), f"golden file {FIXTURE} is missing (QUANTART_GOLDEN)"
     return torch.load(FIXTURE, weights_only=True)
 
 

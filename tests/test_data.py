@@ -659,3 +659,51 @@ def test_genre_filter(tmp_path, unpaired):
         UnpairedDataset(content, style, style_genre_csv=info, style_genre="landscape")
     with pytest.raises(UsageError, match="both"):
         UnpairedDataset(content, style, style_genre="landscape")
+
+
+# ----------------------------------------------------------------------- the original's resizing (OpenCV)
+
+
+def _photo_like(seed: int, height: int, width: int) -> Image.Image:
+    """Smooth gradients plus noise: every fixed-point rounding case of the resize shows up."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 / width, yy * 255 / height, (xx + yy) * 127 / (width + height)], axis=-1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(("height", "width", "new_w", "new_h"), [
+    (287, 512, 456, 256), (512, 435, 256, 301), (341, 512, 384, 256), (300, 300, 256, 256), (97, 131, 61, 45),
+    (256, 256, 256, 256), (512, 512, 256, 256), (400, 300, 256, 256),
+    (64, 48, 256, 341), (100, 100, 150, 150), (50, 70, 333, 222),
+])
+def test_resize_is_opencv_inter_linear(height, width, new_w, new_h):
+    """Bit for bit when shrinking (training images are larger than the training size). When enlarging, OpenCV's
+    x86 wheels hand the work to Intel IPP, whose rounding differs by one grey level on the clamped border rows."""
+    cv2 = pytest.importorskip("cv2", reason="the dev extra's opencv-python-headless is the reference")
+    from quantart_cli.core.data.transforms import resize_opencv_linear
+
+    image = _photo_like(height * width, height, width)
+    ours = np.asarray(resize_opencv_linear(image, new_w, new_h)).astype(int)
+    theirs = cv2.resize(np.asarray(image), (new_w, new_h), interpolation=cv2.INTER_LINEAR).astype(int)
+    assert ours.shape == theirs.shape
+    if new_w <= width and new_h <= height:
+        assert np.array_equal(ours, theirs)
+    else:
+        assert np.abs(ours - theirs).max() <= 1 and (ours != theirs).mean() < 0.01
+
+
+def test_training_transform_is_the_originals_smallest_max_size_and_centre_crop():
+    cv2 = pytest.importorskip("cv2", reason="the dev extra's opencv-python-headless is the reference")
+    image = _photo_like(5, 287, 512)
+    # albumentations SmallestMaxSize(64) + CenterCrop(64, 64), as taming's ImagePaths, then x / 127.5 - 1
+    scale = 64 / 287
+    resized = cv2.resize(np.asarray(image), (round(512 * scale), round(287 * scale)), interpolation=cv2.INTER_LINEAR)
+    top, left = (resized.shape[0] - 64) // 2, (resized.shape[1] - 64) // 2
+    expected = resized[top:top + 64, left:left + 64].astype(np.float32) / 127.5 - 1
+    got = transform_image(image, 64).permute(1, 2, 0).numpy()
+    assert np.abs(got - expected).max() < 1e-6
+    squashed = cv2.resize(np.asarray(image), (64, 64), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 127.5 - 1
+    assert np.abs(transform_image(image, 64, resize="squash").permute(1, 2, 0).numpy() - squashed).max() < 1e-6
+    smooth = transform_image(image, 64, resize_filter="antialias").permute(1, 2, 0).numpy()
+    assert np.abs(smooth - expected).mean() > 1 / 255  # the antialiased filter is the deliberate exception

@@ -7,22 +7,20 @@ floats to 1e-4.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from golden_files import FORWARD
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.models import VQGAN, StyleTransfer
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "quantart_reference_small.pt"
+FIXTURE = FORWARD
 TOLERANCE = {"atol": 1e-4, "rtol": 0.0}
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    if not FIXTURE.is_file():
-        pytest.skip(f"golden file of the original code not found at {FIXTURE}")
+    assert FIXTURE.is_file(), f"golden file of the original code not found at {FIXTURE} (QUANTART_GOLDEN)"
     return torch.load(FIXTURE, map_location="cpu", weights_only=True)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from cli_support import run_cli
+from golden_files import FORWARD
 from PIL import Image
 
 from quantart_cli.core.codebook.atlas import FRAME, UNUSED_FRAME, atlas_layout, render_rank_plot
@@ -393,11 +394,10 @@ def test_unreadable_data_images_are_skipped_and_counted(capsys, vq_ckpt, tmp_pat
     assert result.code == 1 and "None of the 1 --data images" in result.err and "Traceback" not in result.err
 
 
-def test_original_style_transfer_reference(capsys, shared_dir, tmp_path) -> None:
+def test_original_style_transfer_reference(capsys, tmp_path) -> None:
     """The original model's stage-2 file: both books read, and usage counts equal the original's indices."""
-    fixture = shared_dir / "fixtures" / "quantart_reference_small.pt"
-    if not fixture.is_file():
-        pytest.skip(f"reference fixture not found at {fixture}")
+    fixture = FORWARD
+    assert fixture.is_file(), f"golden file {fixture} is missing (QUANTART_GOLDEN)"
     reference = torch.load(fixture, weights_only=True)["stage2"]
     original = tmp_path / "stage2.ckpt"
     torch.save({"state_dict": reference["state_dict"], "global_step": 3}, original)

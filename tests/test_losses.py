@@ -11,6 +11,7 @@ import pydantic
 import pytest
 import torch
 import torch.nn.functional as F
+from golden_files import SPEC_KEYS
 from torch import nn
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
@@ -62,7 +63,7 @@ STAGE2_DISC_KEYS = {
 
 
 def _spec_dir() -> Path | None:
-    for candidate in (REPO_ROOT / "spec", REPO_ROOT / "shared" / "spec", REPO_ROOT.parent / "shared" / "spec"):
+    for candidate in (SPEC_KEYS, REPO_ROOT.parent / "shared" / "spec"):
         if (candidate / "taming_vqgan_f16_keys.txt").is_file():
             return candidate
     return None
@@ -243,17 +244,19 @@ def test_stage1_generator_terms_match_hand_computation() -> None:
     torch.testing.assert_close(grad_total, grad_nll + d_weight * 0.9 * grad_g, rtol=1e-4, atol=1e-7)
 
 
-def test_stage1_disc_start_skips_discriminator() -> None:
+def test_stage1_before_disc_start_runs_d_but_keeps_it_out_of_the_loss() -> None:
+    """As the original: D runs and the adaptive weight is computed at every step (D's BatchNorm statistics move,
+    and the logs show them); before disc_start the factor 0 keeps the GAN term out of the loss."""
     loss, decoder_out, _features, x, x_rec = _tiny_stage1()
     calls = []
     loss.discriminator.register_forward_hook(lambda *_: calls.append(1))
     total, logs = loss.generator_loss(x, x_rec, torch.tensor(0.25), step=4, last_layer=decoder_out.weight)
-    assert calls == []
-    assert set(logs) == {"total", "nll", "rec_l1", "perceptual", "chroma", "g_loss", "d_weight", "disc_factor", "vq"}
-    assert logs["disc_factor"].item() == 0.0 and logs["g_loss"].item() == 0.0 and logs["d_weight"].item() == 0.0
-    assert total.item() == pytest.approx((x - x_rec).abs().mean().item() + 0.25, rel=1e-6)
-    loss.generator_loss(x, x_rec, torch.tensor(0.25), step=5, last_layer=decoder_out.weight)
     assert calls == [1]
+    assert set(logs) == {"total", "nll", "rec_l1", "perceptual", "chroma", "g_loss", "d_weight", "disc_factor", "vq"}
+    assert logs["disc_factor"].item() == 0.0 and logs["g_loss"].item() != 0.0 and logs["d_weight"].item() > 0.0
+    assert total.item() == pytest.approx((x - x_rec).abs().mean().item() + 0.25, rel=1e-6)
+    _, later = loss.generator_loss(x, x_rec, torch.tensor(0.25), step=5, last_layer=decoder_out.weight)
+    assert calls == [1, 1] and later["disc_factor"].item() > 0
 
 
 def test_stage1_eval_without_graph_gives_zero_adaptive_weight() -> None:
@@ -442,11 +445,12 @@ def test_stage2_continuous_variant_and_disc_start() -> None:
     calls = []
     loss.discriminator.register_forward_hook(lambda *_: calls.append(1))
     total, logs = loss.generator_loss(quant_y, quant_x, quant_ref, 0.0, step=2)
-    assert calls == [] and logs["g_loss"].item() == 0.0 and logs["disc_factor"].item() == 0.0
+    # D runs at every step, as in the original; before disc_start its term is logged but weighs 0
+    assert calls == [1] and logs["g_loss"].item() != 0.0 and logs["disc_factor"].item() == 0.0
     assert logs["vq"].item() == 0.0
     assert total.item() == pytest.approx(logs["reverse"].item() + 10.0 * logs["style"].item(), rel=1e-6)
     _, logs = loss.generator_loss(quant_y, quant_x, quant_ref, 0.0, step=3)
-    assert calls == [1] and logs["disc_factor"].item() == pytest.approx(0.8)
+    assert calls == [1, 1] and logs["disc_factor"].item() == pytest.approx(0.8)
 
 
 def test_stage2_discriminator_step_is_hinge_on_detached_latents() -> None:
@@ -491,7 +495,7 @@ def test_stage1_chroma_term_sees_colour_errors_only() -> None:
     from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
 
     loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_factor=0.0, chroma_weight=2.0))
-    x = torch.rand(2, 3, 8, 8) * 1.6 - 0.8
+    x = torch.rand(2, 3, 32, 32) * 1.6 - 0.8  # D runs at every step, and needs at least 32 px
     ycc = rgb_to_ycbcr(x)
     brighter = ycbcr_to_rgb(ycc + torch.tensor([0.1, 0.0, 0.0]).view(1, 3, 1, 1))
     redder = ycbcr_to_rgb(ycc + torch.tensor([0.0, 0.0, 0.1]).view(1, 3, 1, 1))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden_files import SPEC_KEYS
 
 from quantart_cli.core.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
 from quantart_cli.core.errors import BadInputError, UsageError
@@ -37,8 +38,8 @@ def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
         ("quantart_stage2_continuous_keys.txt", lambda: StyleTransfer(StyleTransferConfig(continuous=True))),
     ],
 )
-def test_default_models_have_the_original_state_dict_layout(shared_dir, key_file, build):
-    expected = _original_keys(shared_dir / "spec" / key_file)
+def test_default_models_have_the_original_state_dict_layout(key_file, build):
+    expected = _original_keys(SPEC_KEYS / key_file)
     with torch.device("meta"):  # the f16 models are 72M / 112M parameters: shapes only
         model = build()
     assert _shapes(model) == expected

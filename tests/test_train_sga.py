@@ -38,6 +38,7 @@ from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
 from quantart_cli.core.train.task import StepContext
+from quantart_cli.samples import SAMPLES_DIR
 
 LOSS = StyleTransferLossConfig(disc_ndf=8, disc_in_channels=16, disc_start=0)
 
@@ -183,7 +184,7 @@ def test_assembly_copies_the_right_parts_and_only_sga_and_d_train(vqgans, data, 
     images = UnpairedDataset(data[0], data[1], size=32, seed=0)
     batch = {k: torch.stack([images[i][k] for i in range(2)]) for k in ("content", "style")}
     task.train()
-    task.micro_step(batch, 0, _ctx())
+    task.micro_step(batch, 0, _ctx(), tuple(task.optimizers()))
     assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("model_x2y"))
     assert all(p.grad is not None for p in model.model_x2y.parameters())
     assert set(task.optimizers()) == {"sga", "discriminator"}
@@ -208,7 +209,7 @@ def test_every_loss_term_matches_a_hand_computation(vqgans, data):
     task.train()
     images = UnpairedDataset(data[0], data[1], size=32, seed=0)
     batch = {k: torch.stack([images[i][k] for i in range(2)]) for k in ("content", "style")}
-    logs = task.micro_step(batch, 3, _ctx())
+    logs = task.micro_step(batch, 3, _ctx(), tuple(task.optimizers()))
 
     with torch.no_grad():
         quant_x = model.quantize_enc(model.quant_conv(model.encoder(batch["content"])))[0]
@@ -249,10 +250,11 @@ def test_every_loss_term_matches_a_hand_computation(vqgans, data):
         assert torch.allclose(logs[key], value, rtol=1e-4, atol=1e-6), (key, logs[key], value)
     assert logs["style"] > 0 and logs["reverse"] > 0 and logs["vq"] > 0
 
-    # before disc_start the discriminator is not run and its terms are 0
+    # before disc_start the GAN terms are out of the loss (factor 0); the generator's GAN term is still computed
+    # and logged, as the original does, and the joint order skips D's loss
     task.loss = StyleTransferLoss(LOSS.model_copy(update={"disc_start": 10}))
-    early = task.micro_step(batch, 3, _ctx())
-    assert early["g_loss"] == 0 and early["d_loss"] == 0 and early["disc_factor"] == 0
+    early = task.micro_step(batch, 3, _ctx(), tuple(task.optimizers()))
+    assert early["g_loss"] != 0 and early["d_loss"] == 0 and early["disc_factor"] == 0
     assert torch.allclose(early["total"], reverse + vq_hand + 10.0 * (style_mean + style_std), rtol=1e-4)
 
 
@@ -307,7 +309,7 @@ def test_a_step_from_the_cache_matches_a_step_from_images(vqgans, data, tmp_path
         task = _task(model)
         task.train()
         batch = BatchStream(dataset, batch_size=2, seed=3).next()
-        logs[name] = task.micro_step(batch, 0, _ctx())
+        logs[name] = task.micro_step(batch, 0, _ctx(), tuple(task.optimizers()))
         grads[name] = {
             n: p.grad for n, p in [*model.model_x2y.named_parameters(), *task.loss.discriminator.named_parameters()]
         }
@@ -564,7 +566,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(capsys, preset, vqgans, da
     assert load_checkpoint(tmp_path / "run" / "last.pt").step == 2
 
 
-def test_tiny_preset_lowers_the_style_loss_on_the_sample_images(capsys, shared_dir, tmp_path):
+def test_tiny_preset_lowers_the_style_loss_on_the_sample_images(capsys, tmp_path):
     """The shipped tiny preset on VQGANs shaped like train-vq's tiny preset (random weights, spread codes)."""
     config = VQGANConfig(
         autoencoder=AutoencoderConfig(
@@ -580,7 +582,7 @@ def test_tiny_preset_lowers_the_style_loss_on_the_sample_images(capsys, shared_d
             model.quantize.embedding.weight.normal_(0, 0.5)
         paths.append(save_checkpoint(model, tmp_path / f"vq{seed}.pt"))
     out = tmp_path / "run"
-    samples = shared_dir / "samples"
+    samples = SAMPLES_DIR  # the sample photos and paintings (the same files as ../shared/samples)
     result = run_cli(
         capsys,
         "train-sga",

@@ -28,6 +28,7 @@ from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.vq_task import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
+from quantart_cli.samples import CONTENT_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -271,10 +272,8 @@ def test_perplexity_and_psnr_helpers():
 
 
 @pytest.mark.slow
-def test_tiny_preset_improves_psnr_on_the_sample_photos(capsys, shared_dir, tmp_path):
-    samples = shared_dir / "samples" / "content"
-    if not samples.is_dir():
-        pytest.skip(f"{samples} not found")
+def test_tiny_preset_improves_psnr_on_the_sample_photos(capsys, tmp_path):
+    samples = CONTENT_DIR
     result = run_cli(capsys, "train-vq", "--preset", "tiny", "--data", str(samples), "--out", str(tmp_path / "run"),
                      "--device", "cpu", "--steps", "20", "--sample-every", "0")
     assert result.code == 0, result.err

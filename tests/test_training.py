@@ -77,19 +77,24 @@ class ToyTask:
     def train(self):
         self.model.train()
 
-    def micro_step(self, batch, step, ctx):
-        self.seen.extend(batch["index"].tolist())
-        with ctx.autocast():
-            pred = self.model(batch["x"]).squeeze(-1)
-            loss = ((pred.float() - batch["y"]) ** 2).mean()
-            # a little randomness, so restored RNG states matter
-            loss = loss + 1e-3 * torch.rand(()) * pred.float().mean()
-        if self.poison_at is not None and step >= self.poison_at:
-            loss = loss * float("nan")
-        ctx.backward(loss)
-        critic_loss = self.critic(batch["x"]).pow(2).mean()
-        ctx.backward(critic_loss)
-        return {"total": loss.detach(), "critic": critic_loss.detach()}
+    def micro_step(self, batch, step, ctx, optimizers):
+        logs = {}
+        if "main" in optimizers:
+            self.seen.extend(batch["index"].tolist())
+            with ctx.autocast():
+                pred = self.model(batch["x"]).squeeze(-1)
+                loss = ((pred.float() - batch["y"]) ** 2).mean()
+                # a little randomness, so restored RNG states matter
+                loss = loss + 1e-3 * torch.rand(()) * pred.float().mean()
+            if self.poison_at is not None and step >= self.poison_at:
+                loss = loss * float("nan")
+            ctx.backward(loss)
+            logs["total"] = loss.detach()
+        if "critic" in optimizers:
+            critic_loss = self.critic(batch["x"]).pow(2).mean()
+            ctx.backward(critic_loss)
+            logs["critic"] = critic_loss.detach()
+        return logs
 
     def no_sync(self):
         return contextlib.nullcontext()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from quantart_cli.core.options import cli_option
 from quantart_cli.core.train.options import LoopOptions
@@ -27,6 +28,11 @@ class TrainingSettings(CheckpointReadingSettings, LoopOptions):
     size: int = cli_option(256, "Training image size in pixels (a multiple of 16).", ge=16, multiple_of=16)
     random_crop: bool = cli_option(False, "Random crops instead of the original's centre crop / squash.")
     hflip: bool = cli_option(False, "Random horizontal flips.")
+    resize_filter: Literal["opencv-linear", "antialias"] = cli_option(
+        "opencv-linear",
+        "How training images are resized: opencv-linear (the original's: OpenCV INTER_LINEAR, no antialiasing) or "
+        "antialias (PIL bilinear, smoother downscales, not the original's pixels).",
+    )
     workers: int = cli_option(2, "DataLoader worker processes.", ge=0)
     channels_last: bool = cli_option(False, "Use the channels_last memory format (faster convs on recent GPUs).")
     compile: bool = cli_option(False, "torch.compile the model (opt-in; slow first steps).")

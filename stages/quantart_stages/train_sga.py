@@ -68,6 +68,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
             resize="shorter-side" if settings.random_crop else "squash",
             crop="random" if settings.random_crop else "center",
             hflip=settings.hflip,
+            resize_filter=settings.resize_filter,
             style_genre_csv=genre_csv,
             style_genre=settings.style_genre if genre_csv is not None else None,
         )
@@ -96,6 +97,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
             sample_pairs=first_pairs(images, 4),
             compile=settings.compile,
             metadata=provenance,
+            channels_last=settings.channels_last,
         )
         result = run_with_progress(settings, ctx, "train-sga", task, dataset, out_dir, device, info, _status)
         if show:
@@ -224,6 +226,7 @@ def _cached_dataset(settings: TrainSGASettings, ctx: RunContext, model, images, 
             images.style_paths,
             size=settings.size,
             resize=resize,
+            resize_filter=settings.resize_filter,
             device=device,
             batch_size=settings.batch_size,
             workers=settings.workers,

@@ -54,6 +54,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             size=settings.size,
             crop="random" if settings.random_crop else "center",
             hflip=settings.hflip,
+            resize_filter=settings.resize_filter,
             max_scale=settings.max_scale,
             seed=settings.seed,
         )

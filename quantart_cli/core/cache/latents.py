@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from quantart_cli.core.data.datasets import EpochMixin, item_rng, shared_zeros
-from quantart_cli.core.data.transforms import transform_image
+from quantart_cli.core.data.transforms import ResizeFilter, resize_image, transform_image
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError
 from quantart_cli.core.io.images import DEFAULT_MAX_PIXELS, image_to_tensor, load_image
 from quantart_cli.core.train.ddp import DistInfo
@@ -115,6 +115,7 @@ class CacheSpec:
     content_paths: tuple[str, ...]
     style_paths: tuple[str, ...]
     shard_size: int = 256
+    resize_filter: ResizeFilter = "opencv-linear"
 
     def paths(self, role: str) -> tuple[str, ...]:
         return self.content_paths if role == "content" else self.style_paths
@@ -130,21 +131,23 @@ def shorter_side_size(width: int, height: int, size: int, factor: int) -> tuple[
     return max(size, int(width * size / height) // factor * factor), size
 
 
-def cache_image(image: Image.Image, size: int, resize: ResizeMode, factor: int) -> Tensor:
+def cache_image(
+    image: Image.Image, size: int, resize: ResizeMode, factor: int, resize_filter: ResizeFilter = "opencv-linear"
+) -> Tensor:
     """An image as the cache encodes it: ``squash`` exactly as the training dataset does, else shorter side."""
     if resize == "squash":
-        return transform_image(image, size, resize="squash")
-    target = shorter_side_size(*image.size, size, factor)
-    if target != image.size:
-        image = image.resize(target, Image.Resampling.BILINEAR)
-    return image_to_tensor(image, batch=False)
+        return transform_image(image, size, resize="squash", resize_filter=resize_filter)
+    resized = resize_image(image, *shorter_side_size(*image.size, size, factor), resize_filter)
+    return image_to_tensor(resized, batch=False)
 
 
 class _Images(Dataset):
     """Decoded, resized images of one shard, or None for a file that cannot be decoded."""
 
-    def __init__(self, paths: Sequence[str], start: int, size: int, resize: ResizeMode, factor: int) -> None:
+    def __init__(self, paths: Sequence[str], start: int, size: int, resize: ResizeMode, factor: int,
+                 resize_filter: ResizeFilter) -> None:
         self.paths, self.start, self.size, self.resize, self.factor = paths, start, size, resize, factor
+        self.resize_filter = resize_filter
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -155,7 +158,7 @@ class _Images(Dataset):
         except QuantartError as err:
             logger.warning("Skipping image in the latent cache: %s", err)
             return self.start + i, None
-        return self.start + i, cache_image(image, self.size, self.resize, self.factor)
+        return self.start + i, cache_image(image, self.size, self.resize, self.factor, self.resize_filter)
 
 
 def _shard_path(folder: Path, role: str, shard: int) -> Path:
@@ -168,6 +171,7 @@ def _manifest_dict(spec: CacheSpec, checkpoints: dict[str, Any] | None) -> dict[
         "version": CACHE_VERSION,
         "size": spec.size,
         "resize": spec.resize,
+        "resize_filter": spec.resize_filter,
         "continuous": spec.continuous,
         "fingerprints": dict(spec.fingerprints),
         "shard_size": spec.shard_size,
@@ -191,6 +195,8 @@ def _mismatch(manifest: dict[str, Any], spec: CacheSpec) -> str | None:
         return f"image size {manifest.get('size')} instead of {spec.size}"
     if manifest.get("resize") != spec.resize:
         return f"resize mode {manifest.get('resize')!r} instead of {spec.resize!r} (--random-crop changes it)"
+    if manifest.get("resize_filter", "antialias") != spec.resize_filter:
+        return f"resize filter {manifest.get('resize_filter', 'antialias')!r} instead of {spec.resize_filter!r}"
     if manifest.get("shard_size") != spec.shard_size:
         return f"shard size {manifest.get('shard_size')} instead of {spec.shard_size}"
     for role in ROLES:
@@ -274,7 +280,7 @@ def _encode_shard(
         if role == "content"
         else model.config.style.autoencoder.downsample_factor
     )
-    dataset = _Images(chunk, start, spec.size, spec.resize, factor)
+    dataset = _Images(chunk, start, spec.size, spec.resize, factor, spec.resize_filter)
     loader = DataLoader(dataset, batch_size=None, num_workers=workers)
     tensors: dict[str, Tensor] = {}
     failed: list[int] = []
@@ -306,6 +312,7 @@ def build_latent_cache(
     *,
     size: int,
     resize: ResizeMode = "squash",
+    resize_filter: ResizeFilter = "opencv-linear",
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     workers: int = 0,
@@ -336,6 +343,7 @@ def build_latent_cache(
         content_paths=tuple(str(Path(p).absolute()) for p in content_paths),
         style_paths=tuple(str(Path(p).absolute()) for p in style_paths),
         shard_size=shard_size,
+        resize_filter=resize_filter,
     )
     if info.is_main:
         if folder.exists() and not folder.is_dir():

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from quantart_cli.core.data.sources import MAX_WARNINGS, PathLike, Sources, collect_images, select_style_by_genre
-from quantart_cli.core.data.transforms import CropMode, ResizeMode, check_transform, transform_image
+from quantart_cli.core.data.transforms import CropMode, ResizeFilter, ResizeMode, check_transform, transform_image
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError
 from quantart_cli.core.io.images import (
     DEFAULT_MAX_PIXELS,
@@ -164,6 +164,7 @@ class ImageDataset(EpochMixin, Dataset):
         min_images: int = 1,
         *,
         max_scale: float = 1.0,
+        resize_filter: ResizeFilter = "opencv-linear",
         seed: int = 0,
         max_items: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -177,6 +178,7 @@ class ImageDataset(EpochMixin, Dataset):
         self.crop: CropMode = crop
         self.hflip = hflip
         self.max_scale = max_scale
+        self.resize_filter: ResizeFilter = resize_filter
         self.seed = seed
         self._pool = _ImagePool(
             sources,
@@ -206,7 +208,8 @@ class ImageDataset(EpochMixin, Dataset):
         image, actual = self._pool.load(index)
         rng = item_rng(self.seed, self.epoch, index, "image")
         tensor = transform_image(
-            image, self.size, resize=self.resize, crop=self.crop, hflip=self.hflip, rng=rng, max_scale=self.max_scale
+            image, self.size, resize=self.resize, crop=self.crop, hflip=self.hflip, rng=rng, max_scale=self.max_scale,
+            resize_filter=self.resize_filter,
         )
         return {"image": tensor, "path": str(self._pool.paths[actual]), "index": actual}
 
@@ -246,6 +249,7 @@ class UnpairedDataset(EpochMixin, Dataset):
         resize: ResizeMode = "squash",
         crop: CropMode = "center",
         hflip: bool = False,
+        resize_filter: ResizeFilter = "opencv-linear",
         style_genre_csv: PathLike | None = None,
         style_genre: str | None = None,
         min_images: int = 1,
@@ -260,6 +264,7 @@ class UnpairedDataset(EpochMixin, Dataset):
         self.resize: ResizeMode = resize
         self.crop: CropMode = crop
         self.hflip = hflip
+        self.resize_filter: ResizeFilter = resize_filter
         self.seed = seed
         common = {
             "min_images": min_images,
@@ -306,7 +311,7 @@ class UnpairedDataset(EpochMixin, Dataset):
         epoch = self.epoch
         content, content_index = self._content.load(index)
         style, style_index = self._style.load(self.style_index(index))
-        options = {"resize": self.resize, "crop": self.crop, "hflip": self.hflip}
+        options = {"resize": self.resize, "crop": self.crop, "hflip": self.hflip, "resize_filter": self.resize_filter}
         return {
             "content": transform_image(
                 content, self.size, rng=item_rng(self.seed, epoch, index, "content"), **options

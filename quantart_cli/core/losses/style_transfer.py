@@ -68,11 +68,8 @@ class StyleTransferLoss(nn.Module):
         style_std = F.mse_loss(std_y, std_ref)
         style = style_mean + style_std
 
-        disc_factor = self.disc_factor_at(step)
-        if disc_factor > 0:
-            g_loss = -self.discriminator(quant_y.contiguous()).float().mean()
-        else:
-            g_loss = torch.zeros((), device=device)
+        disc_factor = self.disc_factor_at(step)  # D runs at every step, as in the original (0 before disc_start)
+        g_loss = -self.discriminator(quant_y.contiguous()).float().mean()
 
         vq = vq_term(vq_loss, device)
         total = (

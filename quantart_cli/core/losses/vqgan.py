@@ -64,7 +64,8 @@ class VQGANLoss(nn.Module):
         """Autoencoder step: ``nll + d_weight * disc_factor * g_loss + codebook_weight * vq``.
 
         ``last_layer`` is the decoder's final conv weight (``decoder.conv_out.weight``); without it the
-        adaptive weight is 0. The discriminator is not run while ``step < disc_start``.
+        adaptive weight is 0. The discriminator runs at every step, as in the original; before ``disc_start`` its
+        factor is 0.
         """
         cfg = self.config
         device = inputs.device
@@ -85,14 +86,12 @@ class VQGANLoss(nn.Module):
             chroma = chroma_map.mean()
         nll = rec.mean()
 
+        # As the original: D runs (and its BatchNorm statistics move) and the adaptive weight is computed at every
+        # step; before disc_start the factor 0 keeps them out of the loss.
         disc_factor = self.disc_factor_at(step)
-        if disc_factor > 0:
-            logits_fake = self.discriminator(reconstructions.contiguous())
-            g_loss = -logits_fake.float().mean()
-            d_weight = adaptive_gan_weight(nll, g_loss, last_layer, cfg.disc_weight)
-        else:
-            g_loss = torch.zeros((), device=device)
-            d_weight = torch.zeros((), device=device)
+        logits_fake = self.discriminator(reconstructions.contiguous())
+        g_loss = -logits_fake.float().mean()
+        d_weight = adaptive_gan_weight(nll, g_loss, last_layer, cfg.disc_weight)
 
         vq = vq_term(vq_loss, device)
         total = nll + d_weight * disc_factor * g_loss + cfg.codebook_weight * vq

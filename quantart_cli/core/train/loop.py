@@ -182,6 +182,8 @@ def run_training(
             keep_step_copy(out_dir, last_path, at_step, options.keep_checkpoints)
 
     start_step = step
+    names = tuple(optimizers)
+    phases = [names] if options.optimizer_order == "joint" else [(name,) for name in names]
     callbacks.on_start(start_step, options.steps)
     task.train()
     ctx = StepContext(device, options.precision, scaler, options.accumulate)
@@ -195,37 +197,30 @@ def run_training(
     with StopRequest() as stop:
         try:
             while step < options.steps:
-                for optimizer in optimizers.values():
-                    optimizer.zero_grad(set_to_none=True)
-                ctx.losses = []
-                for micro in range(options.accumulate):
-                    batch = _to_device(stream.next(), device)
-                    last_micro = micro == options.accumulate - 1
-                    with contextlib.nullcontext() if last_micro else task.no_sync():
-                        logs = task.micro_step(batch, step, ctx)
-                    for key, value in logs.items():
-                        value = value.detach().float()
-                        log_sums[key] = log_sums[key] + value if key in log_sums else value.clone()
-                    log_count += 1
-                losses = torch.stack(ctx.losses) if ctx.losses else torch.zeros(1, device=device)
-                if any_rank(not bool(torch.isfinite(losses).all()), info, device):
-                    kind = "NaN" if bool(torch.isnan(losses).any()) else "infinite"
-                    kept = (
-                        f"{last_path} from step {saved_step} is kept" if saved_step is not None
-                        else "no checkpoint had been written yet"
-                    )
-                    raise NonFiniteLossError(
-                        f"The loss became {kind} at step {step + 1}; training stopped and {kept}.",
-                        hint="Try a lower --lr, --grad-clip, or --precision fp32.",
-                    )
-                for name, optimizer in optimizers.items():
-                    if not params_with_grad(optimizer):
-                        continue  # e.g. the discriminator before disc_start
-                    task.before_optimizer_step(name)
-                    if options.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(params_with_grad(optimizer), options.grad_clip)
-                    scaler.step(optimizer)
+                batches = [_to_device(stream.next(), device) for _ in range(options.accumulate)]
+                for phase in phases:
+                    for name in phase:
+                        optimizers[name].zero_grad(set_to_none=True)
+                    ctx.losses = []
+                    for micro, batch in enumerate(batches):
+                        last_micro = micro == options.accumulate - 1
+                        with contextlib.nullcontext() if last_micro else task.no_sync():
+                            logs = task.micro_step(batch, step, ctx, phase)
+                        for key, value in logs.items():
+                            value = value.detach().float()
+                            log_sums[key] = log_sums[key] + value if key in log_sums else value.clone()
+                        if phase is phases[0]:
+                            log_count += 1
+                    _check_finite(ctx.losses, step, info, device, last_path, saved_step)
+                    for name in phase:
+                        optimizer = optimizers[name]
+                        if not params_with_grad(optimizer):
+                            continue  # joint order: e.g. the discriminator before disc_start
+                        task.before_optimizer_step(name)
+                        if options.grad_clip is not None:
+                            scaler.unscale_(optimizer)
+                            torch.nn.utils.clip_grad_norm_(params_with_grad(optimizer), options.grad_clip)
+                        scaler.step(optimizer)
                 scaler.update()
                 step += 1
                 interval_steps += 1
@@ -274,6 +269,22 @@ def run_training(
         checkpoint=last_path if saved_step is not None else None,
         interrupted=interrupted,
     )
+
+
+def _check_finite(losses: list[torch.Tensor], step: int, info: DistInfo, device: torch.device, last_path: Path,
+                  saved_step: int | None) -> None:
+    """Stop before any optimizer steps on a NaN or infinite loss (every rank agrees)."""
+    stacked = torch.stack(losses) if losses else torch.zeros(1, device=device)
+    if any_rank(not bool(torch.isfinite(stacked).all()), info, device):
+        kind = "NaN" if bool(torch.isnan(stacked).any()) else "infinite"
+        kept = (
+            f"{last_path} from step {saved_step} is kept" if saved_step is not None
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(
+            f"The loss became {kind} at step {step + 1}; training stopped and {kept}.",
+            hint="Try a lower --lr, --grad-clip, or --precision fp32.",
+        )
 
 
 def append_metrics(path: Path, record: Mapping[str, Any]) -> None:

@@ -125,6 +125,7 @@ class StyleTransferTask(AdversarialTask):
         sample_pairs: tuple[Tensor, Tensor] | None = None,
         compile: bool = False,
         metadata: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         if loss.config.disc_in_channels != model.config.embed_dim:
             raise UsageError(
@@ -132,6 +133,7 @@ class StyleTransferTask(AdversarialTask):
                 f"have {model.config.embed_dim}; set loss.disc_in_channels to the model's embed_dim."
             )
         self.model = model
+        self.model.channels_last = channels_last  # contiguous by default, as the original (see vq_task)
         self.loss = loss
         self.device = device
         self.info = info
@@ -140,6 +142,8 @@ class StyleTransferTask(AdversarialTask):
         self._setup(_Stylize(model), model.trainable_parameters(), "sga", lr, compile)
         n_embed = model.config.style.quantizer.n_embed
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
+        self._latents_of: Any = None
+        self._latents: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
 
     # -- TrainingTask ------------------------------------------------------------------------------------
 
@@ -152,21 +156,22 @@ class StyleTransferTask(AdversarialTask):
             quant_ref, _ = self.model.encode_style(batch["style"])
         return quant_x, quant_ref
 
-    def micro_step(self, batch: Any, step: int, ctx: StepContext) -> Mapping[str, Tensor]:
-        quant_x, quant_ref = self.latents(batch, ctx)
-        outputs: list[_Stylized] = []
+    def micro_step(self, batch: Any, step: int, ctx: StepContext, optimizers: tuple[str, ...]) -> Mapping[str, Tensor]:
+        if batch is not self._latents_of:  # the sequential order runs the same batch once per optimizer
+            self._latents_of, self._latents = batch, self.latents(batch, ctx)
+        quant_x, quant_ref = self._latents
 
-        def generator():
-            out = self.forward_module(quant_x, quant_ref)
-            outputs.append(out)
-            total, logs = self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step)
-            return total, logs, quant_ref, out.quant_y
+        def generator_loss(out: _Stylized):
+            return self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step)
 
-        logs = self.adversarial_step(ctx, step, generator)
-        out = outputs[0]
-        if not self.model.config.continuous:
+        logs, out = self.adversarial_step(ctx, step, optimizers, lambda: self.forward_module(quant_x, quant_ref),
+                                          generator_loss)
+        if self.generator_name in optimizers and not self.model.config.continuous:
             self._usage_since_log += out.usage.detach()
         return logs
+
+    def discriminator_inputs(self, out: _Stylized) -> tuple[Tensor, Tensor]:
+        return self._latents[1], out.quant_y
 
     def metrics(self, step: int) -> dict[str, float]:
         if self.model.config.continuous:

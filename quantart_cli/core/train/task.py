@@ -46,8 +46,15 @@ class TrainingTask(Protocol):
         """Put the trained modules in training mode."""
         ...
 
-    def micro_step(self, batch: Any, step: int, ctx: StepContext) -> Mapping[str, torch.Tensor]:
-        """Forward and backward one micro-batch at global ``step`` (0-based); return 0-dim detached logs."""
+    def micro_step(
+        self, batch: Any, step: int, ctx: StepContext, optimizers: tuple[str, ...]
+    ) -> Mapping[str, torch.Tensor]:
+        """Forward and backward one micro-batch at global ``step`` (0-based) for the losses of ``optimizers``; return
+        0-dim detached logs.
+
+        In the ``sequential`` order the loop calls this once per optimizer (in :meth:`optimizers` order) with the
+        same batch, each call after the previous optimizers stepped; in the ``joint`` order once with all of them.
+        """
         ...
 
     def no_sync(self) -> contextlib.AbstractContextManager[Any]:

@@ -109,6 +109,9 @@ class VQGANTask(AdversarialTask):
         self.dead_code_window = dead_code_window
         self.seed = seed
         self.sample_images = sample_images
+        # Training follows --channels-last (default off, the original's contiguous layout): on CPU the channels-last
+        # convolutions round differently, which Adam amplifies into visible differences from the original.
+        model.channels_last = channels_last
         if channels_last:
             model.to(memory_format=torch.channels_last)
             loss.discriminator.to(memory_format=torch.channels_last)
@@ -123,25 +126,25 @@ class VQGANTask(AdversarialTask):
 
     # -- TrainingTask ------------------------------------------------------------------------------------
 
-    def micro_step(self, batch: Any, step: int, ctx: StepContext) -> Mapping[str, Tensor]:
+    def micro_step(self, batch: Any, step: int, ctx: StepContext, optimizers: tuple[str, ...]) -> Mapping[str, Tensor]:
         x = batch["image"] if isinstance(batch, Mapping) else batch
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        outputs: list[_Reconstruction] = []
 
-        def generator():
-            out = self.forward_module(x)
-            outputs.append(out)
-            total, logs = self.loss.generator_loss(x, out.rec, out.vq_loss, step, last_layer=self.model.last_layer)
-            return total, logs, x, out.rec
+        def generator_loss(out: _Reconstruction):
+            return self.loss.generator_loss(x, out.rec, out.vq_loss, step, last_layer=self.model.last_layer)
 
-        logs = self.adversarial_step(ctx, step, generator)
-        out = outputs[0]
-        usage = out.usage.detach()
-        self._usage_since_log += usage
-        self._window_usage += usage
-        self._recent_latent = out.latent
+        logs, out = self.adversarial_step(ctx, step, optimizers, lambda: self.forward_module(x), generator_loss)
+        if self.generator_name in optimizers:  # codebook usage of the forward that trains the generator
+            usage = out.usage.detach()
+            self._usage_since_log += usage
+            self._window_usage += usage
+            self._recent_latent = out.latent
+        self._last_input = x
         return logs
+
+    def discriminator_inputs(self, out: _Reconstruction) -> tuple[Tensor, Tensor]:
+        return self._last_input, out.rec
 
     def after_step(self, step: int) -> None:
         super().after_step(step)

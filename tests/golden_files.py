@@ -1,0 +1,23 @@
+"""Where the golden files of the original code are: copies in tests/fixtures/ (so a plain clone runs every
+golden test), or another file named by an environment variable (a golden file made the same way from other
+images, seeds or learning rates)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+#: Key lists of the original checkpoints (``spec/*_keys.txt`` of the facts sheet).
+SPEC_KEYS = FIXTURES / "spec"
+
+
+def golden_file(variable: str, name: str) -> Path:
+    """``$variable`` when set, else ``tests/fixtures/<name>``. Read at import: tests clear QUANTART_* later."""
+    return Path(os.environ.get(variable) or FIXTURES / name)
+
+
+#: Forward pass of the original (stage 1 and stage 2 outputs): QUANTART_GOLDEN.
+FORWARD = golden_file("QUANTART_GOLDEN", "quantart_reference_small.pt")
+#: Four training steps of the original (stage 1 and stage 2): QUANTART_GOLDEN_TRAIN_STEPS.
+TRAIN_STEPS = golden_file("QUANTART_GOLDEN_TRAIN_STEPS", "quantart_train_steps_small.pt")
