@@ -43,6 +43,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], 
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        # rename(2) does nothing when both names are hard links to one file (a link-based write of bytes the
+        # target already holds): the temp name is then still there.
+        tmp.unlink(missing_ok=True)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         reason = io_reason(err)

@@ -97,6 +97,8 @@ def keep_step_copy(out_dir: Path, last: Path, step: int, keep: int) -> None:
 
 def _link_or_copy(source: Path, target: Path) -> None:
     """Make ``target`` hold ``source``'s bytes, atomically (a hard link when possible, else a copy)."""
+    if target.exists() and os.path.samefile(source, target):
+        return  # already the same file (a kill left previous.pt linked to last.pt)
 
     def link(tmp: Path) -> None:
         tmp.unlink()
