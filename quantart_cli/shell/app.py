@@ -331,6 +331,28 @@ def _warn_broken(discovery: Discovery, console: Console) -> None:
         )
 
 
+#: Global switches (no value) accepted anywhere on the line: ``quantart train-vq ... --quiet`` works as
+#: ``quantart --quiet train-vq ...``. (``--device`` is also every stage's own option, so it works after the
+#: subcommand already.)
+GLOBAL_SWITCHES = frozenset({"--quiet", "-q", "--debug"})
+
+
+def hoist_global_switches(argv: list[str]) -> list[str]:
+    """Move global switches typed after the subcommand in front of it (up to a ``--`` separator)."""
+    front, rest, seen_command = [], [], False
+    for index, token in enumerate(argv):
+        if token == "--":
+            rest.extend(argv[index:])
+            break
+        if seen_command and token in GLOBAL_SWITCHES:
+            front.append(token)
+            continue
+        if not token.startswith("-"):
+            seen_command = True
+        rest.append(token)
+    return front + rest
+
+
 def main(argv: list[str] | None = None, *, extra_stages: list[Stage] | None = None) -> int:
     """Console-script entry point; with ``argv`` given (tests, embedding) it returns the exit code instead."""
     _STATE.reset()
@@ -338,8 +360,9 @@ def main(argv: list[str] | None = None, *, extra_stages: list[Stage] | None = No
     if discovery.broken:
         _warn_broken(discovery, Console(quiet=False))
     app = build_app(discovery)
+    args = hoist_global_switches(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=argv, prog_name="quantart", standalone_mode=True)
+        app(args=args, prog_name="quantart", standalone_mode=True)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     else:

@@ -30,7 +30,11 @@ class StylizeSettings(CheckpointReadingSettings, StylizeOptions):
     out: Path | None = cli_option(None, "Output file (one input) or folder.", short="-o")
     suffix: str = cli_option("_stylized", "Appended to each output's file name.")
     format: Literal["png", "jpg", "webp", "same"] = cli_option("png", "Output image format.")
-    overwrite: bool = cli_option(False, "Replace existing outputs (default: skip files already done).")
+    overwrite: bool = cli_option(False, "Redo every output, also those up to date (and replace files quantart "
+                                         "did not write).")
+    skip_existing: bool = cli_option(
+        False, "Keep every output that exists, even one made with another model, style or options."
+    )
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
 
     @model_validator(mode="after")
@@ -53,6 +57,8 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         raise UsageError("stylize needs at least one content image, folder or glob.")
     if not settings.style:
         raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
+    if settings.overwrite and settings.skip_existing:
+        raise UsageError("--overwrite redoes every output and --skip-existing keeps every existing one; pick one.")
     ckpt = settings.ckpt
     if ckpt is None:
         from quantart_cli.core.weights import builtin_model_path
@@ -64,18 +70,34 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
             f"--visual-fidelity {settings.visual_fidelity:g} needs --continuous-ckpt, a model trained "
             "with `quantart train-sga --continuous`; without one leave --visual-fidelity at 1."
         )
+    if settings.visual_fidelity >= 1.0 and continuous_ckpt is not None:
+        ctx.console.info("--continuous-ckpt is only used with --visual-fidelity below 1; ignoring it")
+        continuous_ckpt = None
 
     import time
 
     from quantart_cli.core.data.sources import collect_images
     from quantart_cli.core.devices import resolve_device
-    from quantart_cli.core.io.checkpoints import load_model
+    from quantart_cli.core.io.checkpoint_read import check_kind
+    from quantart_cli.core.io.checkpoints import load_model, read_checkpoint_header
     from quantart_cli.core.io.images import image_to_tensor, load_image
     from quantart_cli.core.transfer.engine import Stylizer
-    from quantart_cli.core.transfer.files import is_earlier_output, plan_outputs, stylize_file
+    from quantart_cli.core.transfer.files import (
+        Recipe,
+        file_sha256,
+        is_earlier_output,
+        output_state,
+        plan_outputs,
+        stylize_file,
+    )
 
+    # Everything is checked before anything is decided: inputs, styles, checkpoints, options.
     options = StylizeOptions.pick(settings)
     inputs = collect_images(settings.content)
+    styles = [image_to_tensor(load_image(path)) for path in settings.style]
+    for path in (ckpt, continuous_ckpt):
+        if path is not None:
+            check_kind(read_checkpoint_header(path, trust=settings.trust_checkpoint).kind, "style-transfer", Path(path))
     names = naming(settings)
     earlier = [p for p in inputs if is_earlier_output(names, p)]
     if earlier:
@@ -86,12 +108,37 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         inputs = [p for p in inputs if p not in earlier]
         if not inputs:
             raise NotFoundError("Every input is an output of an earlier stylize run; nothing left to stylize.")
-    pairs = plan_outputs(names, inputs)
-    todo = [(src, dst) for src, dst in pairs if settings.overwrite or not dst.exists()]
-    done = [dst for _, dst in pairs if not settings.overwrite and dst.exists()]
-    if done:
-        shown = ", ".join(str(d) for d in done[:3]) + (", ..." if len(done) > 3 else "")
-        ctx.console.info(f"skipping {len(done)} image(s) already stylized ({shown}); --overwrite redoes them")
+    roots = [Path(item) for item in settings.content if Path(item).is_dir()]
+    pairs = plan_outputs(names, inputs, roots)
+
+    recipe = Recipe.of(file_sha256(Path(ckpt)), [file_sha256(p) for p in settings.style], options,
+                       file_sha256(Path(continuous_ckpt)) if continuous_ckpt is not None else None)
+    todo: list[tuple[Path, Path, str]] = []
+    current, stale, foreign = [], [], []
+    for source, target in pairs:
+        note = recipe.note(file_sha256(source))
+        state = "missing" if settings.overwrite else output_state(target, note)
+        if state == "missing" or state == "stale" and not settings.skip_existing:
+            todo.append((source, target, note))
+            if state == "stale":
+                stale.append(target)
+        elif state == "foreign" and not settings.skip_existing:
+            foreign.append(target)
+        else:
+            current.append(target)
+    if foreign:
+        shown = ", ".join(str(f) for f in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UsageError(
+            f"{len(foreign)} output file(s) exist that quantart did not write ({shown}); --overwrite replaces them, "
+            "--skip-existing keeps them, or pick another --out."
+        )
+    if current:
+        why = "up to date with this model, style and options"
+        if settings.skip_existing:
+            why = "already there (--skip-existing)"
+        ctx.console.info(f"skipping {len(current)} image(s) {why}; --overwrite redoes them")
+    if stale:
+        ctx.console.info(f"redoing {len(stale)} image(s) made with another model, style, input or options")
     if not todo:
         return 0
 
@@ -99,14 +146,11 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     start = time.perf_counter()
     model = load_model(ckpt, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint)
     continuous = None
-    if settings.visual_fidelity < 1.0:
+    if continuous_ckpt is not None:
         continuous = load_model(
             continuous_ckpt, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint
         )
-    elif settings.continuous_ckpt is not None:
-        ctx.console.info("--continuous-ckpt is only used with --visual-fidelity below 1; ignoring it")
     load_seconds = time.perf_counter() - start
-    styles = [image_to_tensor(load_image(path)) for path in settings.style]
     stylizer = Stylizer(model, styles, options, continuous)
     from quantart_cli.core.weights import BUILTIN_MODEL_NAME
 
@@ -118,10 +162,10 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
 
     failures: list[str] = []
     with ctx.console.progress("stylizing", len(todo), unit="img") as bar:
-        for source, target in todo:
-            record = stylize_file(stylizer, source, target)
+        for source, target, note in todo:
+            record = stylize_file(stylizer, source, target, note)
             if isinstance(record, str):
-                if len(todo) == 1:
+                if len(pairs) == 1:
                     raise BadInputError(record)
                 ctx.console.warn(record)
                 failures.append(record)
@@ -130,10 +174,13 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
             else:
                 ctx.console.result(str(target))
             bar.advance()
+    written = len(todo) - len(failures)
+    if len(pairs) > 1:
+        ctx.console.info(f"done: {written} written, {len(current)} skipped, {len(failures)} failed")
     if failures:
         raise BadInputError(
-            f"{len(failures)} of {len(todo)} content images could not be stylized (see the "
-            "warnings above); the others were written."
+            f"{len(failures)} of {len(pairs)} content images could not be stylized (each named above); "
+            f"{written} were written."
         )
     return 0
 

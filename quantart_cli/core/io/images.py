@@ -38,6 +38,7 @@ __all__ = [
     "load_image_tensor",
     "pad_to_multiple",
     "read_image_size",
+    "read_image_note",
     "save_image_atomic",
     "tensor_to_image",
     "to_rgb",
@@ -340,14 +341,50 @@ def crop_padding(x: torch.Tensor, padding: Padding) -> torch.Tensor:
 # -------------------------------------------------------------------------------------------- saving
 
 
+NOTE_KEY = "quantart"
+
+
+def _note_options(image_format: str, note: str) -> dict[str, object]:
+    if image_format == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_itxt(NOTE_KEY, note)
+        return {"pnginfo": info}
+    if image_format == "JPEG":
+        return {"comment": (NOTE_KEY + ":" + note).encode("utf-8")}
+    if image_format == "WEBP":
+        return {"xmp": (NOTE_KEY + ":" + note).encode("utf-8")}
+    return {}
+
+
+def read_image_note(path: str | os.PathLike[str]) -> str | None:
+    """The ``note`` :func:`save_image_atomic` stored in an image (None: none, or not a readable image)."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                text = getattr(image, "text", {}) or {}
+                return text.get(NOTE_KEY)
+            raw = image.info.get("comment") if image.format == "JPEG" else image.info.get("xmp")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    if isinstance(raw, bytes) and raw.startswith(NOTE_KEY.encode() + b":"):
+        return raw[len(NOTE_KEY) + 1:].decode("utf-8", errors="replace")
+    return None
+
+
 def save_image_atomic(
     image: Image.Image | torch.Tensor,
     path: str | os.PathLike[str],
     *,
     quality: int = 95,
     lossless: bool = False,
+    note: str | None = None,
 ) -> Path:
     """Write ``image`` to ``path`` so readers see either the old file or the complete new one.
+
+    ``note`` is a text stored inside the file (PNG text chunk, JPEG comment, WebP XMP packet; other formats
+    ignore it), read back by :func:`read_image_note`: ``stylize`` records there what made each output.
 
     The image goes through :func:`~quantart_cli.core.io.atomic.atomic_write` (a temp file beside ``path``,
     fsynced and renamed; a write failure raises :class:`WriteError`). The format follows the suffix (see
@@ -375,7 +412,8 @@ def save_image_atomic(
         options = {"quality": quality, "lossless": lossless, "method": 4}
     elif image_format == "BMP" and image.mode not in ("RGB", "L", "1", "P"):
         image = to_rgb(image)
-
+    if note is not None:
+        options.update(_note_options(image_format, note))
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:

@@ -1,23 +1,41 @@
-"""Stylizing image files: where each output goes, which inputs are earlier outputs, one file in and out.
+"""Stylizing image files: where each output goes, whether it is up to date, one file in and out.
 
-The stylize stage collects the inputs, builds a :class:`~quantart_cli.core.transfer.engine.Stylizer` and walks
-:func:`plan_outputs`' pairs through :func:`stylize_file`, reporting each record as it comes.
+The stylize stage collects the inputs, plans the outputs (:func:`plan_outputs`: a folder's subfolders are kept),
+decides which are up to date from the *recipe* stored in each output (:class:`Recipe`: the model, the style
+images, the input and every knob that changes pixels, as SHA-256s and values), builds a
+:class:`~quantart_cli.core.transfer.engine.Stylizer` and walks the rest through :func:`stylize_file`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from quantart_cli.core.errors import QuantartError, UsageError
-from quantart_cli.core.io.images import SAVE_FORMATS, image_to_tensor, load_image, save_image_atomic
+from quantart_cli.core.io.images import SAVE_FORMATS, image_to_tensor, load_image, read_image_note, save_image_atomic
+from quantart_cli.core.transfer.options import StylizeOptions
 
 if TYPE_CHECKING:
     from quantart_cli.core.transfer.engine import Stylizer
 
-__all__ = ["DEFAULT_OUT", "OutputNaming", "is_earlier_output", "plan_outputs", "stylize_file"]
+__all__ = [
+    "DEFAULT_OUT",
+    "OutputNaming",
+    "Recipe",
+    "file_sha256",
+    "is_earlier_output",
+    "output_state",
+    "plan_outputs",
+    "stylize_file",
+]
+
+#: Knobs that change speed or memory only, never the pixels: changing them leaves outputs up to date.
+PERFORMANCE_ONLY = frozenset({"tile_memory", "query_chunk_size"})
 
 #: Where outputs go when no ``--out`` is given.
 DEFAULT_OUT = Path("stylized")
@@ -45,9 +63,11 @@ class OutputNaming:
         return "." + self.format
 
 
-def plan_outputs(naming: OutputNaming, inputs: list[Path]) -> list[tuple[Path, Path]]:
+def plan_outputs(naming: OutputNaming, inputs: list[Path], roots: Sequence[Path] = ()) -> list[tuple[Path, Path]]:
     """(input, output) pairs: the input's name plus the suffix in the output folder (or ``out`` itself when it
-    names one image file). Two inputs that would write the same file are refused with one sentence."""
+    names one image file). An input found inside one of ``roots`` (the folders given as content) keeps its
+    subfolder under the output folder, so equal names in different subfolders do not collide; two inputs that
+    would still write the same file are refused with one sentence."""
     out = naming.folder
     if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
         if len(inputs) != 1:
@@ -55,10 +75,11 @@ def plan_outputs(naming: OutputNaming, inputs: list[Path]) -> list[tuple[Path, P
                 f"--out {out} names one file but there are {len(inputs)} content images; give a folder instead."
             )
         return [(inputs[0], out)]
+    resolved_roots = [r.resolve() for r in roots]
     pairs: list[tuple[Path, Path]] = []
     claimed: dict[Path, Path] = {}
     for source in inputs:
-        target = out / f"{source.stem}{naming.suffix}{naming.extension(source)}"
+        target = out / _subfolder(source, resolved_roots) / f"{source.stem}{naming.suffix}{naming.extension(source)}"
         if target in claimed:
             raise UsageError(
                 f"{source} and {claimed[target]} would both write {target}; stylize them into different --out folders."
@@ -66,6 +87,64 @@ def plan_outputs(naming: OutputNaming, inputs: list[Path]) -> list[tuple[Path, P
         claimed[target] = source
         pairs.append((source, target))
     return pairs
+
+
+def _subfolder(source: Path, roots: Sequence[Path]) -> Path:
+    resolved = source.resolve()
+    for root in roots:
+        try:
+            return resolved.parent.relative_to(root)
+        except ValueError:
+            continue
+    return Path()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What makes an output: SHA-256 of the model (and continuous model), of each style image and of the input,
+    the blend weights and every knob that changes pixels. Stored as JSON inside each output."""
+
+    model: str
+    styles: tuple[str, ...]
+    options: dict[str, Any] = field(hash=False)
+    continuous_model: str | None = None
+
+    @classmethod
+    def of(cls, model: str, styles: Sequence[str], options: StylizeOptions, continuous_model: str | None) -> Recipe:
+        knobs = options.model_dump(mode="json", exclude=set(PERFORMANCE_ONLY))
+        return cls(model=model, styles=tuple(styles), options=knobs, continuous_model=continuous_model)
+
+    def note(self, input_sha256: str) -> str:
+        """The text stored in the output: this recipe plus the input's SHA-256, as canonical JSON."""
+        return json.dumps({"recipe": 1, "model": self.model, "continuous_model": self.continuous_model,
+                           "styles": list(self.styles), "input": input_sha256, "options": self.options},
+                          sort_keys=True, separators=(",", ":"))
+
+
+OutputState = Literal["missing", "current", "stale", "foreign"]
+
+
+def output_state(target: Path, note: str) -> OutputState:
+    """``missing``; ``current`` (made by this very recipe from this input); ``stale`` (made by quantart from
+    another recipe or input: redo it); ``foreign`` (a file quantart did not write: leave it unless told)."""
+    if not target.exists():
+        return "missing"
+    stored = read_image_note(target)
+    if stored is None:
+        return "foreign"
+    try:
+        json.loads(stored)
+    except ValueError:
+        return "foreign"
+    return "current" if stored == note else "stale"
 
 
 def is_earlier_output(naming: OutputNaming, source: Path) -> bool:
@@ -77,18 +156,22 @@ def is_earlier_output(naming: OutputNaming, source: Path) -> bool:
     )
 
 
-def stylize_file(stylizer: Stylizer, source: Path, target: Path) -> dict[str, Any] | str:
-    """Stylize one file and write it atomically; returns its record (input, output, size, tiled, seconds per
-    phase), or the error sentence when the input is unusable."""
+def stylize_file(stylizer: Stylizer, source: Path, target: Path, note: str | None = None) -> dict[str, Any] | str:
+    """Stylize one file and write it atomically (with ``note``, its recipe, inside); returns its record (input,
+    output, size, tiled, seconds per phase), or the error sentence when this input cannot be stylized (unreadable,
+    truncated, or failing in the model), so a batch goes on with the next one."""
     start = time.perf_counter()
     try:
         content = image_to_tensor(load_image(source))
     except QuantartError as err:
         return str(err)
     read_seconds = time.perf_counter() - start
-    result = stylizer(content)
+    try:
+        result = stylizer(content)
+    except (QuantartError, RuntimeError) as err:  # e.g. out of memory on one huge image: the others still run
+        return f"Could not stylize {source}: {err}".rstrip(".") + "."
     start = time.perf_counter()
-    save_image_atomic(result.image, target)
+    save_image_atomic(result.image, target, note=note)
     timings = {"read": read_seconds, **result.timings, "write": time.perf_counter() - start}
     timings["total"] = timings["read"] + timings["total"] + timings["write"]
     height, width = result.image.shape[-2:]
