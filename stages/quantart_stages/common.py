@@ -41,6 +41,79 @@ class TrainingSettings(CheckpointReadingSettings, LoopOptions):
 
 # -- helpers both trainers share (kept free of torch at import time: `--help` must stay fast) ------------------
 
+#: The settings a training run was started with, in its run folder (a preset: TOML, each value's source noted).
+RUN_SETTINGS = "settings.toml"
+#: What a resumed run may change; everything else keeps the value the run was started with.
+MAY_CHANGE_ON_RESUME = frozenset({
+    "steps", "save_every", "keep_checkpoints", "sample_every", "log_every", "workers", "device", "resume", "out",
+    "trust_checkpoint", "compile",
+})
+
+
+def record_run_settings(settings: StageSettings, ctx, out_dir: Path) -> None:
+    """Write the resolved settings into a new run folder (paths made absolute), so ``--resume DIR`` alone can
+    continue it from anywhere."""
+    from quantart_cli.core.io.atomic import atomic_write
+    from quantart_cli.shell.settings import ResolvedSettings, render_config
+
+    absolute = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, Path):
+            absolute[name] = value.absolute()
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            absolute[name] = [v.absolute() for v in value]
+    recorded = settings.model_copy(update=absolute)
+    text = render_config(ResolvedSettings(settings=recorded, sources=ctx.resolved.sources)) + "\n"
+    atomic_write(out_dir / RUN_SETTINGS, lambda tmp: tmp.write_text(text, encoding="utf-8"), what="run settings")
+
+
+def resumed_settings(settings: TrainingSettings, ctx) -> TrainingSettings:
+    """With ``--resume DIR``: the settings recorded in DIR; what is given now overrides them only where it may
+    change (steps, save and log intervals, workers, device), and any other setting given now that differs from the
+    recorded one is refused with one sentence. A run folder without recorded settings resumes as before."""
+    if settings.resume is None or not (settings.resume / RUN_SETTINGS).is_file():
+        return settings
+    from quantart_cli.core.errors import UsageError
+    from quantart_cli.shell.settings import load_preset, option_label
+
+    model = type(settings)
+    recorded, _ = load_preset(settings.resume / RUN_SETTINGS, model)
+    current = _flat(settings.model_dump(mode="json"))
+    merged: dict[str, object] = {}
+    for key, value in _flat(recorded).items():
+        given = ctx.resolved.source_of(key).kind != "default"
+        if given and key.split(".")[0] in MAY_CHANGE_ON_RESUME:
+            continue
+        if given and current.get(key) != value:
+            raise UsageError(
+                f"{option_label(key, model)} is {current.get(key)!r} but the run in {settings.resume} was started with "
+                f"{value!r}; a resumed run keeps its settings (only {', '.join(_SHOWN)} may change)."
+            )
+        merged[key] = value
+    data = settings.model_dump(mode="json")
+    for key, value in merged.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    data["resume"] = str(settings.resume)
+    return model.model_validate(data)
+
+
+_SHOWN = ("steps", "save_every", "sample_every", "log_every", "keep_checkpoints", "workers", "device")
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
 
 def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Path:
     """The run folder: ``--resume``'s folder, else ``--out``, else a new stamped folder under the runs dir.

@@ -19,6 +19,9 @@ class EncodeSettings(CheckpointReadingSettings):
     decode: bool = cli_option(False, "Turn code files back into images.", aliases=("--reverse",))
     single_file: bool = cli_option(False, "Write one safetensors file for the whole dataset.")
     batch_size: int = cli_option(8, "Images per batch (images of equal size are batched together).", ge=1)
+    size: int | None = cli_option(
+        None, "Resize each image's longer side to this many pixels before encoding (default: as stored).", ge=16
+    )
     overwrite: bool = cli_option(False, "Replace existing outputs (default: skip them).")
 
 
@@ -55,7 +58,7 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
             raise UsageError(f"{target} exists; pass --overwrite to replace it.")
         with ctx.console.progress("encoding", len(paths), unit="img") as bar:
             records = list(encode_image_files(model, paths, device=device, batch_size=settings.batch_size,
-                                              on_image=lambda _: bar.advance()))
+                                              on_image=lambda _: bar.advance(), size=settings.size))
         save_code_file(target, CodeFile(records, digest, n_embed, factor))
         ctx.console.result(str(target))
         return 0
@@ -71,7 +74,8 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
                              " encode them into different --out folders or use --single-file.")
         stems[path.stem] = path
     with ctx.console.progress("encoding", len(todo), unit="img") as bar:
-        for record in encode_image_files(model, todo, device=device, batch_size=settings.batch_size):
+        for record in encode_image_files(model, todo, device=device, batch_size=settings.batch_size,
+                                         size=settings.size):
             target = save_code_file(out_dir / f"{Path(record.source).stem}.safetensors",
                                     CodeFile([record], digest, n_embed, factor))
             ctx.console.result(str(target))

@@ -11,7 +11,9 @@ from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
 from quantart_stages.common import (
     TrainingSettings,
+    record_run_settings,
     resume_header,
+    resumed_settings,
     run_with_progress,
     summary_rows,
     training_device,
@@ -39,6 +41,7 @@ class TrainSGASettings(TrainingSettings):
 
 
 def run(settings: TrainSGASettings, ctx: RunContext) -> int:
+    settings = resumed_settings(settings, ctx)  # --resume DIR alone: the run's recorded settings
     if settings.resume is None and (settings.content_vq is None or settings.style_vq is None):
         raise UsageError("train-sga needs --content-vq and --style-vq: the two stage-1 VQGAN checkpoints.")
     if not settings.content_data or not settings.style_data:
@@ -51,6 +54,8 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
     device, info = training_device(settings)
     try:
         out_dir = training_run_folder(settings, ctx, "train-sga")
+        if settings.resume is None and info.is_main:
+            record_run_settings(settings, ctx, out_dir)
         seed_everything(settings.seed)
         show = ctx.console if info.is_main else None
         model, provenance = _build_model(settings, out_dir, device)

@@ -12,7 +12,9 @@ from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
 from quantart_stages.common import (
     TrainingSettings,
+    record_run_settings,
     resume_header,
+    resumed_settings,
     run_with_progress,
     summary_rows,
     training_device,
@@ -36,6 +38,7 @@ class TrainVQSettings(TrainingSettings):
 
 
 def run(settings: TrainVQSettings, ctx: RunContext) -> int:
+    settings = resumed_settings(settings, ctx)  # --resume DIR alone: the run's recorded settings
     if not settings.data:
         raise UsageError("train-vq needs --data: a folder of images, a list file or a CSV manifest.")
 
@@ -47,6 +50,8 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
     device, info = training_device(settings)
     try:
         out_dir = training_run_folder(settings, ctx, "train-vq")
+        if settings.resume is None and info.is_main:
+            record_run_settings(settings, ctx, out_dir)
         seed_everything(settings.seed)
         model_config = _model_config(settings, out_dir)
         dataset = ImageDataset(

@@ -23,7 +23,13 @@ from safetensors.torch import load_file, save_file
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
 from quantart_cli.core.io.atomic import atomic_write
-from quantart_cli.core.io.images import crop_padding, load_image_tensor, pad_to_multiple, tensor_to_image
+from quantart_cli.core.io.images import (
+    crop_padding,
+    load_image_tensor,
+    pad_to_multiple,
+    resize_longer_side,
+    tensor_to_image,
+)
 from quantart_cli.core.models import VQGAN
 
 CODE_FORMAT = "quantart-codes"
@@ -65,8 +71,10 @@ def encode_image_files(
     device: torch.device,
     batch_size: int = 8,
     on_image: Callable[[Path], None] | None = None,
+    size: int | None = None,
 ) -> Iterator[CodeRecord]:
-    """Encode images of any size (padded to the model's factor, reflect) in batches of equal padded size."""
+    """Encode images of any size (padded to the model's factor, reflect) in batches of equal padded size; with
+    ``size`` each image's longer side is first resized to that many pixels (the record keeps the resized size)."""
     factor = model.downsample_factor
     pending: list[tuple[Path, torch.Tensor, tuple[int, int, int, int], int, int]] = []
 
@@ -81,6 +89,8 @@ def encode_image_files(
 
     for path in paths:
         image = load_image_tensor(path)
+        if size is not None:
+            image = resize_longer_side(image, size)
         height, width = image.shape[-2:]
         padded, padding = pad_to_multiple(image, factor)
         if pending and (padded.shape != pending[0][1].shape or len(pending) >= batch_size):

@@ -39,6 +39,7 @@ __all__ = [
     "pad_to_multiple",
     "read_image_size",
     "read_image_note",
+    "resize_longer_side",
     "save_image_atomic",
     "tensor_to_image",
     "to_rgb",
@@ -329,6 +330,17 @@ def pad_to_multiple(
         axis_mode = "replicate" if mode == "reflect" and max(axis_padding) >= size else mode
         x = F.pad(x, axis_padding, mode=axis_mode)
     return x, padding
+
+
+def resize_longer_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (B, C, H, W) so the longer side is ``size`` (bicubic, antialiased), keeping the aspect ratio."""
+    height, width = x.shape[-2:]
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_h, new_w) == (height, width):
+        return x
+    out = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+    return out.clamp(-1.0, 1.0)
 
 
 def crop_padding(x: torch.Tensor, padding: Padding) -> torch.Tensor:

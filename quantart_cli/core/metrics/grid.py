@@ -27,8 +27,7 @@ DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.5, 1.0)
 
 def load_images(paths: Iterable[str | os.PathLike[str]], size: int | None = None) -> dict[str, Tensor]:
     """``{file stem: (1, 3, H, W) tensor in [-1, 1]}``; with ``size`` the longer side is resized to it."""
-    from quantart_cli.core.io.images import image_to_tensor, load_image
-    from quantart_cli.core.transfer.engine import resize_longer_side
+    from quantart_cli.core.io.images import image_to_tensor, load_image, resize_longer_side
 
     images: dict[str, Tensor] = {}
     for path in paths:

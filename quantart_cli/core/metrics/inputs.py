@@ -141,7 +141,7 @@ class ImageCache:
         return self._images[key]
 
     def prepare(self, image: Tensor) -> Tensor:
-        from quantart_cli.core.transfer.engine import resize_longer_side
+        from quantart_cli.core.io.images import resize_longer_side
 
         return image if self.size is None else resize_longer_side(image, self.size)
 

@@ -30,13 +30,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
 from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
 from quantart_cli.core.errors import BadInputError, UsageError
-from quantart_cli.core.io.images import crop_padding, image_to_tensor, pad_to_multiple, tensor_to_image
+from quantart_cli.core.io.images import (
+    crop_padding,
+    image_to_tensor,
+    pad_to_multiple,
+    resize_longer_side,
+    tensor_to_image,
+)
 from quantart_cli.core.nn.attention import normalize_weights, set_query_chunk_size
 from quantart_cli.core.nn.autoencoder import Encoder
 from quantart_cli.core.nn.sga import PreparedReference
@@ -51,7 +56,6 @@ __all__ = [
     "Stylizer",
     "interpolate_decoder",
     "preserve_content_color",
-    "resize_longer_side",
     "stylize_images",
 ]
 
@@ -77,17 +81,6 @@ def preserve_content_color(stylized: Tensor, content: Tensor) -> Tensor:
         )
     mixed = torch.cat([rgb_to_ycbcr(stylized)[:, :1], rgb_to_ycbcr(content)[:, 1:]], dim=1)
     return ycbcr_to_rgb(mixed).clamp(-1.0, 1.0)
-
-
-def resize_longer_side(x: Tensor, size: int) -> Tensor:
-    """Resize (B, C, H, W) so the longer side is ``size`` (bicubic, antialiased), keeping the aspect ratio."""
-    height, width = x.shape[-2:]
-    scale = size / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    if (new_h, new_w) == (height, width):
-        return x
-    out = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
-    return out.clamp(-1.0, 1.0)
 
 
 def _as_batch(x: Tensor, what: str) -> Tensor:
