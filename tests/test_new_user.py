@@ -139,3 +139,27 @@ def tiny_vq_checkpoint(tmp_path: Path) -> Path:
     from quantart_cli.core.models import VQGAN
 
     return save_checkpoint(VQGAN(tiny_vqgan_config()), tmp_path / "vq.pt")
+
+
+def test_help_is_answered_from_a_cache_that_follows_the_code(capsys, monkeypatch, isolated_quantart_env):
+    from quantart_cli.shell import entry
+
+    first = entry.main(["stylize", "--help"])
+    rendered = capsys.readouterr().out
+    assert first == 0 and "--alpha" in rendered
+    cached = list((isolated_quantart_env / "cache" / "help").glob("*.txt"))
+    assert len(cached) == 1 and cached[0].read_text() == rendered
+
+    def no_app(*args, **kwargs):
+        raise AssertionError("a cached help must not build the app")
+
+    import quantart_cli.shell.app as app
+
+    monkeypatch.setattr(app, "main", no_app)
+    assert entry.main(["stylize", "--help"]) == 0 and capsys.readouterr().out == rendered
+    # another terminal width, other arguments or a changed source file: a new key, rendered again
+    key = entry._cache_file(["stylize", "--help"])
+    monkeypatch.setattr(entry, "_source_stamps", lambda package: [package, "changed"])
+    assert entry._cache_file(["stylize", "--help"]) != key
+    assert entry._cache_file(["train-vq", "--help"]) != key
+    assert not entry._asks_for_help(["stylize", "photo.jpg"]) and not entry._asks_for_help(["--", "--help"])
