@@ -755,3 +755,58 @@ def test_a_link_write_onto_its_own_hard_link_leaves_no_temp_file(tmp_path):
     atomic_write(previous, link)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "previous.pt"]
     assert previous.read_bytes() == b"weights"
+
+
+# ------------------------------------------------------------------ issue 18: outputs never hit what a run reads
+
+
+def test_stylize_never_writes_over_its_own_input_style_or_checkpoint(capsys, tmp_path, images, tiny_style_transfer):
+    style = images / "img_0.png"
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    for extra in (["--suffix", "", "--format", "same", "--overwrite"], ["--suffix", "", "--format", "same"]):
+        result = run_cli(capsys, "stylize", str(images), "--style", str(style), "--ckpt", str(tiny_style_transfer),
+                         "--out", str(images), "--device", "cpu", *extra)
+        assert result.code == 2 and "which this run reads" in result.err, result.err
+        _one_sentence(result.err)
+    onto_ckpt = run_cli(capsys, "stylize", str(images / "img_1.png"), "--style", str(style), "--ckpt",
+                        str(tiny_style_transfer), "--out", str(tiny_style_transfer.with_suffix(".png")), "--device",
+                        "cpu")
+    assert onto_ckpt.code == 0  # a different file: fine
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+
+
+def test_stylize_suffix_cannot_leave_the_output_folder(capsys, tmp_path, images, tiny_style_transfer):
+    result = run_cli(capsys, "stylize", str(images / "img_1.png"), "--style", str(images / "img_0.png"), "--ckpt",
+                     str(tiny_style_transfer), "--out", str(tmp_path / "out"), "--suffix", "/../../escaped",
+                     "--device", "cpu")
+    assert result.code == 2 and "--suffix" in result.err
+    assert not list(tmp_path.parent.glob("**/escaped*"))
+
+
+def test_inspect_codebook_does_not_replace_an_existing_picture(capsys, tmp_path, tiny_vq):
+    atlas = tmp_path / "mine.png"
+    atlas.write_bytes(b"the user's own picture")
+    result = run_cli(capsys, "inspect-codebook", str(tiny_vq), "--atlas", str(atlas), "--device", "cpu")
+    assert result.code == 2 and "--overwrite" in result.err
+    assert atlas.read_bytes() == b"the user's own picture"
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_tensor(capsys, tmp_path, images):
+    torch.manual_seed(0)
+    config = StyleTransferConfig(content=tiny_vq_config(), style=tiny_vq_config(), sga_blocks=1)
+    model = StyleTransfer(config)
+    with torch.no_grad():
+        model.decoder.conv_out.weight[0, 0, 0, 0] = float("nan")
+    bad = save_checkpoint(model, tmp_path / "diverged.pt")
+    result = run_cli(capsys, "stylize", str(images / "img_1.png"), "--style", str(images / "img_0.png"), "--ckpt",
+                     str(bad), "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert result.code == 1 and "NaN weights" in result.err and "decoder.conv_out.weight" in result.err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_encode_goes_on_past_an_unreadable_image(capsys, tmp_path, images, tiny_vq):
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = run_cli(capsys, "encode", str(images), "--ckpt", str(tiny_vq), "--out", str(tmp_path / "codes"),
+                     "--device", "cpu")
+    assert result.code == 1 and "broken.png" in result.err and "1 of 5 images could not be encoded" in result.err
+    assert len(list((tmp_path / "codes").glob("*.safetensors"))) == 4

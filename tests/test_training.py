@@ -244,6 +244,52 @@ def test_ctrl_c_saves_the_finished_step_and_resume_continues(tmp_path):
     assert torch.equal(straight.model.weight, resumed.model.weight)
 
 
+def test_a_second_ctrl_c_during_the_save_does_not_tear_it(tmp_path, monkeypatch):
+    """The first Ctrl-C stops after the step and saves; a second one arriving mid-save (between last.pt and
+    state.pt, the worst moment) waits for the save to complete: the files agree and resume is exact."""
+    import quantart_cli.core.train.resume as resume_module
+
+    real_save_state = resume_module.save_training_state
+    calls = {"n": 0}
+
+    def state_save_with_second_interrupt(path, state):
+        calls["n"] += 1
+        os.kill(os.getpid(), signal.SIGINT)  # the impatient second Ctrl-C, while last.pt is already new
+        return real_save_state(path, state)
+
+    class InterruptAt3(TrainingCallbacks):
+        def on_step(self, step, record):
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    import quantart_cli.core.train.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "save_training_state", state_save_with_second_interrupt)
+    stream = BatchStream(PointsDataset(), batch_size=3, seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(ToyTask(), stream, tmp_path, LoopOptions(steps=10, save_every=100), device=torch.device("cpu"),
+                     callbacks=InterruptAt3())
+    assert calls["n"] == 1
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 3
+    assert torch.load(tmp_path / LAST_CHECKPOINT, weights_only=True)["step"] == 3
+    monkeypatch.setattr(loop_module, "save_training_state", real_save_state)
+    straight, _ = _train(tmp_path / "straight", 10, save_every=100)
+    resumed, _ = _train(tmp_path, 10, resume=True, save_every=100, task=ToyTask(seed=7))
+    assert torch.equal(straight.model.weight, resumed.model.weight)
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_with_the_holders_pid(tmp_path):
+    from quantart_cli.core.errors import UsageError
+    from quantart_cli.core.train.lock import run_folder_lock
+
+    with run_folder_lock(tmp_path / "run"):
+        stream = BatchStream(PointsDataset(), batch_size=3, seed=5)
+        with pytest.raises(UsageError, match=rf"in use by a run in process {os.getpid()}"):
+            run_training(ToyTask(), stream, tmp_path / "run", LoopOptions(steps=2), device=torch.device("cpu"))
+    _train(tmp_path / "run", 2)  # released: the folder can be used again
+    assert not (tmp_path / "run" / ".quantart.lock").exists()
+
+
 def test_bf16_autocast_on_cpu_trains(tmp_path):
     _, result = _train(tmp_path, 4, precision="bf16")
     assert result.final_step == 4 and result.last_record["total"] == result.last_record["total"]

@@ -48,6 +48,13 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
     from quantart_cli.core.io.codes import CodeFile, encode_image_files, save_code_file
 
     paths = collect_images(settings.inputs)
+    failures: list[str] = []
+
+    def failed(path: Path, err: Exception) -> None:
+        failures.append(str(err))
+        if len(paths) > 1:
+            ctx.console.warn(str(err))
+
     n_embed = model.config.quantizer.n_embed
     factor = model.downsample_factor
     if settings.single_file:
@@ -58,10 +65,12 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
             raise UsageError(f"{target} exists; pass --overwrite to replace it.")
         with ctx.console.progress("encoding", len(paths), unit="img") as bar:
             records = list(encode_image_files(model, paths, device=device, batch_size=settings.batch_size,
-                                              on_image=lambda _: bar.advance(), size=settings.size))
-        save_code_file(target, CodeFile(records, digest, n_embed, factor))
-        ctx.console.result(str(target))
-        return 0
+                                              on_image=lambda _: bar.advance(), size=settings.size,
+                                              on_error=failed))
+        if records:
+            save_code_file(target, CodeFile(records, digest, n_embed, factor))
+            ctx.console.result(str(target))
+        return _failures(failures, len(paths))
     out_dir = settings.out or Path("codes")
     todo = [p for p in paths if settings.overwrite or not (out_dir / f"{p.stem}.safetensors").exists()]
     if len(todo) < len(paths):
@@ -75,11 +84,23 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
         stems[path.stem] = path
     with ctx.console.progress("encoding", len(todo), unit="img") as bar:
         for record in encode_image_files(model, todo, device=device, batch_size=settings.batch_size,
-                                         size=settings.size):
+                                         size=settings.size, on_error=failed):
             target = save_code_file(out_dir / f"{Path(record.source).stem}.safetensors",
                                     CodeFile([record], digest, n_embed, factor))
             ctx.console.result(str(target))
             bar.advance()
+    return _failures(failures, len(todo))
+
+
+def _failures(failures: list[str], total: int) -> int:
+    """A folder goes on past unreadable images; the run still ends non-zero, naming how many."""
+    if failures:
+        from quantart_cli.core.errors import BadInputError
+
+        if total == 1:
+            raise BadInputError(failures[0])
+        raise BadInputError(f"{len(failures)} of {total} images could not be encoded (each named above); "
+                            f"{total - len(failures)} were.")
     return 0
 
 

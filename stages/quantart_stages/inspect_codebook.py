@@ -28,6 +28,7 @@ class InspectCodebookSettings(CheckpointReadingSettings):
     json_output: bool = cli_option(False, "Print every figure as JSON on stdout.", flag="--json")
     atlas: Path | None = cli_option(None, "Write a PNG grid decoding every code, ordered by usage.")
     plot: Path | None = cli_option(None, "Write a PNG rank plot of code usage (needs --data or stored usage).")
+    overwrite: bool = cli_option(False, "Replace an existing --atlas or --plot file.")
     top: int = cli_option(10, "How many of the most used codes to list.", ge=1)
     batch_size: int = cli_option(8, "Images per batch when encoding --data.", ge=1)
     size: int = cli_option(256, "Image size for encoding --data (multiple of 16).", ge=16, multiple_of=16)
@@ -46,6 +47,10 @@ def run(settings: InspectCodebookSettings, ctx: RunContext) -> int:
     for option, target in (("--atlas", settings.atlas), ("--plot", settings.plot)):
         if target is not None and target.suffix.lower() != ".png":
             raise UsageError(f"{option} writes a PNG image; give a file name ending in .png, not {target.name}.")
+        if target is not None and target.exists() and not settings.overwrite:
+            raise UsageError(f"{option} {target} exists; pass --overwrite to replace it, or pick another name.")
+        if target is not None and settings.ckpt is not None and target.resolve() == settings.ckpt.resolve():
+            raise UsageError(f"{option} {target} is the checkpoint being inspected; pick another name.")
 
     from quantart_cli.core.codebook.stats import checkpoint_codebooks, codebook_from_state_dict, codebook_stats
     from quantart_cli.core.devices import resolve_device

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
 from quantart_cli.core.options import cli_argument, cli_option
@@ -36,6 +36,13 @@ class StylizeSettings(CheckpointReadingSettings, StylizeOptions):
         False, "Keep every output that exists, even one made with another model, style or options."
     )
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix_is_a_name(cls, suffix: str) -> str:
+        if "/" in suffix or "\\" in suffix or ".." in suffix:
+            raise ValueError("it is added to file names, so it cannot contain '/', '\\' or '..'")
+        return suffix
 
     @model_validator(mode="after")
     def _weights_match_styles(self) -> StylizeSettings:
@@ -84,6 +91,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     from quantart_cli.core.transfer.engine import Stylizer
     from quantart_cli.core.transfer.files import (
         Recipe,
+        check_outputs,
         file_sha256,
         is_earlier_output,
         output_state,
@@ -110,6 +118,9 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
             raise NotFoundError("Every input is an output of an earlier stylize run; nothing left to stylize.")
     roots = [Path(item) for item in settings.content if Path(item).is_dir()]
     pairs = plan_outputs(names, inputs, roots)
+    single_file = len(pairs) == 1 and pairs[0][1] == names.folder  # --out names the output file itself
+    protected = [*settings.style, Path(ckpt), *([Path(continuous_ckpt)] if continuous_ckpt else [])]
+    check_outputs(pairs, protected, names.folder.parent if single_file else names.folder)
 
     recipe = Recipe.of(file_sha256(Path(ckpt)), [file_sha256(p) for p in settings.style], options,
                        file_sha256(Path(continuous_ckpt)) if continuous_ckpt is not None else None)

@@ -104,7 +104,19 @@ def load_checkpoint(
     check_kind(ckpt.kind, expected_kind, path)
     origin = "the config inferred from its shapes" if ckpt.source_format == "original" else "its config"
     check_state_dict_fits(ckpt.config, ckpt.state_dict, source=str(path), config_origin=origin)
+    check_finite_weights(ckpt.state_dict, path)
     return ckpt
+
+
+def check_finite_weights(state_dict: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with NaN or Inf (a diverged or damaged run): they only make black or garbage images."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+            raise BadInputError(
+                f"{path} holds {kind} weights (first in {name}): it comes from a diverged or damaged run and "
+                "cannot be used; take an earlier checkpoint of that run."
+            )
 
 
 def load_model(

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from quantart_cli.core.errors import BadInputError, NotFoundError
+from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError
 from quantart_cli.core.io.atomic import atomic_write
 from quantart_cli.core.io.images import (
     crop_padding,
@@ -72,9 +72,11 @@ def encode_image_files(
     batch_size: int = 8,
     on_image: Callable[[Path], None] | None = None,
     size: int | None = None,
+    on_error: Callable[[Path, QuantartError], None] | None = None,
 ) -> Iterator[CodeRecord]:
     """Encode images of any size (padded to the model's factor, reflect) in batches of equal padded size; with
-    ``size`` each image's longer side is first resized to that many pixels (the record keeps the resized size)."""
+    ``size`` each image's longer side is first resized to that many pixels (the record keeps the resized size).
+    An image that cannot be read is passed to ``on_error`` and left out (without it, the error is raised)."""
     factor = model.downsample_factor
     pending: list[tuple[Path, torch.Tensor, tuple[int, int, int, int], int, int]] = []
 
@@ -88,7 +90,13 @@ def encode_image_files(
         pending.clear()
 
     for path in paths:
-        image = load_image_tensor(path)
+        try:
+            image = load_image_tensor(path)
+        except QuantartError as err:
+            if on_error is None:
+                raise
+            on_error(path, err)
+            continue
         if size is not None:
             image = resize_longer_side(image, size)
         height, width = image.shape[-2:]

@@ -23,6 +23,7 @@ import torch
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError, WriteError
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.ddp import DistInfo, any_rank, stop_agreed
+from quantart_cli.core.train.lock import run_folder_lock
 from quantart_cli.core.train.optim import first_lr, params_with_grad
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.precision import check_precision
@@ -99,6 +100,23 @@ def run_training(
     Raises :class:`NonFiniteLossError` when a loss is NaN/inf (nothing is saved for that step) and
     re-raises ``KeyboardInterrupt`` after saving a checkpoint of the last finished step.
     """
+    lock = run_folder_lock(Path(out_dir)) if info.is_main else contextlib.nullcontext()
+    with lock:  # one run per folder, from loading its state to the last save
+        return _run_training(task, stream, out_dir, options, device=device, info=info, callbacks=callbacks,
+                             resume=resume)
+
+
+def _run_training(
+    task: TrainingTask,
+    stream: BatchStream,
+    out_dir: Path,
+    options: LoopOptions,
+    *,
+    device: torch.device,
+    info: DistInfo = DistInfo(),
+    callbacks: TrainingCallbacks | None = None,
+    resume: bool = False,
+) -> TrainingResult:
     callbacks = callbacks or TrainingCallbacks()
     check_precision(device, options.precision)
     out_dir = Path(out_dir)
@@ -149,15 +167,18 @@ def run_training(
         trim_metrics(out_dir / METRICS_FILE, step)
     saved_step = step if resume else None
 
+    stop = StopRequest()
+
     def save(at_step: int, *, periodic: bool) -> None:
         nonlocal saved_step
-        if info.is_main:
-            try:
-                _save_files(at_step, periodic=periodic)
-            except (OSError, QuantartError) as err:
-                raise _write_failure(err, out_dir, saved_step) from err
-            callbacks.on_checkpoint(at_step, last_path)
-        saved_step = at_step
+        with stop.saving():  # a second Ctrl-C now takes effect when the save is complete, never in between
+            if info.is_main:
+                try:
+                    _save_files(at_step, periodic=periodic)
+                except (OSError, QuantartError) as err:
+                    raise _write_failure(err, out_dir, saved_step) from err
+                callbacks.on_checkpoint(at_step, last_path)
+            saved_step = at_step
 
     def _save_files(at_step: int, *, periodic: bool) -> None:
         """previous.pt, last.pt, state.pt in that order: a kill at any point leaves a matching pair."""
@@ -194,7 +215,7 @@ def run_training(
     last_record: dict[str, Any] = {}
     interrupted = False
 
-    with StopRequest() as stop:
+    with stop:
         try:
             while step < options.steps:
                 batches = [_to_device(stream.next(), device) for _ in range(options.accumulate)]

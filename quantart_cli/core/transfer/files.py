@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_OUT",
     "OutputNaming",
     "Recipe",
+    "check_outputs",
     "file_sha256",
     "is_earlier_output",
     "output_state",
@@ -145,6 +146,21 @@ def output_state(target: Path, note: str) -> OutputState:
     except ValueError:
         return "foreign"
     return "current" if stored == note else "stale"
+
+
+def check_outputs(pairs: Sequence[tuple[Path, Path]], protected: Sequence[Path], out: Path) -> None:
+    """Outputs stay inside ``out`` (or are ``out`` itself) and never land on a file the run reads (an input, a
+    style image, a checkpoint): refused in one sentence, ``--overwrite`` or not."""
+    folder = out.resolve()
+    reads = {p.resolve(): p for p in protected} | {source.resolve(): source for source, _ in pairs}
+    for _, target in pairs:
+        resolved = target.resolve()
+        if resolved in reads:
+            raise UsageError(
+                f"{target} would overwrite {reads[resolved]}, which this run reads; pick another --out or --suffix."
+            )
+        if resolved != folder and folder not in resolved.parents:
+            raise UsageError(f"{target} lies outside the output folder {out}; --suffix cannot contain a path.")
 
 
 def is_earlier_output(naming: OutputNaming, source: Path) -> bool:
