@@ -810,3 +810,32 @@ def test_encode_goes_on_past_an_unreadable_image(capsys, tmp_path, images, tiny_
                      "--device", "cpu")
     assert result.code == 1 and "broken.png" in result.err and "1 of 5 images could not be encoded" in result.err
     assert len(list((tmp_path / "codes").glob("*.safetensors"))) == 4
+
+
+def test_a_full_disk_during_torch_save_is_one_sentence(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError of its zip writer, without errno."""
+    import shutil
+
+    from quantart_cli.core.io.checkpoints import save_checkpoint as save
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/0")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    target = tmp_path / "vq.pt"
+    target.write_bytes(b"the previous checkpoint")
+    with pytest.raises(WriteError, match=r"No space left on device; nothing was replaced"):
+        save(VQGAN(tiny_vq_config()), target)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["vq.pt"]
+
+
+def test_names_that_are_not_utf8_are_shown_safely(capsys, tmp_path, images, tiny_style_transfer):
+    odd = os.fsdecode(b"caf\xe9.png")
+    shutil_copy = __import__("shutil").copy
+    shutil_copy(images / "img_1.png", tmp_path / odd)
+    result = run_cli(capsys, "stylize", str(tmp_path / odd), "--style", str(images / "img_0.png"), "--ckpt",
+                     str(tiny_style_transfer), "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert result.code == 0, result.err
+    assert "caf\\xe9_stylized.png" in result.out

@@ -26,6 +26,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
+
+def displayable(text: str) -> str:
+    """Text safe to print on any terminal: file names whose bytes are not UTF-8 (kept by Python as surrogates)
+    show their odd bytes as ``\\xNN`` instead of breaking the output."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 #: Width of result tables when stdout is a file or a pipe (a terminal uses its own width, COLUMNS wins).
 PIPED_WIDTH = 200
 
@@ -65,7 +76,7 @@ class Console:
     # -- results (stdout) -------------------------------------------------------------------------------------
     def result(self, text: str) -> None:
         """A result line on stdout, printed verbatim (no markup), never silenced by --quiet."""
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(displayable(text) + "\n")
         sys.stdout.flush()
 
     def result_table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -82,15 +93,15 @@ class Console:
     # -- notes (stderr) ---------------------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(escape(message))
+            self.err.print(escape(displayable(message)))
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {escape(message)}")
+        self.err.print(f"[yellow]warning:[/yellow] {escape(displayable(message))}")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        self.err.print(f"[bold red]error:[/bold red] {escape(message)}")
+        self.err.print(f"[bold red]error:[/bold red] {escape(displayable(message))}")
         if hint:
-            self.err.print(f"[dim]hint:[/dim] {escape(hint)}")
+            self.err.print(f"[dim]hint:[/dim] {escape(displayable(hint))}")
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """A summary table on stderr (decoration, not a result)."""

@@ -48,21 +48,25 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], 
         tmp.unlink(missing_ok=True)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        reason = io_reason(err)
+        reason = io_reason(err, path.parent)
         if reason is not None:
-            raise WriteError(f"Cannot write {label} ({reason}).") from err
+            raise WriteError(f"Cannot write {label} ({reason}; nothing was replaced).") from err
         raise
     _fsync_dir(path.parent)
     return path
 
 
-def io_reason(err: BaseException) -> str | None:
+def io_reason(err: BaseException, folder: Path | None = None) -> str | None:
     """The OS's reason for an I/O failure ("No space left on device"), else None (not an I/O failure).
 
     safetensors reports a full disk as its own error type, not as an OSError; its text holds the reason.
+    ``torch.save`` reports it as a RuntimeError of its zip writer without the reason: the free space of
+    ``folder`` tells whether the disk is full.
     """
     if isinstance(err, OSError):
         return err.strerror or str(err) or type(err).__name__
+    if isinstance(err, RuntimeError) and "PytorchStreamWriter failed" in str(err):
+        return _full_disk_or(folder, "PyTorch's file writer failed")
     if type(err).__name__ != "SafetensorError":
         return None
     text = str(err)
@@ -70,6 +74,16 @@ def io_reason(err: BaseException) -> str | None:
     if marker not in text:
         return None
     return text.split(marker, 1)[1].split(" (os error", 1)[0].strip() or text
+
+
+def _full_disk_or(folder: Path | None, otherwise: str) -> str:
+    import shutil
+
+    try:
+        full = folder is not None and shutil.disk_usage(folder).free < 64 * 1024 * 1024
+    except OSError:
+        full = False
+    return "No space left on device" if full else otherwise
 
 
 def _fsync_dir(folder: Path) -> None:

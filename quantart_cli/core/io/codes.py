@@ -156,12 +156,41 @@ def load_code_file(path: str | os.PathLike[str]) -> CodeFile:
         raise BadInputError(f"{path} is a safetensors file but not a quantart code file (written by `encode`).")
     try:
         metas = json.loads(metadata["records"])
-        records = [
-            CodeRecord(tensors[m["key"]].to(torch.int64), int(m["width"]), int(m["height"]),
-                       tuple(int(p) for p in m["padding"]), str(m["source"]))  # type: ignore[arg-type]
-            for m in metas
-        ]
-        return CodeFile(records, metadata["checkpoint_sha256"], int(metadata["n_embed"]),
-                        int(metadata["downsample_factor"]))
-    except (KeyError, ValueError, TypeError) as err:
-        raise BadInputError(f"Code file {path} has damaged metadata ({type(err).__name__}: {err}).") from err
+        n_embed, factor = int(metadata["n_embed"]), int(metadata["downsample_factor"])
+        if not isinstance(metas, list) or n_embed < 1 or factor < 1:
+            raise ValueError("records must be a list and n_embed, downsample_factor positive")
+        records = [_record(tensors, m, n_embed, factor) for m in metas]
+        return CodeFile(records, str(metadata["checkpoint_sha256"]), n_embed, factor)
+    except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as err:
+        raise BadInputError(f"Code file {path} is damaged: {_reason(err)}.") from err
+
+
+def _record(tensors: dict[str, torch.Tensor], meta: Any, n_embed: int, factor: int) -> CodeRecord:
+    """One record, checked: integer indices of rank 2 within the codebook, sizes that fit the grid."""
+    if not isinstance(meta, dict):
+        raise ValueError("a record is not a table")
+    indices = tensors[meta["key"]]
+    if indices.dtype.is_floating_point or indices.dtype == torch.bool or indices.dim() != 2:
+        raise ValueError(f"record {meta['key']!r} holds {indices.dtype} indices of shape {tuple(indices.shape)}, "
+                         "not a 2-D integer grid")
+    indices = indices.to(torch.int64)
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n_embed):
+        raise ValueError(f"record {meta['key']!r} has indices outside the codebook of {n_embed} codes")
+    width, height = int(meta["width"]), int(meta["height"])
+    padding = tuple(int(p) for p in meta["padding"])
+    grid_h, grid_w = indices.shape
+    if len(padding) != 4 or min(padding) < 0 or width < 1 or height < 1:
+        raise ValueError(f"record {meta['key']!r} has an impossible size or padding")
+    if (width + padding[0] + padding[1], height + padding[2] + padding[3]) != (grid_w * factor, grid_h * factor):
+        raise ValueError(
+            f"record {meta['key']!r}: size {width}x{height} and padding do not fit its {grid_w}x{grid_h} grid"
+        )
+    return CodeRecord(indices, width, height, padding, str(meta["source"]))  # type: ignore[arg-type]
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, KeyError):
+        return f"its metadata lacks {err}"
+    if isinstance(err, RecursionError):
+        return "its metadata is nested too deeply"
+    return str(err).rstrip(".") or "its metadata does not make sense"

@@ -163,7 +163,9 @@ def _run_training(
             ) from err
         # Leftovers of a killed run: temp files nobody will finish, and metrics past the step we start from
         # (a fresh start in a folder whose first save never completed starts its metrics afresh too).
-        remove_stale_temps(out_dir)
+        removed = remove_stale_temps(out_dir)
+        if removed:
+            callbacks.on_message(f"Removed {removed} unfinished temp file(s) a killed run left in {out_dir}.")
         trim_metrics(out_dir / METRICS_FILE, step)
     saved_step = step if resume else None
 

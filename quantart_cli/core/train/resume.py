@@ -120,12 +120,16 @@ def keep_previous(last: Path, previous: Path) -> None:
         logger.warning("Could not keep %s as %s (%s).", last, previous, err)
 
 
-def remove_stale_temps(out_dir: Path) -> None:
-    """Temp files of writes that a killed run never finished; they are never read, only in the way."""
-    for pattern in (".*.pt.*.tmp", ".step_*.pt.tmp", f".{METRICS_FILE}.*.tmp"):
+def remove_stale_temps(out_dir: Path) -> int:
+    """Temp files of writes that a killed run never finished (only our own naming); they are never read, only in
+    the way. Returns how many were removed."""
+    removed = 0
+    for pattern in (".*.pt.*.tmp", ".step_*.pt.tmp", f".{METRICS_FILE}.*.tmp", ".*.toml.*.tmp"):
         for stale in out_dir.glob(pattern):
             with contextlib.suppress(OSError):
                 stale.unlink()
+                removed += 1
+    return removed
 
 
 def trim_metrics(path: Path, step: int) -> None:
