@@ -688,3 +688,15 @@ def test_ddp_on_gloo_shares_the_cache_build_and_keeps_both_ranks_identical(vqgan
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 7  # 4 content + 3 style shards of 1
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[-1])["d_loss"] > 0
+
+
+def test_the_cache_never_deletes_files_it_did_not_write(vqgans, data, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "content-000.safetensors").write_bytes(b"the user's own file")
+    (folder / "notes.txt").write_text("also theirs")
+    images = UnpairedDataset(data[0], data[1], size=32, seed=7)
+    with pytest.raises(UsageError, match="nothing there was deleted"):
+        build_latent_cache(_model(vqgans), folder, images.content_paths, images.style_paths, size=32)
+    assert (folder / "content-000.safetensors").read_bytes() == b"the user's own file"
+    assert (folder / "notes.txt").read_text() == "also theirs"

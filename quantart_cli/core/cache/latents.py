@@ -361,8 +361,12 @@ def build_latent_cache(
                 callbacks.on_message(f"Rebuilding the latent cache {folder}: it was made from {differs}.")
                 _clear(folder)
                 manifest = None
-        elif any(folder.glob("*.safetensors")):
-            _clear(folder)  # shards without a manifest: unknown origin
+        elif any(next(folder.glob(f"{role}-*.safetensors"), None) is not None for role in ROLES):
+            # the manifest is written before any shard, so these were not made by a cache build: not ours to delete
+            raise UsageError(
+                f"{folder} holds content-/style-*.safetensors files but no latent-cache manifest, so quantart did not "
+                "write them; use an empty --cache folder (nothing there was deleted)."
+            )
         if manifest is None:
             _write_json_atomic(folder / MANIFEST, _manifest_dict(spec, checkpoints))
     _barrier(info)
