@@ -92,6 +92,7 @@ def _make_sandbox(root: Path) -> Path:
     shutil.copy(CONTENT_DIR / "lhq_1.jpg", work / "photo.jpg")
     shutil.copy(STYLE_DIR / "wikiart_1.jpg", work / "monet.jpg")
     shutil.copy(STYLE_DIR / "wikiart_2.jpg", work / "vangogh.jpg")
+    shutil.copy(STYLE_DIR / "wikiart_2.jpg", work / "painting.jpg")
     torch.manual_seed(0)
     vq = VQGAN(TINY)
     for name in ("imagenet_vq.pt", "photo_vq.pt", "art_vq.pt", "vq.pt", "runs/vq/last.pt"):
