@@ -278,6 +278,20 @@ def test_a_second_ctrl_c_during_the_save_does_not_tear_it(tmp_path, monkeypatch)
     assert torch.equal(straight.model.weight, resumed.model.weight)
 
 
+def test_sigterm_stops_like_ctrl_c_after_the_step_with_a_complete_save(tmp_path):
+    class TermAt2(TrainingCallbacks):
+        def on_step(self, step, record):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    stream = BatchStream(PointsDataset(), batch_size=3, seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(ToyTask(), stream, tmp_path, LoopOptions(steps=10, save_every=100), device=torch.device("cpu"),
+                     callbacks=TermAt2())
+    assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused_with_the_holders_pid(tmp_path):
     from quantart_cli.core.errors import UsageError
     from quantart_cli.core.train.lock import run_folder_lock

@@ -54,8 +54,6 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
     device, info = training_device(settings)
     try:
         out_dir = training_run_folder(settings, ctx, "train-sga")
-        if settings.resume is None and info.is_main:
-            record_run_settings(settings, ctx, out_dir)
         seed_everything(settings.seed)
         show = ctx.console if info.is_main else None
         model, provenance = _build_model(settings, out_dir, device)
@@ -104,6 +102,8 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
             metadata=provenance,
             channels_last=settings.channels_last,
         )
+        if settings.resume is None and info.is_main:  # once the inputs proved usable
+            record_run_settings(settings, ctx, out_dir)
         result = run_with_progress(settings, ctx, "train-sga", task, dataset, out_dir, device, info, _status)
         if show:
             rows = summary_rows(result, lr, _SUMMARY_KEYS)

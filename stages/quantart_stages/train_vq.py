@@ -50,8 +50,6 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
     device, info = training_device(settings)
     try:
         out_dir = training_run_folder(settings, ctx, "train-vq")
-        if settings.resume is None and info.is_main:
-            record_run_settings(settings, ctx, out_dir)
         seed_everything(settings.seed)
         model_config = _model_config(settings, out_dir)
         dataset = ImageDataset(
@@ -87,6 +85,8 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             dead_code_window=settings.dead_code_window,
             seed=settings.seed,
         )
+        if settings.resume is None and info.is_main:  # once the inputs proved usable
+            record_run_settings(settings, ctx, out_dir)
         result = run_with_progress(settings, ctx, "train-vq", task, dataset, out_dir, device, info, _status)
         if show:
             psnr_after = reconstruction_psnr(model, eval_images)

@@ -1,5 +1,5 @@
-"""Ctrl-C during training: the first SIGINT stops after the current step, the second at once, but never in
-the middle of a checkpoint save (it then takes effect as soon as the save is complete)."""
+"""Ctrl-C (or SIGTERM) during training: the first stops after the current step, the second at once, but never
+in the middle of a checkpoint save (it then takes effect as soon as the save is complete)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ class StopRequest:
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            # SIGTERM (a job scheduler's polite stop) is handled like Ctrl-C: finish the step, save, exit.
+            self._previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            for sig in self._previous:
+                signal.signal(sig, self._handle)
             self._installed = True
         return self
 
@@ -52,4 +54,5 @@ class StopRequest:
 
     def __exit__(self, *exc: object) -> None:
         if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
