@@ -229,3 +229,20 @@ def test_bad_inputs_end_in_one_sentence(capsys, tmp_path, make, args, expected):
     result = run_cli(capsys, "evaluate", *argv, "--networks", "off", "--device", "cpu")
     assert result.code != 0
     assert expected in _one_sentence(result.err)
+
+
+def test_evaluate_does_not_replace_files_without_overwrite(capsys, tmp_path):
+    manifest = _baseline_manifest(tmp_path / "t", "identity")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("mine\n")
+    common = ["--size", "32", "--networks", "off"]
+    refused = run_cli(capsys, "evaluate", "--manifest", str(manifest), "--out", str(rows), *common)
+    assert refused.code == 2 and "--overwrite" in _one_sentence(refused.err) and rows.read_text() == "mine\n"
+    replaced = run_cli(capsys, "evaluate", "--manifest", str(manifest), "--out", str(rows), "--overwrite", *common)
+    assert replaced.code == 0
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    refused = run_cli(capsys, "evaluate", "--content", str(PHOTOS[0]), "--style", str(PAINTINGS[0]),
+                      "--save-stylized", str(busy), *common, "--device", "cpu")
+    assert refused.code == 2 and "not empty" in refused.err

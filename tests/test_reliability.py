@@ -839,3 +839,14 @@ def test_names_that_are_not_utf8_are_shown_safely(capsys, tmp_path, images, tiny
                      str(tiny_style_transfer), "--out", str(tmp_path / "out"), "--device", "cpu")
     assert result.code == 0, result.err
     assert "caf\\xe9_stylized.png" in result.out
+
+
+def test_max_pixels_refuses_an_image_before_decoding_it(capsys, tmp_path, images, tiny_style_transfer, tiny_vq):
+    result = run_cli(capsys, "stylize", str(images / "img_1.png"), "--style", str(images / "img_0.png"), "--ckpt",
+                     str(tiny_style_transfer), "--out", str(tmp_path / "out"), "--max-pixels", "500", "--device",
+                     "cpu")
+    assert result.code == 1 and "img_0.png" in result.err and "500" in result.err
+    _one_sentence(result.err)
+    encoded = run_cli(capsys, "encode", str(images / "img_1.png"), "--ckpt", str(tiny_vq), "--out",
+                      str(tmp_path / "codes"), "--max-pixels", "500", "--device", "cpu")
+    assert encoded.code != 0 and "500" in encoded.err

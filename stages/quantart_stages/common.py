@@ -6,9 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.options import cli_option
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.shell.settings import StageSettings
+
+
+class ImageReadingSettings(StageSettings):
+    max_pixels: int = cli_option(
+        DEFAULT_MAX_PIXELS,
+        "Refuse images with more pixels than this before decoding them (decompression bombs, absurd sizes).",
+        ge=1,
+    )
 
 
 class CheckpointReadingSettings(StageSettings):
@@ -18,7 +27,7 @@ class CheckpointReadingSettings(StageSettings):
     )
 
 
-class TrainingSettings(CheckpointReadingSettings, LoopOptions):
+class TrainingSettings(CheckpointReadingSettings, ImageReadingSettings, LoopOptions):
     """What both trainers take: the shared loop's :class:`LoopOptions` fields, data and optimizer knobs."""
 
     out: Path | None = cli_option(None, "Run folder (default: a new folder under the runs dir).", short="-o")

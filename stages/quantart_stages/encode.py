@@ -7,10 +7,10 @@ from pathlib import Path
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_stages.common import CheckpointReadingSettings
+from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
 
 
-class EncodeSettings(CheckpointReadingSettings):
+class EncodeSettings(CheckpointReadingSettings, ImageReadingSettings):
     inputs: list[str] = cli_argument("Images, folders or globs (code files with --decode).", default=[])
     ckpt: Path | None = cli_option(None, "VQGAN checkpoint (native, .safetensors or an original .ckpt).")
     out: Path | None = cli_option(
@@ -66,7 +66,7 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
         with ctx.console.progress("encoding", len(paths), unit="img") as bar:
             records = list(encode_image_files(model, paths, device=device, batch_size=settings.batch_size,
                                               on_image=lambda _: bar.advance(), size=settings.size,
-                                              on_error=failed))
+                                              on_error=failed, max_pixels=settings.max_pixels))
         if records:
             save_code_file(target, CodeFile(records, digest, n_embed, factor))
             ctx.console.result(str(target))
@@ -84,7 +84,7 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
         stems[path.stem] = path
     with ctx.console.progress("encoding", len(todo), unit="img") as bar:
         for record in encode_image_files(model, todo, device=device, batch_size=settings.batch_size,
-                                         size=settings.size, on_error=failed):
+                                         size=settings.size, on_error=failed, max_pixels=settings.max_pixels):
             target = save_code_file(out_dir / f"{Path(record.source).stem}.safetensors",
                                     CodeFile([record], digest, n_embed, factor))
             ctx.console.result(str(target))

@@ -10,10 +10,10 @@ from typing import Any, Literal
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_stages.common import CheckpointReadingSettings
+from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
 
 
-class EvaluateSettings(CheckpointReadingSettings):
+class EvaluateSettings(CheckpointReadingSettings, ImageReadingSettings):
     content: list[str] = cli_option([], "Photos (files, folders, globs) to stylize and score.")
     style: list[str] = cli_option([], "Paintings (files, folders, globs) to stylize after and score against.")
     ckpt: Path | None = cli_option(None, "Style-transfer model to evaluate (default: the built-in model).")
@@ -39,6 +39,7 @@ class EvaluateSettings(CheckpointReadingSettings):
     save_stylized: Path | None = cli_option(
         None, "Write the outputs (PNG) and a manifest.csv that scores them again to this folder."
     )
+    overwrite: bool = cli_option(False, "Replace an existing --out file or files in --save-stylized.")
 
 
 def _mode(settings: EvaluateSettings) -> str:
@@ -62,6 +63,12 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
     mode = _mode(settings)
     if settings.out is not None and settings.out.suffix.lower() != ".csv":
         raise UsageError(f"--out writes a CSV file; give a name ending in .csv, not {settings.out.name}.")
+    if settings.out is not None and settings.out.exists() and not settings.overwrite:
+        raise UsageError(f"--out {settings.out} exists; pass --overwrite to replace it, or pick another name.")
+    if (settings.save_stylized is not None and not settings.overwrite and settings.save_stylized.is_dir()
+            and any(settings.save_stylized.iterdir())):
+        raise UsageError(f"--save-stylized {settings.save_stylized} is not empty; pass --overwrite to write into "
+                         "it anyway, or pick an empty folder.")
 
     from quantart_cli.core.data.sources import collect_images
     from quantart_cli.core.devices import resolve_device
@@ -72,7 +79,7 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
     if mode == "manifest":
         rows = inputs.read_manifest(settings.manifest, settings.stylized)
         total = len(rows)
-        triples = inputs.triples_from_manifest(rows, settings.size)
+        triples = inputs.triples_from_manifest(rows, settings.size, max_pixels=settings.max_pixels)
     else:
         photos, paintings = collect_images(settings.content), collect_images(settings.style)
         model = _load_model(settings, device, ctx)
@@ -85,7 +92,8 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
                              f"quantart evaluate --manifest {path}")
 
         triples = inputs.stylize_triples(model, photos, paintings, settings.alpha, size=settings.size,
-                                         limit=settings.limit, save_to=settings.save_stylized, on_manifest=saved)
+                                         limit=settings.limit, save_to=settings.save_stylized, on_manifest=saved,
+                                         max_pixels=settings.max_pixels)
     networks = load_networks(settings.networks, device)
     for name, reason in networks.missing.items():
         if settings.networks == "auto":

@@ -12,10 +12,10 @@ from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
 from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_stages.common import CheckpointReadingSettings
+from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
 
 
-class StylizeSettings(CheckpointReadingSettings, StylizeOptions):
+class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOptions):
     """What to stylize and where to write it; the stylization knobs are :class:`StylizeOptions`' fields."""
 
     content: list[str] = cli_argument("Content images, folders or globs.", default=[])
@@ -102,7 +102,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     # Everything is checked before anything is decided: inputs, styles, checkpoints, options.
     options = StylizeOptions.pick(settings)
     inputs = collect_images(settings.content)
-    styles = [image_to_tensor(load_image(path)) for path in settings.style]
+    styles = [image_to_tensor(load_image(path, max_pixels=settings.max_pixels)) for path in settings.style]
     for path in (ckpt, continuous_ckpt):
         if path is not None:
             check_kind(read_checkpoint_header(path, trust=settings.trust_checkpoint).kind, "style-transfer", Path(path))
@@ -174,7 +174,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     failures: list[str] = []
     with ctx.console.progress("stylizing", len(todo), unit="img") as bar:
         for source, target, note in todo:
-            record = stylize_file(stylizer, source, target, note)
+            record = stylize_file(stylizer, source, target, note, max_pixels=settings.max_pixels)
             if isinstance(record, str):
                 if len(pairs) == 1:
                     raise BadInputError(record)

@@ -74,6 +74,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
             resize_filter=settings.resize_filter,
             style_genre_csv=genre_csv,
             style_genre=settings.style_genre if genre_csv is not None else None,
+            max_pixels=settings.max_pixels,
         )
         loss = StyleTransferLoss(settings.loss.model_copy(update={"disc_in_channels": model.config.embed_dim}))
         loss = loss.to(device)

@@ -60,6 +60,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             resize_filter=settings.resize_filter,
             max_scale=settings.max_scale,
             seed=settings.seed,
+            max_pixels=settings.max_pixels,
         )
         model, loss = _build(settings, model_config, device)
         lr, how = training_lr(settings, info.world_size)

@@ -46,7 +46,8 @@ from torch.utils.data import DataLoader, Dataset
 from quantart_cli.core.data.datasets import EpochMixin, item_rng, shared_zeros
 from quantart_cli.core.data.transforms import ResizeFilter, resize_image, transform_image
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError
-from quantart_cli.core.io.images import DEFAULT_MAX_PIXELS, image_to_tensor, load_image
+from quantart_cli.core.io.images import image_to_tensor, load_image
+from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.train.ddp import DistInfo
 
 logger = logging.getLogger(__name__)

@@ -26,11 +26,8 @@ from torch.utils.data import Dataset
 from quantart_cli.core.data.sources import MAX_WARNINGS, PathLike, Sources, collect_images, select_style_by_genre
 from quantart_cli.core.data.transforms import CropMode, ResizeFilter, ResizeMode, check_transform, transform_image
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError
-from quantart_cli.core.io.images import (
-    DEFAULT_MAX_PIXELS,
-    load_image,
-    read_image_size,
-)
+from quantart_cli.core.io.images import load_image, read_image_size
+from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
-from quantart_cli.core.io.images import (
-    IMAGE_EXTENSIONS,
-)
+from quantart_cli.core.io.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 

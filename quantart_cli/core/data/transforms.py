@@ -10,9 +10,7 @@ import torch
 from PIL import Image
 
 from quantart_cli.core.errors import UsageError
-from quantart_cli.core.io.images import (
-    image_to_tensor,
-)
+from quantart_cli.core.io.images import image_to_tensor
 
 ResizeMode = Literal["shorter-side", "squash"]
 ResizeFilter = Literal["opencv-linear", "antialias"]

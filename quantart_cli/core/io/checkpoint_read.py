@@ -116,7 +116,8 @@ def torch_load(path: Path, *, device: torch.device, trust: bool, mmap: bool = Fa
             warnings.simplefilter("ignore")
             return _load_by_content(path, map_location=device, weights_only=False, pickle_module=lenient_pickle_module)
     except Exception as err:  # arbitrary code ran; anything can fail, and it must not surface as a traceback
-        raise BadInputError(f"{path} could not be unpickled even as a trusted file ({type(err).__name__}).") from (
+        detail = str(err).strip()[:120] or "no detail"
+        raise BadInputError(f"{path} could not be unpickled even as a trusted file ({detail}).") from (
             refusal if isinstance(err, pickle.UnpicklingError) else err
         )
 

@@ -30,6 +30,7 @@ from quantart_cli.core.io.images import (
     resize_longer_side,
     tensor_to_image,
 )
+from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.models import VQGAN
 
 CODE_FORMAT = "quantart-codes"
@@ -73,6 +74,7 @@ def encode_image_files(
     on_image: Callable[[Path], None] | None = None,
     size: int | None = None,
     on_error: Callable[[Path, QuantartError], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[CodeRecord]:
     """Encode images of any size (padded to the model's factor, reflect) in batches of equal padded size; with
     ``size`` each image's longer side is first resized to that many pixels (the record keeps the resized size).
@@ -91,7 +93,7 @@ def encode_image_files(
 
     for path in paths:
         try:
-            image = load_image_tensor(path)
+            image = load_image_tensor(path, max_pixels=max_pixels)
         except QuantartError as err:
             if on_error is None:
                 raise

@@ -24,11 +24,11 @@ from PIL import Image, ImageOps
 
 from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
 from quantart_cli.core.io.atomic import atomic_write
+from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "SAVE_FORMATS",
     "Padding",
@@ -45,8 +45,6 @@ __all__ = [
     "to_rgb",
 ]
 
-#: PIL's own hard decompression-bomb threshold (twice ``Image.MAX_IMAGE_PIXELS``' default), about 179 MP.
-DEFAULT_MAX_PIXELS = 2 * (1024 * 1024 * 1024 // 4 // 3)
 
 #: Suffixes (lower case, with dot) that folder and glob collection treat as images.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -118,12 +116,12 @@ def _open_checked(path: Path, handle, max_pixels: int | None) -> Image.Image:
     except Image.UnidentifiedImageError as exc:
         raise BadInputError(f"File {path} is not an image in a format this tool can read.") from exc
     except Exception as exc:  # PIL plugins raise many types on malformed headers
-        raise BadInputError(f"Image {path} has a corrupt header ({type(exc).__name__}: {exc}).") from exc
+        raise BadInputError(f"Image {path} has a corrupt header ({_detail(exc)}); it cannot be read.") from exc
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise BadInputError(
-            f"Image {path} is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the limit of "
-            f"{max_pixels / 1e6:.1f} megapixels; raise max_pixels if the file is trusted."
+            f"Image {path} is {width}x{height} ({_pixels(width * height)}), above the limit of "
+            f"{_pixels(max_pixels)}; raise --max-pixels if the file is trusted."
         )
     if width < 1 or height < 1:
         raise BadInputError(f"Image {path} declares an empty size {width}x{height}.")
@@ -211,6 +209,15 @@ def to_rgb(image: Image.Image, *, background: tuple[int, int, int] = (255, 255, 
     return image.convert("RGB")
 
 
+def _detail(exc: BaseException) -> str:
+    """PIL's own words, without the exception's class name ("image file is truncated")."""
+    return str(exc).strip().rstrip(".") or "no further detail"
+
+
+def _pixels(count: int) -> str:
+    return f"{count / 1e6:.1f} megapixels" if count >= 100_000 else f"{count:,} pixels"
+
+
 def load_image(
     path: str | os.PathLike[str],
     *,
@@ -237,7 +244,7 @@ def load_image(
                 raise BadInputError(f"Image {path} is too large to open safely ({exc}).") from exc
             except Exception as exc:  # truncated streams raise OSError, malformed ones anything
                 raise BadInputError(
-                    f"Image {path} is truncated or corrupt and cannot be decoded ({type(exc).__name__}: {exc})."
+                    f"Image {path} is truncated or corrupt and cannot be decoded ({_detail(exc)})."
                 ) from exc
     except OSError as exc:
         raise BadInputError(f"Image {path} cannot be read ({exc}).") from exc

@@ -21,6 +21,7 @@ from torch import Tensor
 from quantart_cli.core.errors import BadInputError, NotFoundError
 from quantart_cli.core.io.atomic import atomic_write
 from quantart_cli.core.io.images import image_to_tensor, load_image, save_image_atomic, tensor_to_image
+from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.metrics.scoring import Triple
 
 if TYPE_CHECKING:
@@ -130,14 +131,15 @@ def _relative(file: Path, folder: Path) -> str:
 class ImageCache:
     """Loads each file once, at the evaluation's size (longer side resized to ``size``; None: as stored)."""
 
-    def __init__(self, size: int | None) -> None:
+    def __init__(self, size: int | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.size = size
+        self.max_pixels = max_pixels
         self._images: dict[Path, Tensor] = {}
 
     def __call__(self, path: Path) -> Tensor:
         key = path.resolve()
         if key not in self._images:
-            self._images[key] = self.prepare(image_to_tensor(load_image(path)))
+            self._images[key] = self.prepare(image_to_tensor(load_image(path, max_pixels=self.max_pixels)))
         return self._images[key]
 
     def prepare(self, image: Tensor) -> Tensor:
@@ -146,8 +148,10 @@ class ImageCache:
         return image if self.size is None else resize_longer_side(image, self.size)
 
 
-def triples_from_manifest(rows: Sequence[ManifestRow], size: int | None) -> Iterator[Triple]:
-    images = ImageCache(size)
+def triples_from_manifest(
+    rows: Sequence[ManifestRow], size: int | None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Triple]:
+    images = ImageCache(size, max_pixels)
     for row in rows:
         yield Triple(group=row.group, content=str(row.content), style=str(row.style), stylized=str(row.stylized),
                      output=images(row.stylized), photo=images(row.content), painting=images(row.style))
@@ -163,6 +167,7 @@ def stylize_triples(
     limit: int | None = None,
     save_to: Path | None = None,
     on_manifest: Callable[[list[ManifestRow]], None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[Triple]:
     """Stylize every photo x painting pair (the first ``limit`` pairs, photo-major) at each alpha and yield it.
 
@@ -176,7 +181,7 @@ def stylize_triples(
     pairs = [(p, s) for p in photos for s in paintings]
     if limit is not None:
         pairs = pairs[:limit]
-    images = ImageCache(size)
+    images = ImageCache(size, max_pixels)
     rows: list[ManifestRow] = []
     for alpha in alphas:
         for painting in dict.fromkeys(s for _, s in pairs):

@@ -141,7 +141,8 @@ def _run_training(
             restore_rng_state(state["rng"])
         except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as err:
             raise BadInputError(
-                f"{state_path} does not fit this run ({type(err).__name__}); it was written by another kind of run."
+                f"{state_path} does not fit this run (its optimizer or data state differs); it was written by another "
+                "kind of run."
             ) from err
         if int(state.get("world_size", 1)) != info.world_size:
             callbacks.on_message(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from quantart_cli.core.errors import QuantartError, UsageError
 from quantart_cli.core.io.images import SAVE_FORMATS, image_to_tensor, load_image, read_image_note, save_image_atomic
+from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.transfer.options import StylizeOptions
 
 if TYPE_CHECKING:
@@ -172,13 +173,15 @@ def is_earlier_output(naming: OutputNaming, source: Path) -> bool:
     )
 
 
-def stylize_file(stylizer: Stylizer, source: Path, target: Path, note: str | None = None) -> dict[str, Any] | str:
+def stylize_file(
+    stylizer: Stylizer, source: Path, target: Path, note: str | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict[str, Any] | str:
     """Stylize one file and write it atomically (with ``note``, its recipe, inside); returns its record (input,
     output, size, tiled, seconds per phase), or the error sentence when this input cannot be stylized (unreadable,
     truncated, or failing in the model), so a batch goes on with the next one."""
     start = time.perf_counter()
     try:
-        content = image_to_tensor(load_image(source))
+        content = image_to_tensor(load_image(source, max_pixels=max_pixels))
     except QuantartError as err:
         return str(err)
     read_seconds = time.perf_counter() - start
