@@ -84,7 +84,7 @@ def child(args: argparse.Namespace) -> dict:
     size = args.size
     content = _image(size, 1, device)
     tiled = StylizeOptions(
-        tiling="always", tile=args.tile, overlap=args.overlap, norm_stats=args.tile_norm, tile_memory=args.tile_memory
+        tiling="always", tile=args.tile, overlap=args.overlap, tile_norm=args.tile_norm, tile_memory=args.tile_memory
     )
     untiled = StylizeOptions(tiling="never")
     record: dict = {

@@ -58,18 +58,23 @@ def write_images(folder: Path, count: int, size: int, seed: int) -> Path:
     return folder
 
 
-def time_steps(task: StyleTransferTask, stream: BatchStream, device: torch.device, warmup: int, steps: int) -> float:
+def time_steps(task: StyleTransferTask, stream: BatchStream, device: torch.device, warmup: int, steps: int,
+               order: str = "sequential") -> float:
+    """Seconds per training step, phased as the loop's ``--optimizer-order`` does."""
     ctx = StepContext(device, "fp32", torch.amp.GradScaler(device.type, enabled=False), 1)
     task.train()
+    names = tuple(task.optimizers())
+    phases = [names] if order == "joint" else [(name,) for name in names]
 
     def one(step: int) -> None:
-        for optimizer in task.optimizers().values():
-            optimizer.zero_grad(set_to_none=True)
         batch = stream.next()
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        task.micro_step(batch, step, ctx, tuple(task.optimizers()))  # the joint order: one forward
-        for optimizer in task.optimizers().values():
-            optimizer.step()
+        for phase in phases:
+            for name in phase:
+                task.optimizers()[name].zero_grad(set_to_none=True)
+            task.micro_step(batch, step, ctx, phase)
+            for name in phase:
+                task.optimizers()[name].step()
 
     for step in range(warmup):
         one(step)
@@ -92,6 +97,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--images", type=int, default=16, help="content and style images each")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--order", choices=("sequential", "joint"), default="sequential",
+                        help="the loop's --optimizer-order (sequential: the original's, the default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +134,7 @@ def main() -> None:
             for source, dataset in (("images", images), ("cache", cached)):
                 task = StyleTransferTask(model, StyleTransferLoss(loss_config).to(device), lr=3.6e-5, device=device)
                 stream = BatchStream(dataset, batch_size=batch_size, seed=0)
-                seconds[source] = time_steps(task, stream, device, args.warmup, args.steps)
+                seconds[source] = time_steps(task, stream, device, args.warmup, args.steps, args.order)
                 print(
                     json.dumps(
                         {
