@@ -50,6 +50,7 @@ SKIPPED = {
     "--configs f16": "a multi-minute benchmark of the full model; run by hand",
     "benchmarks/bench_models.py": "a multi-minute benchmark of the full f16 model; run by hand",
     "benchmarks/bench_stylize.py": "a multi-minute benchmark up to 4096 px; run by hand",
+    "benchmarks/profile_stylize.py": "a profile of the full f16 model; run by hand",
     "pytest": "the test suite itself (this is what CI runs)",
     "ruff": "CI's lint step (ruff's own rules, not a quantart command)",
     "lint-imports": "CI's layering check; tests/test_import_rules.py runs it",
