@@ -173,7 +173,8 @@ def _check_keys(data: Mapping[str, Any], model: type[BaseModel], where: str, pre
             _check_keys(value, unwrap_optional(field.annotation)[0], where, prefix + key + ".")
 
 
-def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    """``target["a"]["b"] = value`` for ``dotted = "a.b"``, making the tables on the way."""
     parts = dotted.split(".")
     node = target
     for part in parts[:-1]:
@@ -185,11 +186,12 @@ def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> ``{"a.b": value}``."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value
     return flat
@@ -261,7 +263,7 @@ def parse_set_items(items: Iterable[str], model: type[BaseModel]) -> dict[str, A
             raise UsageError(f"--set expects key=value, got {item!r}.")
         if key not in known:
             raise UsageError(f"Unknown setting {key!r} in --set.{did_you_mean(key, known)}")
-        _set_dotted(result, key, parse_value(raw, model, key))
+        set_dotted(result, key, parse_value(raw, model, key))
     return result
 
 
@@ -487,14 +489,14 @@ def resolve_settings(
     if user_config is not None:
         data = load_user_config(user_config, config_table or stage, model)
         _deep_merge(merged, data)
-        sources.update({k: Source("config", str(user_config)) for k in _flatten(data)})
+        sources.update({k: Source("config", str(user_config)) for k in flatten(data)})
     if preset:
         preset_path = find_preset(stage, preset, user_preset_dir)
         data, _ = load_preset(preset_path, model)
         _deep_merge(merged, data)
-        sources.update({k: Source("preset", str(preset_path)) for k in _flatten(data)})
+        sources.update({k: Source("preset", str(preset_path)) for k in flatten(data)})
     for dotted, (var, value) in env_values(model, os.environ if environ is None else environ, all_known_keys).items():
-        _set_dotted(merged, dotted, value)
+        set_dotted(merged, dotted, value)
         sources[dotted] = Source("env", var)
     cli: dict[str, Any] = {}
     for name, value in (flags or {}).items():
@@ -502,7 +504,7 @@ def resolve_settings(
             cli[name] = value
     _deep_merge(cli, parse_set_items(set_items, model))
     _deep_merge(merged, cli)
-    sources.update({k: Source("cli") for k in _flatten(cli)})
+    sources.update({k: Source("cli") for k in flatten(cli)})
     _check_numbers(merged, model, model, sources)
     token = _RESOLVING.set(True)
     try:

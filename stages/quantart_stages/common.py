@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.options import cli_option
@@ -84,13 +85,13 @@ def resumed_settings(settings: TrainingSettings, ctx) -> TrainingSettings:
     if settings.resume is None or not (settings.resume / RUN_SETTINGS).is_file():
         return settings
     from quantart_cli.core.errors import UsageError
-    from quantart_cli.shell.settings import load_preset, option_label
+    from quantart_cli.shell.settings import flatten, load_preset, option_label, set_dotted
 
     model = type(settings)
     recorded, _ = load_preset(settings.resume / RUN_SETTINGS, model)
-    current = _flat(settings.model_dump(mode="json"))
+    current = flatten(settings.model_dump(mode="json"))
     merged: dict[str, object] = {}
-    for key, value in _flat(recorded).items():
+    for key, value in flatten(recorded).items():
         given = ctx.resolved.source_of(key).kind != "default"
         if given and key.split(".")[0] in MAY_CHANGE_ON_RESUME:
             continue
@@ -102,26 +103,12 @@ def resumed_settings(settings: TrainingSettings, ctx) -> TrainingSettings:
         merged[key] = value
     data = settings.model_dump(mode="json")
     for key, value in merged.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_dotted(data, key, value)
     data["resume"] = str(settings.resume)
     return model.model_validate(data)
 
 
 _SHOWN = ("steps", "save_every", "sample_every", "log_every", "keep_checkpoints", "workers", "device")
-
-
-def _flat(data: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Path:
@@ -233,6 +220,17 @@ def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str
         f" x accumulate {settings.accumulate}"
     )
     return lr, how
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN/inf: turn them into null so the document parses everywhere."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def fmt_metric(value: float | int) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
+from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings, json_safe
 
 
 class EvaluateSettings(CheckpointReadingSettings, ImageReadingSettings):
@@ -104,7 +104,7 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
         _write_rows(settings.out, result.pairs)
         ctx.console.info(f"per-pair rows written to {settings.out}")
     if settings.json_output:
-        ctx.console.result(json.dumps(_jsonable(result.as_json()), indent=2, sort_keys=False))
+        ctx.console.result(json.dumps(json_safe(result.as_json()), indent=2, sort_keys=False))
     else:
         _print_tables(ctx, result, settings.per_image)
     return 0
@@ -118,17 +118,6 @@ def _load_model(settings: EvaluateSettings, device, ctx: RunContext):
     model = load_model(ckpt, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint)
     ctx.console.info(f"model {BUILTIN_MODEL_NAME if settings.ckpt is None else ckpt} on {device}")
     return model
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN and inf are not JSON: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _fmt(value: Any) -> str:

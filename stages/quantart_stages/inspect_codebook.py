@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_stages.common import CheckpointReadingSettings
+from quantart_stages.common import CheckpointReadingSettings, json_safe
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +111,7 @@ def run(settings: InspectCodebookSettings, ctx: RunContext) -> int:
         "outputs": outputs,
     }
     if settings.json_output:
-        ctx.console.result(json.dumps(_finite(document), indent=2))
+        ctx.console.result(json.dumps(json_safe(document), indent=2))
     else:
         _print_tables(ctx, all_stats, settings.top)
         for key in ("atlas", "plot"):
@@ -314,17 +313,6 @@ def _print_tables(ctx: RunContext, all_stats: list[CodebookStats], top: int) -> 
             ["rank", "code", "count", "share"],
             [[str(r + 1), str(t.code), str(t.count), f"{100 * t.share:.2f}%"] for r, t in enumerate(usage.top[:top])],
         )
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: turn them into null so the document parses everywhere."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 stage = Stage(

@@ -87,12 +87,12 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.io.checkpoint_read import check_kind
     from quantart_cli.core.io.checkpoints import load_model, read_checkpoint_header
+    from quantart_cli.core.io.digest import file_sha256
     from quantart_cli.core.io.images import image_to_tensor, load_image
     from quantart_cli.core.transfer.engine import Stylizer
     from quantart_cli.core.transfer.files import (
         Recipe,
         check_outputs,
-        file_sha256,
         is_earlier_output,
         output_state,
         plan_outputs,

@@ -14,7 +14,6 @@ rest as JSON strings in the header metadata. Files are recognised by content, ne
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +24,7 @@ import torch
 
 from quantart_cli.core.config import StyleTransferConfig, VQGANConfig
 from quantart_cli.core.errors import BadInputError, NotFoundError
+from quantart_cli.core.io.digest import file_sha256
 
 FORMAT_NAME = "quantart"
 FORMAT_VERSION = 1
@@ -99,14 +99,10 @@ def existing_file(path: str | os.PathLike[str]) -> Path:
 def checkpoint_sha256(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file, read in chunks so memory stays flat."""
     path = existing_file(path)
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(chunk_size):
-                digest.update(chunk)
+        return file_sha256(path, chunk_size=chunk_size)
     except OSError as err:
         raise BadInputError(f"{path} cannot be read ({err.strerror or err}).") from err
-    return digest.hexdigest()
 
 
 def fmt_shape(shape: torch.Size | tuple[int, ...]) -> str:

@@ -61,7 +61,6 @@ METRICS: tuple[MetricInfo, ...] = (
     MetricInfo("art_fid", "lower", "ArtFID", "group", ("lpips", "inception"),
                "(1 + mean lpips) x (1 + fid), Wright & Ommer 2022"),
 )
-_BY_NAME = {m.name: m for m in METRICS}
 
 
 @dataclass
@@ -240,6 +239,3 @@ def _painting_dependence(triples: Sequence[Triple]) -> float | None:
 def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
-
-def metric_info(name: str) -> MetricInfo:
-    return _BY_NAME[name]

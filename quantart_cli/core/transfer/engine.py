@@ -142,7 +142,6 @@ class _Path:
     def __init__(self, model: StyleTransfer, options: StylizeOptions) -> None:
         self.model = model
         self.options = options
-        self.quantized = not model.config.continuous
         self.factor = model.config.content.autoencoder.downsample_factor
         self.style_factor = model.config.style.autoencoder.downsample_factor
         self.memory_format = torch.channels_last if model.channels_last else torch.contiguous_format

@@ -8,7 +8,6 @@ images, the input and every knob that changes pixels, as SHA-256s and values), b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -29,7 +28,6 @@ __all__ = [
     "OutputNaming",
     "Recipe",
     "check_outputs",
-    "file_sha256",
     "is_earlier_output",
     "output_state",
     "plan_outputs",
@@ -99,14 +97,6 @@ def _subfolder(source: Path, roots: Sequence[Path]) -> Path:
         except ValueError:
             continue
     return Path()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
