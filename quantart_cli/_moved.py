@@ -53,7 +53,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "quantart_cli.training": (
         "quantart_cli.core.train.loop", "quantart_cli.core.train.task", "quantart_cli.core.train.options",
         "quantart_cli.core.train.resume", "quantart_cli.core.train.batches", "quantart_cli.core.train.ddp",
-        "quantart_cli.core.train.rng", "quantart_cli.core.train.precision", "quantart_cli.core.train.optim",
+        "quantart_cli.core.train.rng", "quantart_cli.core.precision", "quantart_cli.core.train.optim",
         "quantart_cli.core.train.samples", "quantart_cli.core.train.signals",
     ),
     "quantart_cli.adversarial": ("quantart_cli.core.train.adversarial",),

@@ -98,6 +98,50 @@ def test_visual_fidelity_mixes_latents_and_decoder_weights(
     assert torch.allclose(got0, only_continuous.clamp(-1, 1), atol=1e-5)
 
 
+def test_bf16_stylizes_close_to_fp32_tiled_or_not_and_fp16_needs_cuda(model: StyleTransfer) -> None:
+    exact = _run(model, alpha=0.7)
+    fast = _run(model, alpha=0.7, precision="bf16")
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    grey_levels = (fast - exact).abs() * 127.5
+    assert 0 < float(grey_levels.mean()) < 4.0  # bf16 really ran, and stays close
+    tiled = _run(model, alpha=0.7, precision="bf16", tiling="always", tile=16, overlap=0)
+    assert float(((tiled - fast).abs() * 127.5).mean()) < 4.0
+    with pytest.raises(UsageError, match="fp16 needs a CUDA GPU"):
+        _run(model, precision="fp16")
+
+
+def test_the_recipe_names_precision_only_when_it_is_not_fp32() -> None:
+    from quantart_cli.core.transfer.files import Recipe
+
+    plain = Recipe.of("m", ["s"], StylizeOptions(), None)
+    assert "precision" not in plain.options  # outputs written before --precision existed stay current
+    assert Recipe.of("m", ["s"], StylizeOptions(precision="bf16"), None).options["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("with_continuous", [False, True])
+def test_an_alpha_sweep_equals_one_stylizer_per_alpha_and_encodes_once(
+    model: StyleTransfer, continuous_model: StyleTransfer, with_continuous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alphas = [0.0, 0.3, 1.0]
+    knobs = {"visual_fidelity": 0.6, "preserve_color": True} if with_continuous else {"size": 40}
+    cont = continuous_model if with_continuous else None
+    stylizer = Stylizer(model, [STYLE], StylizeOptions(alpha=1.0, **knobs), cont)
+    calls = []
+    encode = type(model).encode_content
+    monkeypatch.setattr(type(model), "encode_content", lambda self, *a: calls.append(1) or encode(self, *a))
+    swept = stylizer.sweep(CONTENT, alphas)
+    assert len(calls) == (2 if with_continuous else 1)  # once per model, not once per alpha
+    monkeypatch.undo()
+    for alpha, out in zip(alphas, swept, strict=True):
+        one = _run(model, alpha=alpha, cont=cont, **knobs)
+        assert torch.equal(out.image, one), alpha
+    assert not torch.equal(swept[0].image, swept[-1].image)
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        stylizer.sweep(CONTENT, [1.5])
+    with pytest.raises(UsageError, match="largest alpha"):
+        Stylizer(model, [STYLE], StylizeOptions(alpha=0.0)).sweep(CONTENT, [0.5])
+
+
 def test_visual_fidelity_needs_a_continuous_model(model: StyleTransfer) -> None:
     with pytest.raises(UsageError, match="continuous-ckpt"):
         _run(model, visual_fidelity=0.5)

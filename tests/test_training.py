@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from quantart_cli.core.errors import UsageError
+from quantart_cli.core.precision import check_precision
 from quantart_cli.core.train.batches import BatchStream, ResumableSampler
 from quantart_cli.core.train.ddp import DistInfo
 from quantart_cli.core.train.loop import NonFiniteLossError, run_training
 from quantart_cli.core.train.optim import make_adam, scaled_lr
 from quantart_cli.core.train.options import LoopOptions
-from quantart_cli.core.train.precision import check_precision
 from quantart_cli.core.train.resume import (
     LAST_CHECKPOINT,
     METRICS_FILE,

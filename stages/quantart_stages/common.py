@@ -183,8 +183,8 @@ def training_device(settings: TrainingSettings):
     import torch
 
     from quantart_cli.core.devices import resolve_device
+    from quantart_cli.core.precision import check_precision
     from quantart_cli.core.train.ddp import init_distributed
-    from quantart_cli.core.train.precision import check_precision
 
     device = resolve_device(settings.device)
     check_precision(device, settings.precision)

@@ -44,18 +44,19 @@ def stylize_grid(
 ) -> dict[tuple[str, str, float], Tensor]:
     """``{(photo, painting, alpha): stylized (1, 3, H, W) on the CPU}`` for every combination.
 
-    Each painting is encoded once per alpha (the :class:`~quantart_cli.core.transfer.engine.Stylizer` keeps its
-    prepared reference); every output has its photo's size.
+    Each painting is encoded once and each (photo, painting) pair runs through the encoder and the SGA module
+    once for all alphas (:meth:`~quantart_cli.core.transfer.engine.Stylizer.sweep`); every output has its
+    photo's size.
     """
     from quantart_cli.core.transfer.engine import Stylizer
     from quantart_cli.core.transfer.options import StylizeOptions
 
     outputs: dict[tuple[str, str, float], Tensor] = {}
     for painting, style in paintings.items():
-        for alpha in alphas:
-            stylizer = Stylizer(model, [style], StylizeOptions(alpha=alpha))
-            for photo, content in photos.items():
-                outputs[(photo, painting, alpha)] = stylizer(content).image.cpu()
+        stylizer = Stylizer(model, [style], StylizeOptions(alpha=max(alphas)))
+        for photo, content in photos.items():
+            for alpha, out in zip(alphas, stylizer.sweep(content, alphas), strict=True):
+                outputs[(photo, painting, alpha)] = out.image.cpu()
     return outputs
 
 

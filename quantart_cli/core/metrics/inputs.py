@@ -183,11 +183,12 @@ def stylize_triples(
         pairs = pairs[:limit]
     images = ImageCache(size, max_pixels)
     rows: list[ManifestRow] = []
-    for alpha in alphas:
-        for painting in dict.fromkeys(s for _, s in pairs):
-            stylizer = Stylizer(model, [images(painting)], StylizeOptions(alpha=alpha))
-            for photo in [p for p, s in pairs if s == painting]:
-                output = image_to_tensor(tensor_to_image(stylizer(images(photo)).image.cpu()))
+    for painting in dict.fromkeys(s for _, s in pairs):
+        # One encoding of the painting, one of each photo, one SGA pass per pair; a decode per alpha.
+        stylizer = Stylizer(model, [images(painting)], StylizeOptions(alpha=max(alphas)))
+        for photo in [p for p, s in pairs if s == painting]:
+            for alpha, result in zip(alphas, stylizer.sweep(images(photo), alphas), strict=True):
+                output = image_to_tensor(tensor_to_image(result.image.cpu()))
                 target = Path(f"{photo.stem}__{painting.stem}__a{alpha_label(alpha)}.png")
                 if save_to is not None:
                     target = save_image_atomic(output, save_to / target)

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError, WriteError
+from quantart_cli.core.precision import check_precision
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.ddp import DistInfo, any_rank, stop_agreed
 from quantart_cli.core.train.lock import run_folder_lock
 from quantart_cli.core.train.optim import first_lr, params_with_grad
 from quantart_cli.core.train.options import LoopOptions
-from quantart_cli.core.train.precision import check_precision
 from quantart_cli.core.train.resume import (
     LAST_CHECKPOINT,
     METRICS_FILE,

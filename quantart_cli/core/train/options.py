@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Literal
 
 from quantart_cli.core.options import OptionGroup, cli_option
+from quantart_cli.core.precision import Precision
 
 __all__ = ["LoopOptions", "OptimizerOrder", "Precision"]
 
-Precision = Literal["fp32", "bf16", "fp16"]
 OptimizerOrder = Literal["sequential", "joint"]
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from quantart_cli.core.train.precision import autocast_context
+from quantart_cli.core.precision import autocast_context
 
 # ------------------------------------------------------------------------------------ task protocol
 

@@ -45,6 +45,7 @@ from quantart_cli.core.io.images import (
 from quantart_cli.core.nn.attention import normalize_weights, set_query_chunk_size
 from quantart_cli.core.nn.autoencoder import Encoder
 from quantart_cli.core.nn.sga import PreparedReference
+from quantart_cli.core.precision import autocast_context, check_precision
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.core.transfer.tiling import decode_tiled, encode_tiled
 
@@ -204,6 +205,7 @@ class Stylizer:
         self.options = options = StylizeOptions() if options is None else options
         self.model = model
         self.device = _device_of(model)
+        check_precision(self.device, options.precision, training=False)
         style_list = [styles] if isinstance(styles, Tensor) else list(styles)
         if not style_list:
             raise UsageError("stylize needs at least one style image (--style)")
@@ -226,7 +228,7 @@ class Stylizer:
                 set_query_chunk_size(path.model.model_x2y, options.query_chunk_size)
         tiled_above = {"always": 0, "never": None, "auto": options.tile_threshold}[options.tiling]
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             refs = []
             for ref in style_list:
                 ref = _as_batch(ref, "style image").to(self.device)
@@ -242,6 +244,9 @@ class Stylizer:
                 self.post_quant_conv, self.decoder = model.post_quant_conv, model.decoder
         self.style_seconds = time.perf_counter() - start
 
+    def _autocast(self) -> Any:
+        return autocast_context(self.device, self.options.precision)
+
     def use_tiles(self, height: int, width: int) -> bool:
         """Whether a padded content image of this size runs tiled under the current options."""
         mode = self.options.tiling
@@ -251,20 +256,34 @@ class Stylizer:
 
     def latent(self, x: Tensor, tiled: bool, timings: dict[str, float] | None = None) -> Tensor:
         """The mixed latent ``z`` of a padded content batch (see the module docstring)."""
+        return self._mix(self._path_latents(x, tiled, self.options.alpha > 0.0, timings), self.options.alpha)
+
+    def _path_latents(
+        self, x: Tensor, tiled: bool, stylize: bool, timings: dict[str, float] | None
+    ) -> list[tuple[Tensor, Tensor | None]]:
+        """Per model path: (content latent ``z_c``, stylized latent ``z_y`` or None when not ``stylize``)."""
         timings = {} if timings is None else timings
-        b, a = self.options.alpha, self.options.visual_fidelity
-        mixed: Tensor | None = None
-        for path, share in zip(self.paths, (a, 1.0 - a), strict=False):
+        parts = []
+        for path in self.paths:
             start = time.perf_counter()
             z_c = path.encode_content(x, tiled)
             timings["encode"] = timings.get("encode", 0.0) + _elapsed(start, x)
             start = time.perf_counter()
+            z_y = path.stylize_latent(z_c) if stylize else None
+            timings["sga"] = timings.get("sga", 0.0) + _elapsed(start, x)
+            parts.append((z_c, z_y))
+        return parts
+
+    def _mix(self, parts: list[tuple[Tensor, Tensor | None]], b: float) -> Tensor:
+        """``a * (b zq_y + (1-b) zq_c) + (1-a) * (b z_y + (1-b) z_c)`` from :meth:`_path_latents`."""
+        a = self.options.visual_fidelity
+        mixed: Tensor | None = None
+        for (z_c, z_y), share in zip(parts, (a, 1.0 - a), strict=False):
             if b == 0.0:
                 z = z_c
             else:
-                z_y = path.stylize_latent(z_c)
+                assert z_y is not None
                 z = z_y if b == 1.0 else b * z_y + (1.0 - b) * z_c
-            timings["sga"] = timings.get("sga", 0.0) + _elapsed(start, x)
             if share != 1.0:
                 z = share * z
             mixed = z if mixed is None else mixed + z
@@ -289,7 +308,23 @@ class Stylizer:
 
     def __call__(self, content: Tensor) -> StylizeOutput:
         """Stylize a content batch (B, 3, H, W) in [-1, 1]; the output has the same size (after ``size``)."""
-        timings: dict[str, float] = {}
+        return self.sweep(content, [self.options.alpha])[0]
+
+    def sweep(self, content: Tensor, alphas: Sequence[float]) -> list[StylizeOutput]:
+        """Stylize a content batch at several style fidelities, one output per alpha, in order.
+
+        The content is encoded and run through the SGA module once; only the blend and the decoder run per
+        alpha, so K alphas cost one encoding plus K decodings. Each output equals ``Stylizer`` with that
+        ``alpha`` (same options otherwise). Alphas above 0 need a Stylizer built with an alpha above 0 (its
+        style references are encoded only then).
+        """
+        values = [float(b) for b in alphas]
+        if not values or any(not 0.0 <= b <= 1.0 for b in values):
+            raise UsageError(f"alphas must be one or more values between 0 and 1, got {values}")
+        if any(b > 0.0 for b in values) and self.paths[0].reference is None:
+            raise UsageError("this Stylizer was built with alpha 0, so its style references were not encoded; "
+                             "build it with the largest alpha of the sweep")
+        outputs = []
         total = time.perf_counter()
         with torch.inference_mode():
             x = _as_batch(content, "content image").to(self.device)
@@ -297,15 +332,22 @@ class Stylizer:
                 x = resize_longer_side(x, self.options.size)
             padded, padding = pad_to_multiple(x, self.factor, "reflect")
             tiled = self.use_tiles(*padded.shape[-2:])
-            z = self.latent(padded, tiled, timings)
-            start = time.perf_counter()
-            image = crop_padding(self.decode(z, tiled), padding)
-            timings["decode"] = _elapsed(start, image)
-            if self.options.preserve_color:
-                image = preserve_content_color(image, x)
-            image = image.clamp(-1.0, 1.0).contiguous()
-        timings["total"] = _elapsed(total, image)
-        return StylizeOutput(image=image, tiled=tiled, timings=timings)
+            shared: dict[str, float] = {}
+            with self._autocast():
+                parts = self._path_latents(padded, tiled, any(b > 0.0 for b in values), shared)
+            for b in values:
+                timings = dict(shared) if not outputs else {"encode": 0.0, "sga": 0.0}
+                start = time.perf_counter()
+                with self._autocast():
+                    image = crop_padding(self.decode(self._mix(parts, b), tiled), padding).float()
+                timings["decode"] = _elapsed(start, image)
+                if self.options.preserve_color:
+                    image = preserve_content_color(image, x)
+                image = image.clamp(-1.0, 1.0).contiguous()
+                timings["total"] = _elapsed(total, image)
+                total = time.perf_counter()
+                outputs.append(StylizeOutput(image=image, tiled=tiled, timings=timings))
+        return outputs
 
 
 def _elapsed(start: float, like: Tensor) -> float:

@@ -37,6 +37,10 @@ __all__ = [
 #: Knobs that change speed or memory only, never the pixels: changing them leaves outputs up to date.
 PERFORMANCE_ONLY = frozenset({"tile_memory", "query_chunk_size"})
 
+#: Knobs added after outputs started carrying recipes: recorded only when they differ from these defaults,
+#: so outputs written before a knob existed stay up to date.
+LATER_KNOBS: dict[str, Any] = {"precision": "fp32"}
+
 #: Where outputs go when no ``--out`` is given.
 DEFAULT_OUT = Path("stylized")
 
@@ -112,6 +116,9 @@ class Recipe:
     @classmethod
     def of(cls, model: str, styles: Sequence[str], options: StylizeOptions, continuous_model: str | None) -> Recipe:
         knobs = options.model_dump(mode="json", exclude=set(PERFORMANCE_ONLY))
+        for name, default in LATER_KNOBS.items():
+            if knobs.get(name) == default:
+                del knobs[name]
         return cls(model=model, styles=tuple(styles), options=knobs, continuous_model=continuous_model)
 
     def note(self, input_sha256: str) -> str:
