@@ -82,6 +82,27 @@ def test_channels_last_gives_the_same_numbers(tiny_pair):
     torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
 
 
+def test_channels_last_puts_kernels_in_that_order_and_state_dicts_stay_contiguous(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
+
+    model = VQGAN(tiny_vqgan_config()).eval()
+    kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[-2:] != (1, 1)]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                           for p in kernels)
+    state = model.state_dict()
+    assert all(t.is_contiguous() for t in state.values())
+    save_file(state, tmp_path / "plain.safetensors")  # what a user may do with any state dict
+    assert all(torch.equal(state[k], v) for k, v in load_file(tmp_path / "plain.safetensors").items())
+    save_checkpoint(model, tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors", expected_kind="vqgan")  # shares the file's tensors, re-ordered
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in loaded.parameters()
+               if p.dim() == 4 and p.shape[-2:] != (1, 1))
+    model.channels_last = False  # what training does by default: the original's contiguous layout
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
 def test_vqgan_trains_end_to_end(tiny_pair):
     model = VQGAN(tiny_vqgan_config())
     x = torch.rand(1, 3, 16, 16) * 2 - 1

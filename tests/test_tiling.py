@@ -90,10 +90,10 @@ def test_bad_tiling_options_are_refused(vqgan: VQGAN) -> None:
 
 def test_single_tile_equals_untiled(vqgan: VQGAN) -> None:
     x = _smooth_image(64)
-    with torch.inference_mode():
-        assert torch.allclose(encode_tiled(vqgan.encoder, x, tile=64, overlap=16), vqgan.encoder(x))
+    with torch.inference_mode():  # float rounding only: the tiled path computes GroupNorm statistics itself
+        assert torch.allclose(encode_tiled(vqgan.encoder, x, tile=64, overlap=16), vqgan.encoder(x), atol=1e-5)
         z = torch.randn(1, Z, 16, 16)
-        assert torch.allclose(decode_tiled(vqgan.decoder, z, tile=64, overlap=16), vqgan.decoder(z))
+        assert torch.allclose(decode_tiled(vqgan.decoder, z, tile=64, overlap=16), vqgan.decoder(z), atol=1e-5)
 
 
 def test_overlap_blending_beats_seamy_tiles(vqgan: VQGAN) -> None:

@@ -4,9 +4,12 @@ Sub-module names equal the original's, so original state dicts (minus ``loss.*``
 ``strict=True``. Images are (B, C, H, W) in [-1, 1] with H and W multiples of the downsampling
 factor (16 for every QuantArt config); a style reference may differ in size from the content.
 
-By default activations run in channels-last memory order (``model.channels_last = False`` turns
-this off): on CPU the convolutions are markedly faster that way and the results are the same up to
-float rounding. Returned tensors are always contiguous.
+By default activations and convolution weights are in channels-last memory order
+(``model.channels_last = False`` turns both to the usual contiguous order): on CPU the convolutions
+are markedly faster that way (oneDNN's fast path wants both in the same order: a 128-channel 3x3
+convolution at 256x256 px takes 184 ms instead of 238 ms on one core) and the results are the same
+up to float rounding. Returned tensors are always contiguous, and so is every tensor of
+``state_dict()`` (a contiguous copy of a channels-last weight), so the state dict saves anywhere.
 """
 
 from __future__ import annotations
@@ -44,7 +47,44 @@ def _memory_format(x: Tensor, channels_last: bool) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-class VQGAN(nn.Module):
+def _contiguous_state(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """State-dict hook: channels-last weights leave as contiguous copies (safetensors wants contiguous)."""
+    for key, value in state.items():
+        if key.startswith(prefix) and isinstance(value, Tensor) and not value.is_contiguous():
+            state[key] = value.contiguous()
+
+
+class _MemoryOrder(nn.Module):
+    """``channels_last``: the memory order of activations and of every 4-D parameter (set: converted in place)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._channels_last = False
+        self.register_state_dict_post_hook(_contiguous_state)
+
+    @property
+    def channels_last(self) -> bool:
+        return self._channels_last
+
+    @channels_last.setter
+    def channels_last(self, value: bool) -> None:
+        self._channels_last = bool(value)
+        self.apply_memory_order()
+
+    def apply_memory_order(self) -> None:
+        """Put every convolution kernel in the current order again (after ``load_state_dict(..., assign=True)``).
+
+        1x1 kernels stay as they are: both orders are the same bytes, and channels-last strides on them
+        would only confuse code that reads the raw bytes.
+        """
+        order = torch.channels_last if self._channels_last else torch.contiguous_format
+        with torch.no_grad():
+            for param in self.parameters():
+                if param.dim() == 4 and param.shape[-2:] != (1, 1) and not param.is_contiguous(memory_format=order):
+                    param.data = param.data.contiguous(memory_format=order)
+
+
+class VQGAN(_MemoryOrder):
     """Stage-1 VQGAN: ``encoder`` -> ``quant_conv`` -> ``quantize`` -> ``post_quant_conv`` -> ``decoder``."""
 
     def __init__(self, config: VQGANConfig | None = None) -> None:
@@ -119,7 +159,7 @@ _CONTENT_PARTS = ("encoder", "quant_conv", "quantize_enc")
 _STYLE_PARTS = ("encoder_real", "quant_conv_real", "quantize_dec", "post_quant_conv", "decoder")
 
 
-class StyleTransfer(nn.Module):
+class StyleTransfer(_MemoryOrder):
     """Stage-2 model: frozen content encoder side, frozen style encoder + decoder, trainable ``model_x2y``.
 
     ``transfer(x, ref)``: quant_x = quantize_enc(quant_conv(encoder(x))),

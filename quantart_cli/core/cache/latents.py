@@ -71,8 +71,8 @@ def weights_fingerprint(modules: Sequence[tuple[str, nn.Module]]) -> str:
     digest = hashlib.sha256()
     for prefix, module in modules:
         for key, tensor in sorted(module.state_dict().items()):
-            value = tensor.detach().to("cpu").contiguous()
-            digest.update(f"{prefix}.{key}:{tuple(value.shape)}:{value.dtype}".encode())
+            value = tensor.detach().to("cpu").contiguous().reshape(-1)  # any memory order: the same bytes
+            digest.update(f"{prefix}.{key}:{tuple(tensor.shape)}:{value.dtype}".encode())
             digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()
 
