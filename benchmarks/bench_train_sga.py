@@ -2,9 +2,11 @@
 
 Random-weight VQGANs (the speed does not depend on the weights) and random smooth images; each
 step is a full training step (data, frozen encoders or cache read, SGA, losses, both optimizers).
-Prints one JSON line per (config, source) and one with the speed-up per config.
+The two sources run in one process, interleaved (``--repeats`` rounds of ``--steps`` steps from images,
+then from the cache), so both see the same machine state; the speed-up is taken per round and printed as
+min / median / max. Prints one JSON line per (config, source) and one with the speed-up per config.
 
-    python benchmarks/bench_train_sga.py                      # tiny and f16 on the CPU
+    python benchmarks/bench_train_sga.py --configs f16 --threads 1      # the paper's configuration, CPU
     python benchmarks/bench_train_sga.py --device cuda --configs f16 --batch-size 8 --steps 20
 """
 
@@ -12,12 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
+from torch.profiler import record_function
 
 from quantart_cli.core.cache.latents import LatentPairDataset, build_latent_cache
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
@@ -58,33 +65,84 @@ def write_images(folder: Path, count: int, size: int, seed: int) -> Path:
     return folder
 
 
-def time_steps(task: StyleTransferTask, stream: BatchStream, device: torch.device, warmup: int, steps: int,
-               order: str = "sequential") -> float:
-    """Seconds per training step, phased as the loop's ``--optimizer-order`` does."""
-    ctx = StepContext(device, "fp32", torch.amp.GradScaler(device.type, enabled=False), 1)
-    task.train()
-    names = tuple(task.optimizers())
-    phases = [names] if order == "joint" else [(name,) for name in names]
+@dataclass
+class SGAStepSetup:
+    """A stage-2 model, its loss and both data sources (images, latent cache) for timing training steps."""
 
-    def one(step: int) -> None:
-        batch = stream.next()
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        for phase in phases:
-            for name in phase:
-                task.optimizers()[name].zero_grad(set_to_none=True)
-            task.micro_step(batch, step, ctx, phase)
-            for name in phase:
-                task.optimizers()[name].step()
+    model: StyleTransfer
+    loss_config: StyleTransferLossConfig
+    datasets: dict[str, Any]
+    device: torch.device
+    batch_size: int
+    cache_build_s: float
+    order: str = "sequential"
 
-    for step in range(warmup):
-        one(step)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    def step_function(self, source: str, seed: int = 0) -> Callable[[int], None]:
+        """One full training step per call (data, latents, both optimizer phases), from ``source``.
+
+        Phases are marked for torch.profiler as ``phase: data``, ``phase: latents`` (frozen encoders or
+        the cache read), ``phase: generator`` and ``phase: disc`` (forward, loss, backward, step).
+        """
+        device = self.device
+        task = StyleTransferTask(self.model, StyleTransferLoss(self.loss_config).to(device), lr=3.6e-5, device=device)
+        task.train()
+        stream = BatchStream(self.datasets[source], batch_size=self.batch_size, seed=seed)
+        ctx = StepContext(device, "fp32", torch.amp.GradScaler(device.type, enabled=False), 1)
+        names = tuple(task.optimizers())
+        phases = [names] if self.order == "joint" else [(name,) for name in names]
+        read_latents = task.latents
+
+        def latents(batch: Any, context: StepContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            with record_function("phase: latents"):
+                return read_latents(batch, context)
+
+        task.latents = latents  # type: ignore[method-assign]  # the real method, marked for the profiler
+
+        def one(step: int) -> None:
+            with record_function("phase: data"):
+                batch = stream.next()
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            for phase in phases:
+                label = "both" if len(phase) > 1 else "generator" if phase[0] == task.generator_name else "disc"
+                with record_function(f"phase: {label}"):
+                    for name in phase:
+                        task.optimizers()[name].zero_grad(set_to_none=True)
+                    task.micro_step(batch, step, ctx, phase)
+                    for name in phase:
+                        task.optimizers()[name].step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        return one
+
+
+def sga_step_setup(config: str, root: Path, *, batch_size: int, images: int, device: str | torch.device = "cpu",
+                   order: str = "sequential") -> SGAStepSetup:
+    """Random-weight VQGANs of ``config``, ``images`` random content and style images, and their latent cache."""
+    device = torch.device(device)
+    vq_config, size, blocks, ndf = CONFIGS[config]
+    content_dir = write_images(root / config / "content", images, size, 0)
+    style_dir = write_images(root / config / "style", images, size, 1)
+    torch.manual_seed(0)
+    content, style = VQGAN(vq_config).to(device), VQGAN(vq_config).to(device)
+    model = StyleTransfer.from_vqgans(content, style, sga_blocks=blocks)
+    loss_config = StyleTransferLossConfig(disc_ndf=ndf, disc_in_channels=vq_config.quantizer.embed_dim)
+    from_images = UnpairedDataset(content_dir, style_dir, size=size, seed=0)
     start = time.perf_counter()
-    for step in range(warmup, warmup + steps):
-        one(step)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    cache = build_latent_cache(model, root / config / "cache", from_images.content_paths, from_images.style_paths,
+                               size=size, device=device, batch_size=batch_size)
+    build_s = time.perf_counter() - start
+    factor = vq_config.autoencoder.downsample_factor
+    cached = LatentPairDataset(cache, content_size=size // factor, style_size=size // factor, seed=0)
+    return SGAStepSetup(model, loss_config, {"images": from_images, "cache": cached}, device, batch_size, build_s,
+                        order)
+
+
+def time_steps(step: Callable[[int], None], first: int, steps: int) -> float:
+    """Seconds per step over ``steps`` calls of ``step`` numbered from ``first``."""
+    start = time.perf_counter()
+    for i in range(first, first + steps):
+        step(i)
     return (time.perf_counter() - start) / steps
 
 
@@ -93,9 +151,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--batch-size", type=int, default=None, help="default: 2 on CPU, 8 on GPU")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--images", type=int, default=16, help="content and style images each")
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed round and source")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (images, cache, images, ...)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--images", type=int, default=8, help="content and style images each")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--order", choices=("sequential", "joint"), default="sequential",
                         help="the loop's --optimizer-order (sequential: the original's, the default)")
@@ -106,64 +165,31 @@ def main() -> None:
     batch_size = args.batch_size or (8 if device.type == "cuda" else 2)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
         for name in args.configs:
-            vq_config, size, blocks, ndf = CONFIGS[name]
-            content_dir = write_images(root / name / "content", args.images, size, 0)
-            style_dir = write_images(root / name / "style", args.images, size, 1)
-            torch.manual_seed(0)
-            content, style = VQGAN(vq_config).to(device), VQGAN(vq_config).to(device)
-            model = StyleTransfer.from_vqgans(content, style, sga_blocks=blocks)
-            del content, style
-            loss_config = StyleTransferLossConfig(disc_ndf=ndf, disc_in_channels=vq_config.quantizer.embed_dim)
-            images = UnpairedDataset(content_dir, style_dir, size=size, seed=0)
-            start = time.perf_counter()
-            cache = build_latent_cache(
-                model,
-                root / name / "cache",
-                images.content_paths,
-                images.style_paths,
-                size=size,
-                device=device,
-                batch_size=batch_size,
-            )
-            build_s = time.perf_counter() - start
-            factor = vq_config.autoencoder.downsample_factor
-            cached = LatentPairDataset(cache, content_size=size // factor, style_size=size // factor, seed=0)
-            seconds = {}
-            for source, dataset in (("images", images), ("cache", cached)):
-                task = StyleTransferTask(model, StyleTransferLoss(loss_config).to(device), lr=3.6e-5, device=device)
-                stream = BatchStream(dataset, batch_size=batch_size, seed=0)
-                seconds[source] = time_steps(task, stream, device, args.warmup, args.steps, args.order)
-                print(
-                    json.dumps(
-                        {
-                            "bench": "train_sga_step",
-                            "config": name,
-                            "source": source,
-                            "device": str(device),
-                            "batch_size": batch_size,
-                            "size": size,
-                            "threads": torch.get_num_threads(),
-                            "s_per_step": round(seconds[source], 5),
-                        }
-                    ),
-                    flush=True,
-                )
-            print(
-                json.dumps(
-                    {
-                        "bench": "train_sga_speedup",
-                        "config": name,
-                        "device": str(device),
-                        "batch_size": batch_size,
-                        "speedup": round(seconds["images"] / seconds["cache"], 2),
-                        "cache_build_s": round(build_s, 3),
-                        "cached_images": 2 * args.images,
-                    }
-                ),
-                flush=True,
-            )
+            setup = sga_step_setup(name, Path(tmp), batch_size=batch_size, images=args.images, device=device,
+                                   order=args.order)
+            steps = {source: setup.step_function(source) for source in ("images", "cache")}
+            done = dict.fromkeys(steps, 0)
+            for source, step in steps.items():
+                for _ in range(args.warmup):
+                    step(done[source])
+                    done[source] += 1
+            seconds: dict[str, list[float]] = {source: [] for source in steps}
+            for _ in range(args.repeats):
+                for source, step in steps.items():
+                    seconds[source].append(time_steps(step, done[source], args.steps))
+                    done[source] += args.steps
+            ratios = sorted(i / c for i, c in zip(seconds["images"], seconds["cache"], strict=True))
+            for source, values in seconds.items():
+                print(json.dumps({"bench": "train_sga_step", "config": name, "source": source, "device": str(device),
+                                  "batch_size": batch_size, "threads": torch.get_num_threads(),
+                                  "s_per_step_median": round(statistics.median(values), 5),
+                                  "s_per_step": [round(v, 5) for v in values]}), flush=True)
+            print(json.dumps({"bench": "train_sga_speedup", "config": name, "device": str(device),
+                              "batch_size": batch_size, "order": args.order, "repeats": args.repeats,
+                              "speedup_min": round(ratios[0], 2), "speedup_median": round(statistics.median(ratios), 2),
+                              "speedup_max": round(ratios[-1], 2), "cache_build_s": round(setup.cache_build_s, 3),
+                              "cached_images": 2 * args.images}), flush=True)
 
 
 if __name__ == "__main__":
