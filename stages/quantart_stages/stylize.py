@@ -59,13 +59,9 @@ def naming(settings: StylizeSettings):
     return OutputNaming(out=settings.out, suffix=settings.suffix, format=settings.format)
 
 
-def run(settings: StylizeSettings, ctx: RunContext) -> int:
-    if not settings.content:
-        raise UsageError("stylize needs at least one content image, folder or glob.")
-    if not settings.style:
-        raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
-    if settings.overwrite and settings.skip_existing:
-        raise UsageError("--overwrite redoes every output and --skip-existing keeps every existing one; pick one.")
+def style_checkpoints(settings, ctx: RunContext) -> tuple[Path, Path | None]:
+    """The model to stylize with (``--ckpt``, else the built-in model) and the continuous model, only kept for
+    ``--visual-fidelity`` below 1 (which needs one). ``quantart serve`` takes the same three settings."""
     ckpt = settings.ckpt
     if ckpt is None:
         from quantart_cli.core.weights import builtin_model_path
@@ -80,6 +76,17 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     if settings.visual_fidelity >= 1.0 and continuous_ckpt is not None:
         ctx.console.info("--continuous-ckpt is only used with --visual-fidelity below 1; ignoring it")
         continuous_ckpt = None
+    return ckpt, continuous_ckpt
+
+
+def run(settings: StylizeSettings, ctx: RunContext) -> int:
+    if not settings.content:
+        raise UsageError("stylize needs at least one content image, folder or glob.")
+    if not settings.style:
+        raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
+    if settings.overwrite and settings.skip_existing:
+        raise UsageError("--overwrite redoes every output and --skip-existing keeps every existing one; pick one.")
+    ckpt, continuous_ckpt = style_checkpoints(settings, ctx)
 
     import time
 
