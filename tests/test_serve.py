@@ -8,11 +8,13 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,8 +223,7 @@ def server(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "quantart_cli", "serve", "--device", "cpu", "--port", str(port),
-         "--max-upload-mb", "1", "--max-pixels", "1000000"],
+        [sys.executable, "-m", "quantart_cli", "serve", "--device", "cpu", "--port", str(port)],  # default limits
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_restore_sigint)
     stderr: list[str] = []
     threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True).start()
@@ -270,6 +271,15 @@ def _messages(page) -> str:
     return text
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG file that declares this size and holds no pixels: what a decompression bomb looks like up front."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def _answers(server) -> bool:
     with urllib.request.urlopen(server.url, timeout=10) as response:
         return response.status == 200
@@ -305,14 +315,14 @@ def test_bad_uploads_get_a_message_and_the_server_goes_on(server, browser, tmp_p
     page.reload()
     page.wait_for_selector("#stylize-button")
     huge = tmp_path / "huge.jpg"
-    huge.write_bytes(os.urandom(1536 * 1024))  # above --max-upload-mb 1
+    huge.write_bytes(os.urandom(21 * 1024 * 1024))  # above the default --max-upload-mb 20
     page.locator("#photo input[type=file]").set_input_files(str(huge))
-    assert "exceed the maximum allowed size of 1.0 Mb" in _messages(page)
+    assert "exceed the maximum allowed size of 20.0 Mb" in _messages(page)
 
-    wide = tmp_path / "wide.png"
-    Image.new("RGB", (1500, 1000), "white").save(wide)  # 1.5 megapixels, above --max-pixels 1000000
-    page.locator("#photo input[type=file]").set_input_files(str(wide))
-    assert "Image wide.png is 1500x1000 (1.5 megapixels), above the limit of 1.0 megapixels" in _messages(page)
+    vast = tmp_path / "vast.png"
+    vast.write_bytes(_png_header(10_000, 8_000))  # 80 megapixels declared, above the default 50
+    page.locator("#photo input[type=file]").set_input_files(str(vast))
+    assert "Image vast.png is 10000x8000 (80.0 megapixels), above the limit of 50.0 megapixels" in _messages(page)
 
     assert _answers(server) and server.process.poll() is None
     page.get_by_text("a photo after Monet").click()  # and a job still runs: one click on an example
@@ -332,8 +342,8 @@ def test_the_page_stylizes_like_the_command_line(server, browser, tmp_path, caps
     page.wait_for_selector("#result img", timeout=120_000)
     page.wait_for_timeout(500)
     page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
-    if os.environ.get("QUANTART_SERVE_SCREENSHOT"):  # refresh the docs' picture: docs/images/serve.png
-        shutil.copy(tmp_path / "serve.png", os.environ["QUANTART_SERVE_SCREENSHOT"])
+    if os.environ.get("SERVE_SCREENSHOT"):  # refresh the docs' picture: docs/images/serve.png
+        shutil.copy(tmp_path / "serve.png", os.environ["SERVE_SCREENSHOT"])
     with page.expect_download() as download:
         page.locator("#download").click()
     assert download.value.suggested_filename == "lhq_1_stylized.png"

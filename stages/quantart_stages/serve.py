@@ -98,7 +98,12 @@ def parse_weights(text: str | None) -> list[float] | None:
     return values
 
 
-def sentence(err: BaseException, names: dict[Path, str] | None = None) -> str:
+#: How the page names each option in its messages.
+PAGE_LABELS = {"alpha": "Style strength (alpha)", "size": "Size", "preserve_color": "Keep the photo's colours",
+               "style_weights": "Blend weights"}
+
+
+def sentence(err: BaseException | str, names: dict[Path, str] | None = None) -> str:
     """An error as the one sentence the page shows: the CLI's words, with the server's temporary upload paths
     replaced by the names the files were uploaded under."""
     text = str(err).strip() or type(err).__name__
@@ -237,10 +242,6 @@ class Studio:
         for old in folders[:-KEEP_JOBS]:
             shutil.rmtree(old, ignore_errors=True)
 
-
-#: How the page names each option in its messages.
-PAGE_LABELS = {"alpha": "Style strength (alpha)", "size": "Size", "preserve_color": "Keep the photo's colours",
-               "style_weights": "Blend weights"}
 
 
 #: Set before Gradio is imported: no analytics or version check, no Hugging Face Hub calls, uploads kept in the

@@ -59,6 +59,9 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
         except QuantartError as err:
             studio.console.warn(f"page: {err}")
             raise gr.Error(str(err), print_exception=False) from None
+        except Exception as err:  # the CLI's last line of defence, on the page: one sentence, and serve on
+            studio.console.warn(f"page: unexpected {type(err).__name__}: {err}")
+            raise gr.Error(f"Unexpected {type(err).__name__}: {err}.", print_exception=False) from None
         record = job.record
         details = (f"{record['width']} x {record['height']} px in {record['seconds']['total']:.1f} s, "
                    f"alpha {options.alpha:g}{', colours kept' if options.preserve_color else ''}. "
