@@ -56,6 +56,8 @@ SKIPPED = {
     "lint-imports": "CI's layering check; tests/test_import_rules.py runs it",
     "pip install": "the environment these tests already run in",
     "-m venv": "the environment these tests already run in",
+    "quantart serve": "a web server that runs until Ctrl-C; tests/test_serve.py drives it in a browser",
+    "scripts/install_chromium.sh": "installs Chromium for tests/test_serve.py (apt-get, as root); CI runs it",
 }
 IMAGE_DIRS = [
     "photos", "paintings", "datasets/painter-by-numbers/train", "datasets/lhq_1024_jpg",
