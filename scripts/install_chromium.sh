@@ -5,7 +5,7 @@
 #
 #   bash scripts/install_chromium.sh      (part of the README's test command, which CI runs)
 set -u
-for browser in "${QUANTART_CHROMIUM:-}" chromium chromium-browser; do
+for browser in "${SERVE_TEST_CHROMIUM:-}" chromium chromium-browser; do
   if [ -n "$browser" ] && command -v "$browser" >/dev/null 2>&1; then
     exit 0
   fi

@@ -172,6 +172,22 @@ def test_bad_uploads_are_named_as_uploaded(studio, tmp_path):
     assert studio.preview(PHOTO).size == (256, 256)  # and the next job goes on as usual
 
 
+def test_closing_waits_for_the_running_job_then_refuses_more(tmp_path):
+    settings, ctx = _context()
+    studio = serve.Studio(settings, ctx, tmp_path / "jobs")
+    done: list[serve.Job] = []
+    worker = threading.Thread(target=lambda: done.append(studio.stylize(PHOTO, [PAINTING], studio.options())))
+    worker.start()
+    while not studio.busy and worker.is_alive():
+        time.sleep(0.001)
+    studio.close()  # what Ctrl-C does: torch is never left running while the process exits
+    assert list((tmp_path / "jobs").rglob("lhq_1_stylized.png")) and not studio.busy  # written before close()
+    worker.join()
+    assert done and done[0].output.is_file()
+    with pytest.raises(UsageError, match="The server is stopping"):
+        studio.stylize(PHOTO, [PAINTING], studio.options())
+
+
 # ------------------------------------------------------------------------------------- the page in a browser
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -179,7 +195,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def _chromium() -> str | None:
-    for candidate in (os.environ.get("QUANTART_CHROMIUM"), "chromium", "chromium-browser"):
+    for candidate in (os.environ.get("SERVE_TEST_CHROMIUM"), "chromium", "chromium-browser"):
         if candidate and shutil.which(candidate):
             return shutil.which(candidate)
     return None
@@ -187,11 +203,10 @@ def _chromium() -> str | None:
 
 def _needs_browser() -> str:
     """The Chromium to drive, or a skip with the reason."""
-    pytest.importorskip("gradio", reason='the page needs the ui extra: pip install -e ".[ui]"')
     pytest.importorskip("playwright", reason="the browser test drives Chromium with playwright (the dev extra)")
     chromium = _chromium()
     if chromium is None:
-        pytest.skip("no Chromium to drive (apt-get install chromium, or set QUANTART_CHROMIUM)")
+        pytest.skip("no Chromium to drive (apt-get install chromium, or set SERVE_TEST_CHROMIUM to one)")
     return chromium
 
 
@@ -216,7 +231,7 @@ def _restore_sigint() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _needs_browser()
+    pytest.importorskip("gradio", reason='the page needs the ui extra: pip install -e ".[ui]"')
     root = tmp_path_factory.mktemp("serve")
     tmpdir = root / "tmp"
     tmpdir.mkdir()

@@ -157,6 +157,7 @@ class Studio:
         self.load_seconds = time.perf_counter() - start
         self._lock = threading.Lock()  # the queue runs one job at a time; this makes it true for any caller
         self._jobs = 0
+        self._closed = False
 
     def options(self, alpha: float | None = None, size: int | float | None = None,
                 preserve_color: bool | None = None, weights: str | Sequence[float] | None = None) -> StylizeOptions:
@@ -211,6 +212,8 @@ class Studio:
         names = {p: p.name for p in (photo, *painting_paths)}
         step = progress or (lambda fraction, text: None)
         with self._lock:
+            if self._closed:
+                raise UsageError("The server is stopping; this job was not run.")
             try:
                 step(0.05, f"reading {len(painting_paths)} painting(s)")
                 styles = [image_to_tensor(load_image(p, max_pixels=self.settings.max_pixels))
@@ -236,6 +239,17 @@ class Studio:
         self.console.info(f"stylized {photo.name} after {', '.join(p.name for p in painting_paths)} "
                           f"({record['width']}x{record['height']}, alpha {options.alpha:g}) in {seconds:.1f}s")
         return Job(output=target, record=record)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is running now."""
+        return self._lock.locked()
+
+    def close(self) -> None:
+        """Wait for the running job to finish (torch must not be stopped mid-computation: the process would
+        abort), then refuse any further job."""
+        with self._lock:
+            self._closed = True
 
     def _prune(self) -> None:
         folders = sorted(self.workdir.glob("job-*"))

@@ -25,6 +25,12 @@ SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica N
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
 #: Every job that runs the model shares this queue slot: one at a time, whichever button started it.
 MODEL_QUEUE = "model"
+#: The examples under the page: (label, sample photo, sample paintings, blend weights).
+EXAMPLES = [
+    ("a photo after Hokusai", "lhq_1", ["hokusai_great_wave"], None),
+    ("a photo after Monet", "lhq_2", ["monet_water_lilies_1919"], None),
+    ("after Van Gogh and Sisley, 0.7 / 0.3", "lhq_1", ["vangogh_starry_night_rhone", "sisley_snow_road"], "0.7,0.3"),
+]
 #: Sample thumbnails shrink with the column (Gradio's gallery keeps them at least 100 px wide, which cuts one off).
 CSS = """
 #samples-paintings .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
@@ -51,7 +57,7 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
     paintings = [str(p) for p in sorted(PAINTINGS_DIR.glob("*.jpg"))]
     defaults = studio.defaults
 
-    def stylize(photo, chosen, alpha, size, preserve_color, weights, progress=gr.Progress()):  # noqa: B008
+    def stylize(photo, chosen, alpha, size, preserve_color, weights, progress=gr.Progress()):
         try:
             options = studio.options(alpha, size, preserve_color, weights)
             job = studio.stylize(photo, _paths(chosen), options,
@@ -88,11 +94,11 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
         return photos[evt.index]
 
     with gr.Blocks(title="quantart: stylize a photo", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
+        model = "the built-in model" if settings.ckpt is None else f"the model {Path(settings.ckpt).name}"
         gr.Markdown(
             "# quantart: stylize a photo after paintings\n"
-            "Pick a photo and one or more paintings, then press **Stylize**. Everything runs on this computer "
-            f"with {'the built-in model' if settings.ckpt is None else 'the model ' + Path(settings.ckpt).name}; "
-            "nothing is sent anywhere else."
+            "Pick a photo and one or more paintings, then press **Stylize**. Everything runs on the computer "
+            f"that serves this page, with {model}; nothing is sent anywhere else."
         )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=260):
@@ -126,12 +132,12 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
             button = gr.Button("Stylize", variant="primary", elem_id="stylize-button", scale=0, min_width=160)
         inputs = [photo, chosen, alpha, size, preserve_color, weights]
         outputs = [result, download, details]
+        sample = {Path(p).stem: p for p in photos + paintings}
         examples = gr.Examples(
-            [[photos[0], [paintings[1]], None, None, None, None],
-             [photos[1], [paintings[3]], None, None, None, None],
-             [photos[0], [paintings[7], paintings[5]], None, None, None, "0.7,0.3"]],
+            [[sample[photo_name], [sample[name] for name in names], None, None, None, blend]
+             for _, photo_name, names, blend in EXAMPLES],
             inputs=inputs, label="Try an example (one click fills the page and stylizes it)",
-            example_labels=["a photo after Hokusai", "a photo after Monet", "after Van Gogh and Sisley, 0.7 / 0.3"],
+            example_labels=[label for label, *_ in EXAMPLES],
         )
         job = {"fn": stylize, "inputs": inputs, "outputs": outputs, "concurrency_id": MODEL_QUEUE,
                "concurrency_limit": 1, "show_progress": "full"}
@@ -179,9 +185,27 @@ def serve(studio: Studio, settings: ServeSettings, ctx: RunContext, workdir: Pat
             while True:
                 time.sleep(0.2)
     except KeyboardInterrupt:
-        ctx.console.info("stopping the server")
-        page.close()
+        waiting = "; waiting for the running job to finish (Ctrl-C again stops at once)" if studio.busy else ""
+        ctx.console.info(f"stopping the server{waiting}")
+        try:
+            page.close()
+            studio.close()
+        except KeyboardInterrupt:
+            _stop_at_once(ctx, workdir)
         raise
+
+
+def _stop_at_once(ctx: RunContext, workdir: Path) -> None:
+    """A second Ctrl-C while a job runs: leave without waiting for torch (a normal exit would abort in it)."""
+    import os
+    import shutil
+    import sys
+
+    ctx.console.error("Interrupted.")
+    shutil.rmtree(workdir, ignore_errors=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 class _sigterm_as_interrupt:  # noqa: N801 (a context manager, named as used)
