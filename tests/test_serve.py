@@ -385,6 +385,7 @@ def test_ctrl_c_stops_the_server_cleanly(server):
     time.sleep(0.2)
     err = "".join(server.stderr)
     assert code == 130 and "stopping the server" in err and "Traceback" not in err, err
+    assert server.process.stdout.read() == ""  # stdout held the address alone
     assert not list(server.tmpdir.glob("quantart-serve-*"))  # uploads and results removed
     with pytest.raises(OSError):
         urllib.request.urlopen(server.url, timeout=5)

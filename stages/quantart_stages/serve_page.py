@@ -7,6 +7,8 @@ otherwise, no share tunnel, no analytics, no fonts or scripts from elsewhere, on
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 import threading
 import time
@@ -188,7 +190,8 @@ def serve(studio: Studio, settings: ServeSettings, ctx: RunContext, workdir: Pat
         waiting = "; waiting for the running job to finish (Ctrl-C again stops at once)" if studio.busy else ""
         ctx.console.info(f"stopping the server{waiting}")
         try:
-            page.close()
+            with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints "Closing server"; stdout is for results
+                page.close()
             studio.close()
         except KeyboardInterrupt:
             _stop_at_once(ctx, workdir)
