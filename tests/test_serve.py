@@ -172,6 +172,15 @@ def test_bad_uploads_are_named_as_uploaded(studio, tmp_path):
     assert studio.preview(PHOTO).size == (256, 256)  # and the next job goes on as usual
 
 
+def test_settings_no_job_could_run_with_are_refused_at_start(tmp_path):
+    settings, ctx = _context(precision="fp16")  # fp16 needs CUDA; this runs on the CPU
+    with pytest.raises(UsageError, match="--precision fp16 needs a CUDA GPU"):
+        serve.Studio(settings, ctx, tmp_path)
+    settings, ctx = _context(visual_fidelity=0.5)
+    with pytest.raises(UsageError, match="--visual-fidelity 0.5 needs --continuous-ckpt"):
+        serve.Studio(settings, ctx, tmp_path)
+
+
 def test_closing_waits_for_the_running_job_then_refuses_more(tmp_path):
     settings, ctx = _context()
     studio = serve.Studio(settings, ctx, tmp_path / "jobs")

@@ -136,6 +136,7 @@ class Studio:
         from quantart_cli.core.devices import resolve_device
         from quantart_cli.core.io.checkpoints import load_model
         from quantart_cli.core.io.digest import file_sha256
+        from quantart_cli.core.precision import check_precision
         from quantart_cli.core.weights import BUILTIN_MODEL_NAME
 
         self.settings = settings
@@ -144,6 +145,7 @@ class Studio:
         self.defaults = StylizeOptions.pick(settings)
         ckpt, continuous_ckpt = style_checkpoints(settings, ctx)
         self.device = resolve_device(settings.device)
+        check_precision(self.device, self.defaults.precision, training=False)  # at start, not in every job
         start = time.perf_counter()
         self.model = load_model(ckpt, device=self.device, expected_kind="style-transfer",
                                 trust=settings.trust_checkpoint)
