@@ -42,12 +42,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_models import OrigStyleTransfer  # noqa: E402
 
-from quantart_cli.core.config import StyleTransferConfig  # noqa: E402
+from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config  # noqa: E402
 from quantart_cli.core.models import StyleTransfer  # noqa: E402
 from quantart_cli.core.transfer.engine import Stylizer  # noqa: E402
 from quantart_cli.core.transfer.options import StylizeOptions  # noqa: E402
 
 SCENARIOS = ("single", "folder", "alphas")
+#: ``f16``: the paper's model (every QuantArt preset); ``tiny``: the test configuration, to check the script runs.
+CONFIGS = {
+    "f16": StyleTransferConfig,
+    "tiny": lambda: StyleTransferConfig(content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1),
+}
 
 
 def smooth_image(size: int, seed: int, device: torch.device) -> Tensor:
@@ -73,12 +78,12 @@ def _timed(fn: Callable[[], list[Tensor]], device: torch.device) -> tuple[float,
 class Pair:
     """Our model and the original's, with the same weights, and the work of each scenario for both."""
 
-    def __init__(self, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(self, device: torch.device, precision: str = "fp32", config: str = "f16") -> None:
         torch.manual_seed(0)
         self.device = device
         self.precision = precision
-        self.ours = StyleTransfer(StyleTransferConfig()).eval().to(device)
-        self.original = OrigStyleTransfer(StyleTransferConfig()).eval().to(device)
+        self.ours = StyleTransfer(CONFIGS[config]()).eval().to(device)
+        self.original = OrigStyleTransfer(CONFIGS[config]()).eval().to(device)
         self.original.load_state_dict(self.ours.state_dict(), strict=True)
 
     def original_run(self, contents: list[Tensor], style: Tensor, alphas: list[float]) -> list[Tensor]:
@@ -155,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", default="256,512")
+    parser.add_argument("--config", choices=list(CONFIGS), default="f16")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pair = Pair(torch.device(args.device), args.precision)
+    pair = Pair(torch.device(args.device), args.precision, args.config)
     for size in (int(s) for s in args.sizes.split(",")):
         for scenario in args.scenarios.split(","):
             if scenario not in SCENARIOS:

@@ -51,6 +51,9 @@ SKIPPED = {
     "benchmarks/bench_models.py": "a multi-minute benchmark of the full f16 model; run by hand",
     "benchmarks/bench_stylize.py": "a multi-minute benchmark up to 4096 px; run by hand",
     "benchmarks/profile_stylize.py": "a profile of the full f16 model; run by hand",
+    "benchmarks/bench_speed.py": "a multi-minute race of the full f16 model against the original; tiny run in "
+                                 "tests/test_benchmarks.py",
+    "benchmarks/profile_train_sga.py": "a profile of full f16 training steps; tiny run in tests/test_benchmarks.py",
     "pytest": "the test suite itself (this is what CI runs)",
     "ruff": "CI's lint step (ruff's own rules, not a quantart command)",
     "lint-imports": "CI's layering check; tests/test_import_rules.py runs it",

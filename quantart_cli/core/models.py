@@ -6,10 +6,11 @@ factor (16 for every QuantArt config); a style reference may differ in size from
 
 By default activations and convolution weights are in channels-last memory order
 (``model.channels_last = False`` turns both to the usual contiguous order): on CPU the convolutions
-are markedly faster that way (oneDNN's fast path wants both in the same order: a 128-channel 3x3
-convolution at 256x256 px takes 184 ms instead of 238 ms on one core) and the results are the same
-up to float rounding. Returned tensors are always contiguous, and so is every tensor of
-``state_dict()`` (a contiguous copy of a channels-last weight), so the state dict saves anywhere.
+are faster that way, and with the kernels in the activations' order oneDNN skips reordering them on
+every call (a 512-channel 3x3 convolution at 16x16 px: 14 ms instead of 19 ms on one core; the whole
+f16 stylization about 2%). Results are the same up to float rounding (bit-identical in our checks).
+Returned tensors are always contiguous, and so is every tensor of ``state_dict()`` (a contiguous copy
+of a channels-last weight), so the state dict saves anywhere.
 """
 
 from __future__ import annotations
