@@ -31,6 +31,14 @@ def test_swd_is_zero_for_the_same_colours_and_symmetric() -> None:
     assert color_swd(a, shuffled) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_kept_colour_profiles_give_exactly_the_distance() -> None:
+    from quantart_cli.core.metrics.style import color_quantiles, swd_between
+
+    a, b = _image(3), _image(4, (3, 300, 200))  # b is over SWD_MAX_PIXELS: its fixed pixel subset is used
+    assert swd_between(color_quantiles(a), color_quantiles(b)) == color_swd(a, b)
+    assert color_quantiles(a).shape == (256, 64)
+
+
 def test_swd_compares_images_of_different_sizes_and_grows_with_a_colour_shift() -> None:
     a = _image(2)
     bigger = F.interpolate(a[None], scale_factor=2, mode="nearest")[0]

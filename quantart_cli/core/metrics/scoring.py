@@ -19,7 +19,13 @@ from torch import Tensor, nn
 
 from quantart_cli.core.errors import BadInputError, QuantartError
 from quantart_cli.core.metrics import networks as nets
-from quantart_cli.core.metrics.style import color_histogram_distance, color_swd, luminance_ssim, mean_abs_diff
+from quantart_cli.core.metrics.style import (
+    color_histogram_distance,
+    color_quantiles,
+    luminance_ssim,
+    mean_abs_diff,
+    swd_between,
+)
 
 __all__ = ["METRICS", "EvaluationResult", "MetricInfo", "Networks", "Triple", "load_networks", "score_triples"]
 
@@ -132,9 +138,10 @@ def score_triples(
     available, reasons = _availability(networks)
     triples: list[Triple] = []
     rows: list[dict[str, Any]] = []
+    profiles: dict[tuple[str, str], Tensor] = {}  # colour profiles of the photos and paintings, each made once
     for triple in stream:
         triples.append(triple)
-        rows.append(_score_pair(triple, networks, available))
+        rows.append(_score_pair(triple, networks, available, profiles))
         if progress is not None:
             progress()
     if not triples:
@@ -179,9 +186,15 @@ def _availability(networks: Networks) -> tuple[set[str], dict[str, str]]:
     return available, reasons
 
 
-def _score_pair(t: Triple, networks: Networks, available: set[str]) -> dict[str, Any]:
-    swd = color_swd(t.output, t.painting)
-    base = color_swd(t.photo, t.painting)
+def _score_pair(
+    t: Triple, networks: Networks, available: set[str], profiles: dict[tuple[str, str], Tensor]
+) -> dict[str, Any]:
+    for key, image in ((("photo", t.content), t.photo), (("painting", t.style), t.painting)):
+        if key not in profiles:
+            profiles[key] = color_quantiles(image)
+    painting = profiles[("painting", t.style)]
+    swd = swd_between(color_quantiles(t.output), painting)
+    base = swd_between(profiles[("photo", t.content)], painting)
     row: dict[str, Any] = {
         "group": t.group, "content": t.content, "style": t.style, "stylized": t.stylized,
         "color_swd": swd,

@@ -35,12 +35,14 @@ __all__ = [
     "StylizationReport",
     "SWD_MAX_PIXELS",
     "color_histogram_distance",
+    "color_quantiles",
     "color_swd",
     "luminance",
     "luminance_ssim",
     "mean_abs_diff",
     "mean_std_color_transfer",
     "stylization_report",
+    "swd_between",
 ]
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
@@ -76,6 +78,33 @@ def _pixels(x: Tensor, what: str, limit: int, seed: int) -> Tensor:
     return pixels
 
 
+def color_quantiles(
+    x: Tensor,
+    *,
+    projections: int = 64,
+    quantiles: int = 256,
+    seed: int = 0,
+    max_pixels: int = SWD_MAX_PIXELS,
+) -> Tensor:
+    """The colour profile :func:`color_swd` compares: quantiles (``quantiles``, ``projections``) of the image's
+    RGB pixels projected on fixed random directions.
+
+    Sorting the projections is most of a distance's cost, so a caller comparing one image with many keeps its
+    profile: ``color_swd(a, b) == swd_between(color_quantiles(a), color_quantiles(b))`` exactly.
+    """
+    return _profile(x, "image", projections, quantiles, seed, max_pixels)
+
+
+def _profile(x: Tensor, what: str, projections: int, quantiles: int, seed: int, max_pixels: int) -> Tensor:
+    pixels = _pixels(x, what, max_pixels, seed)
+    return _quantiles(pixels @ _directions(projections, seed).t(), quantiles)
+
+
+def swd_between(profile_a: Tensor, profile_b: Tensor) -> float:
+    """Sliced Wasserstein-1 distance between two :func:`color_quantiles` profiles (same arguments)."""
+    return float((profile_a - profile_b).abs().mean())
+
+
 def color_swd(
     a: Tensor,
     b: Tensor,
@@ -91,12 +120,8 @@ def color_swd(
     are fixed by the arguments, so the distance is deterministic and symmetric, and images of different
     sizes compare directly.
     """
-    pixels_a = _pixels(a, "first image", max_pixels, seed)
-    pixels_b = _pixels(b, "second image", max_pixels, seed)
-    directions = _directions(projections, seed)
-    qa = _quantiles(pixels_a @ directions.t(), quantiles)
-    qb = _quantiles(pixels_b @ directions.t(), quantiles)
-    return float((qa - qb).abs().mean())
+    return swd_between(_profile(a, "first image", projections, quantiles, seed, max_pixels),
+                       _profile(b, "second image", projections, quantiles, seed, max_pixels))
 
 
 def _quantiles(values: Tensor, count: int) -> Tensor:
@@ -231,12 +256,21 @@ def stylization_report(
     if missing:
         raise BadInputError(f"{len(missing)} outputs are missing, e.g. {missing[0]}")
     full = alphas[-1]
+    profiles: dict[tuple[str, object], Tensor] = {}  # every image is profiled once, however often it is compared
+
+    def swd(kind: str, key: object, image: Tensor, painting: str) -> float:
+        for k, x in (((kind, key), image), (("painting", painting), paintings[painting])):
+            if k not in profiles:
+                profiles[k] = color_quantiles(x)
+        return swd_between(profiles[(kind, key)], profiles[("painting", painting)])
+
     ratios, swd_photo, ssims = [], [], []
     swd_alpha: dict[float, list[float]] = {a: [] for a in alphas}
     for photo, painting in itertools.product(photos, paintings):
-        base = color_swd(photos[photo], paintings[painting])
+        base = swd("photo", photo, photos[photo], painting)
         for alpha in alphas:
-            swd_alpha[alpha].append(color_swd(outputs[(photo, painting, alpha)], paintings[painting]))
+            key = (photo, painting, alpha)
+            swd_alpha[alpha].append(swd("output", key, outputs[key], painting))
         swd_photo.append(base)
         ratios.append(swd_alpha[full][-1] / max(base, 1e-12))
         ssims.append(luminance_ssim(outputs[(photo, painting, full)], photos[photo]))
@@ -246,7 +280,8 @@ def stylization_report(
     for photo in photos:
         # distance[own][other]: from the output made after painting ``own`` to painting ``other``.
         distance = {
-            own: {other: color_swd(outputs[(photo, own, full)], paintings[other]) for other in names} for own in names
+            own: {other: swd("output", (photo, own, full), outputs[(photo, own, full)], other) for other in names}
+            for own in names
         }
         for own, other in itertools.permutations(names, 2):
             comparisons += 1
