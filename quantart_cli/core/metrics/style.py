@@ -164,28 +164,37 @@ def luminance(x: Tensor) -> Tensor:
     return (rgb * weights).sum(dim=0)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).view(1, 1, size, size)
+    return g / g.sum()
+
+
+def _gaussian_blur(maps: Tensor, taps: Tensor) -> Tensor:
+    """``maps`` (N, 1, H, W) through the 2-D Gaussian window as two 1-D passes (the window is separable)."""
+    size = len(taps)
+    return F.conv2d(F.conv2d(maps, taps.view(1, 1, size, 1)), taps.view(1, 1, 1, size))
 
 
 def luminance_ssim(a: Tensor, b: Tensor) -> float:
-    """Mean SSIM of the luma of ``a`` and ``b`` (``b`` resized to ``a``'s size when they differ)."""
+    """Mean SSIM of the luma of ``a`` and ``b`` (``b`` resized to ``a``'s size when they differ).
+
+    The usual definition: an 11x11 Gaussian window (sigma 1.5), valid positions only, c1 = 0.01^2,
+    c2 = 0.03^2, in float64.
+    """
     ya = luminance(a)[None, None]
     yb = luminance(b)[None, None]
     if yb.shape != ya.shape:
         yb = F.interpolate(yb, size=ya.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
-    window = _gaussian_window()
-    size = window.shape[-1]
+    taps = _gaussian_taps()
+    size = len(taps)
     if min(ya.shape[-2:]) < size:
         raise BadInputError(f"SSIM needs images of at least {size}x{size} pixels, got {tuple(ya.shape[-2:])}")
     c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = F.conv2d(ya, window), F.conv2d(yb, window)
-    var_a = F.conv2d(ya * ya, window) - mu_a**2
-    var_b = F.conv2d(yb * yb, window) - mu_b**2
-    cov = F.conv2d(ya * yb, window) - mu_a * mu_b
+    mu_a, mu_b, sq_a, sq_b, ab = _gaussian_blur(torch.cat([ya, yb, ya * ya, yb * yb, ya * yb]), taps)
+    var_a = sq_a - mu_a**2
+    var_b = sq_b - mu_b**2
+    cov = ab - mu_a * mu_b
     ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(ssim.mean())
 
