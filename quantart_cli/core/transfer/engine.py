@@ -256,7 +256,9 @@ class Stylizer:
 
     def latent(self, x: Tensor, tiled: bool, timings: dict[str, float] | None = None) -> Tensor:
         """The mixed latent ``z`` of a padded content batch (see the module docstring)."""
-        return self._mix(self._path_latents(x, tiled, self.options.alpha > 0.0, timings), self.options.alpha)
+        with self._autocast():
+            parts = self._path_latents(x, tiled, self.options.alpha > 0.0, timings)
+        return self._mix(parts, self.options.alpha)
 
     def _path_latents(
         self, x: Tensor, tiled: bool, stylize: bool, timings: dict[str, float] | None
@@ -291,7 +293,11 @@ class Stylizer:
         return mixed
 
     def decode(self, z: Tensor, tiled: bool) -> Tensor:
-        """Decode a (mixed) latent with the (interpolated) art decoder, tiled or whole."""
+        """Decode a (mixed) latent with the (interpolated) art decoder, tiled or whole (float32 out)."""
+        with self._autocast():
+            return self._decode(z, tiled).float()
+
+    def _decode(self, z: Tensor, tiled: bool) -> Tensor:
         h = self.post_quant_conv(z)
         opts = self.options
         if tiled:
@@ -338,8 +344,7 @@ class Stylizer:
             for b in values:
                 timings = dict(shared) if not outputs else {"encode": 0.0, "sga": 0.0}
                 start = time.perf_counter()
-                with self._autocast():
-                    image = crop_padding(self.decode(self._mix(parts, b), tiled), padding).float()
+                image = crop_padding(self.decode(self._mix(parts, b), tiled), padding)
                 timings["decode"] = _elapsed(start, image)
                 if self.options.preserve_color:
                     image = preserve_content_color(image, x)
