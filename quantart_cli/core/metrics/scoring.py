@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from quantart_cli.core.errors import BadInputError, QuantartError
 from quantart_cli.core.metrics import networks as nets
 from quantart_cli.core.metrics.style import (
+    ColourProfiles,
     color_histogram_distance,
     color_quantiles,
     luminance_ssim,
@@ -138,7 +139,7 @@ def score_triples(
     available, reasons = _availability(networks)
     triples: list[Triple] = []
     rows: list[dict[str, Any]] = []
-    profiles: dict[tuple[str, str], Tensor] = {}  # colour profiles of the photos and paintings, each made once
+    profiles = ColourProfiles()  # the photos' and paintings' colour profiles, each made once
     for triple in stream:
         triples.append(triple)
         rows.append(_score_pair(triple, networks, available, profiles))
@@ -187,14 +188,11 @@ def _availability(networks: Networks) -> tuple[set[str], dict[str, str]]:
 
 
 def _score_pair(
-    t: Triple, networks: Networks, available: set[str], profiles: dict[tuple[str, str], Tensor]
+    t: Triple, networks: Networks, available: set[str], profiles: ColourProfiles
 ) -> dict[str, Any]:
-    for key, image in ((("photo", t.content), t.photo), (("painting", t.style), t.painting)):
-        if key not in profiles:
-            profiles[key] = color_quantiles(image)
-    painting = profiles[("painting", t.style)]
-    swd = swd_between(color_quantiles(t.output), painting)
-    base = swd_between(profiles[("photo", t.content)], painting)
+    painting = profiles(("painting", t.style), t.painting)
+    swd = swd_between(color_quantiles(t.output), painting)  # each output is compared once: not kept
+    base = swd_between(profiles(("photo", t.content), t.photo), painting)
     row: dict[str, Any] = {
         "group": t.group, "content": t.content, "style": t.style, "stylized": t.stylized,
         "color_swd": swd,

@@ -32,6 +32,7 @@ from torch import Tensor
 from quantart_cli.core.errors import BadInputError
 
 __all__ = [
+    "ColourProfiles",
     "StylizationReport",
     "SWD_MAX_PIXELS",
     "color_histogram_distance",
@@ -103,6 +104,22 @@ def _profile(x: Tensor, what: str, projections: int, quantiles: int, seed: int, 
 def swd_between(profile_a: Tensor, profile_b: Tensor) -> float:
     """Sliced Wasserstein-1 distance between two :func:`color_quantiles` profiles (same arguments)."""
     return float((profile_a - profile_b).abs().mean())
+
+
+class ColourProfiles:
+    """:func:`color_quantiles` of images by a caller's key, each made once however often it is compared."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[object, Tensor] = {}
+
+    def __call__(self, key: object, image: Tensor) -> Tensor:
+        if key not in self._by_key:
+            self._by_key[key] = color_quantiles(image)
+        return self._by_key[key]
+
+    def swd(self, key_a: object, a: Tensor, key_b: object, b: Tensor) -> float:
+        """``color_swd(a, b)``, from the kept profiles."""
+        return swd_between(self(key_a, a), self(key_b, b))
 
 
 def color_swd(
@@ -265,13 +282,10 @@ def stylization_report(
     if missing:
         raise BadInputError(f"{len(missing)} outputs are missing, e.g. {missing[0]}")
     full = alphas[-1]
-    profiles: dict[tuple[str, object], Tensor] = {}  # every image is profiled once, however often it is compared
+    profiles = ColourProfiles()
 
     def swd(kind: str, key: object, image: Tensor, painting: str) -> float:
-        for k, x in (((kind, key), image), (("painting", painting), paintings[painting])):
-            if k not in profiles:
-                profiles[k] = color_quantiles(x)
-        return swd_between(profiles[(kind, key)], profiles[("painting", painting)])
+        return profiles.swd((kind, key), image, ("painting", painting), paintings[painting])
 
     ratios, swd_photo, ssims = [], [], []
     swd_alpha: dict[float, list[float]] = {a: [] for a in alphas}
