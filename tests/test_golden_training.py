@@ -192,12 +192,17 @@ def _check_stage1(stage: Mapping[str, Any], out: Path, order: str = "sequential"
             for call in original[phase]["quantizer"]["quantize"]:
                 name, indices = next(calls)
                 assert torch.equal(indices.flatten(), call["indices"].flatten()), f"step {step} {phase} indices"
-    _check_weights(model.state_dict(), stage["final_generator"], stage["final_vs_f64_maxabs"], "", cfg["lr"],
-                   cfg["num_steps"], set(stage["noise_driven_params"]))
-    _check_weights(task.loss.discriminator.state_dict(), stage["final_discriminator"],
-                   stage["final_vs_f64_maxabs"], "loss.discriminator.", cfg["lr"], cfg["num_steps"],
-                   set(stage["noise_driven_params"]))
-    _check_bn(task.loss.discriminator, stage["final_discriminator_bn"], stage["final_vs_f64_maxabs"])
+    _check_final_state(model, task, stage, cfg, "final_generator")
+
+
+def _check_final_state(model: torch.nn.Module, task, stage: Mapping, cfg: Mapping, generator_key: str) -> None:
+    """The trained model (``stage[generator_key]``), the discriminator and its BatchNorm statistics after the
+    last step, each within the original's own float32-vs-float64 spread."""
+    spread, noise_driven = stage["final_vs_f64_maxabs"], set(stage["noise_driven_params"])
+    _check_weights(model.state_dict(), stage[generator_key], spread, "", cfg["lr"], cfg["num_steps"], noise_driven)
+    _check_weights(task.loss.discriminator.state_dict(), stage["final_discriminator"], spread, "loss.discriminator.",
+                   cfg["lr"], cfg["num_steps"], noise_driven)
+    _check_bn(task.loss.discriminator, stage["final_discriminator_bn"], spread)
 
 
 def _check_bn(discriminator: torch.nn.Module, theirs: Mapping[str, torch.Tensor], spread: Mapping[str, float]) -> None:
@@ -278,9 +283,4 @@ def test_stage2_four_steps_match_the_original(golden, tmp_path):
     assert at == len(calls)
     after = dict(model.named_parameters())
     assert all(torch.equal(after[n], v) for n, v in frozen.items()) == bool(stage["frozen_parts_unchanged"])
-    _check_weights(model.state_dict(), stage["final_model_x2y"], stage["final_vs_f64_maxabs"], "", cfg["lr"],
-                   cfg["num_steps"], set(stage["noise_driven_params"]))
-    _check_weights(task.loss.discriminator.state_dict(), stage["final_discriminator"],
-                   stage["final_vs_f64_maxabs"], "loss.discriminator.", cfg["lr"], cfg["num_steps"],
-                   set(stage["noise_driven_params"]))
-    _check_bn(task.loss.discriminator, stage["final_discriminator_bn"], stage["final_vs_f64_maxabs"])
+    _check_final_state(model, task, stage, cfg, "final_model_x2y")
