@@ -267,11 +267,16 @@ class OrigStyleTransfer(nn.Module):
         self.model_x2y = OrigSGA(cfg.embed_dim, cfg.sga_blocks)
 
     def transfer(self, x: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        _, quant_y, indices_y = self.transfer_with_content(x, ref)
+        return quant_y, indices_y
+
+    def transfer_with_content(self, x: Tensor, ref: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``transfer`` that also returns the content latent ``quant_x`` (for blending by alpha by hand)."""
         quant_x, _, _ = self.quantize_enc(self.quant_conv(self.encoder(x)))
         quant_ref, _, _ = self.quantize_dec(self.quant_conv_real(self.encoder_real(ref)))
         h = self.model_x2y(quant_x, quant_ref)
         quant_y, _, indices_y = self.quantize_dec(h)
-        return quant_y, indices_y
+        return quant_x, quant_y, indices_y
 
     def decode(self, quant: Tensor) -> Tensor:
         return self.decoder(self.post_quant_conv(quant))

@@ -90,10 +90,8 @@ class Pair:
         model, outs = self.original, []
         with torch.no_grad():
             for content in contents:
-                for b in alphas:  # the original's transfer(), keeping quant_x for the blend
-                    quant_x, _, _ = model.quantize_enc(model.quant_conv(model.encoder(content)))
-                    quant_ref, _, _ = model.quantize_dec(model.quant_conv_real(model.encoder_real(style)))
-                    quant_y, _, _ = model.quantize_dec(model.model_x2y(quant_x, quant_ref))
+                for b in alphas:  # one whole run per alpha: the original has no alpha of its own
+                    quant_x, quant_y, _ = model.transfer_with_content(content, style)
                     if b != 1.0:
                         quant_y = b * quant_y + (1 - b) * quant_x
                     outs.append(model.decode(quant_y).clamp(-1, 1))
