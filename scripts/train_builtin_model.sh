@@ -14,14 +14,15 @@
 #   base   train-vq --preset builtin-base    photos + paintings, from scratch
 #   art    train-vq --preset builtin-art     paintings, from base
 #   photo  train-vq --preset builtin-photo   photos, from base
-#   sga    train-sga --preset builtin        photo VQGAN -> art VQGAN, from a latent cache
+#   paint  train-vq --preset builtin-paint   paintings, from art: VGG19 perceptual loss + PatchGAN (strokes)
+#   sga    train-sga --preset builtin-paint  photo VQGAN -> paint VQGAN, from images, image-space VGG19 terms
 #   export convert sga/last.pt -> builtin.safetensors (weights only, no optimizer or discriminator)
 # PHASES="base art" limits the run to those phases. QUANTART (default: quantart) is the command used.
 set -euo pipefail
 
 data=${1:?usage: scripts/train_builtin_model.sh DATA_DIR [RUN_DIR]}
 runs=${2:-runs/builtin}
-phases=${PHASES:-base art photo sga export}
+phases=${PHASES:-base art photo paint sga export}
 qa=${QUANTART:-quantart}
 here=$(cd "$(dirname "$0")" && pwd)
 seed=23
@@ -77,10 +78,14 @@ if wants photo; then
   run_phase photo train-vq --preset builtin-photo --seed $seed --data "$runs/photos.txt" \
     --init-from "$runs/base/last.pt"
 fi
+if wants paint; then
+  run_phase paint train-vq --preset builtin-paint --seed $seed --data "$runs/paintings.txt" \
+    --init-from "$runs/art/last.pt"
+fi
 if wants sga; then
-  run_phase sga train-sga --preset builtin --seed $seed \
-    --content-vq "$runs/photo/last.pt" --style-vq "$runs/art/last.pt" \
-    --content-data "$runs/photos.txt" --style-data "$runs/paintings.txt" --cache "$runs/latent-cache"
+  run_phase sga train-sga --preset builtin-paint --seed $seed \
+    --content-vq "$runs/photo/last.pt" --style-vq "$runs/paint/last.pt" \
+    --content-data "$runs/photos.txt" --style-data "$runs/paintings.txt"
 fi
 if wants export; then
   "$qa" convert "$runs/sga/last.pt" "$runs/builtin.safetensors"

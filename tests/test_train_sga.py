@@ -556,8 +556,8 @@ def test_continuous_variant_trains_and_saves_a_continuous_checkpoint(capsys, pre
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(capsys, preset, vqgans, data, tmp_path, monkeypatch):
     original = StyleTransferLoss.generator_loss
 
-    def poisoned(self, quant_y, quant_x, quant_ref, vq_loss, step):
-        total, logs = original(self, quant_y, quant_x, quant_ref, vq_loss, step)
+    def poisoned(self, quant_y, quant_x, quant_ref, vq_loss, step, **images):
+        total, logs = original(self, quant_y, quant_x, quant_ref, vq_loss, step, **images)
         return (total * float("nan") if step >= 2 else total), logs
 
     monkeypatch.setattr(StyleTransferLoss, "generator_loss", poisoned)

@@ -74,6 +74,11 @@ class StyleTransferConfig(_Strict):
     style: VQGANConfig = VQGANConfig()
     sga_blocks: int = Field(6, ge=1, description="Style-Guided Attention blocks.")
     use_residual: bool = Field(True, description="Residual connections in the SGA attention blocks.")
+    sga_padding: Literal["zeros", "replicate"] = Field(
+        "zeros",
+        description="Padding of the SGA module's convolutions: 'zeros' (the original) or 'replicate' (the module "
+        "cannot see where the image ends, so it cannot learn to draw a frame along it).",
+    )
     continuous: bool = Field(
         False, description="Continuous variant: no quantizers around the SGA module (paper's visual-fidelity path)."
     )

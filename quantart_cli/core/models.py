@@ -188,7 +188,8 @@ class StyleTransfer(_MemoryOrder):
         self.post_quant_conv = nn.Conv2d(style.quantizer.embed_dim, s_ae.z_channels, kernel_size=1)
         self.decoder = Decoder(s_ae)
         self.model_x2y = StyleGuidedAttention(
-            config.embed_dim, num_blocks=config.sga_blocks, residual=config.use_residual
+            config.embed_dim, num_blocks=config.sga_blocks, residual=config.use_residual,
+            padding_mode=config.sga_padding,
         )
         self.channels_last = True
         self.freeze_pretrained()
@@ -204,6 +205,7 @@ class StyleTransfer(_MemoryOrder):
         sga_blocks: int = 6,
         use_residual: bool = True,
         continuous: bool = False,
+        sga_padding: str = "zeros",
     ) -> StyleTransfer:
         """Assemble from a content (photo) VQGAN and a style (art) VQGAN, as the original does.
 
@@ -217,6 +219,7 @@ class StyleTransfer(_MemoryOrder):
             sga_blocks=sga_blocks,
             use_residual=use_residual,
             continuous=continuous,
+            sga_padding=sga_padding,
         )
         model = cls(config).to(device=content.last_layer.device)
         sources: dict[str, nn.Module] = {

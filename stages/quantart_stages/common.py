@@ -38,6 +38,9 @@ class TrainingSettings(CheckpointReadingSettings, ImageReadingSettings, LoopOpti
     size: int = cli_option(256, "Training image size in pixels (a multiple of 16).", ge=16, multiple_of=16)
     random_crop: bool = cli_option(False, "Random crops instead of the original's centre crop / squash.")
     hflip: bool = cli_option(False, "Random horizontal flips.")
+    max_scale: float = cli_option(
+        1.0, "Scale jitter: random crops from images resized up to this factor beyond --size (1: none).", ge=1.0
+    )
     resize_filter: Literal["opencv-linear", "antialias"] = cli_option(
         "opencv-linear",
         "How training images are resized: opencv-linear (the original's: OpenCV INTER_LINEAR, no antialiasing) or "

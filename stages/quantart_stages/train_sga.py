@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.losses.config import StyleTransferLossConfig
@@ -37,6 +38,9 @@ class TrainSGASettings(TrainingSettings):
     rebuild_cache: bool = cli_option(False, "Re-encode a --cache folder made from other checkpoints or settings.")
     sga_blocks: int = cli_option(6, "Style-Guided Attention blocks.", ge=1)
     use_residual: bool = cli_option(True, "Residual connections in the SGA attention blocks.")
+    sga_padding: Literal["zeros", "replicate"] = cli_option(
+        "zeros", "Padding of the SGA convolutions: zeros (the original) or replicate (no frame along the border)."
+    )
     loss: StyleTransferLossConfig = StyleTransferLossConfig()
 
 
@@ -71,6 +75,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
             resize="shorter-side" if settings.random_crop else "squash",
             crop="random" if settings.random_crop else "center",
             hflip=settings.hflip,
+            max_scale=settings.max_scale,
             resize_filter=settings.resize_filter,
             style_genre_csv=genre_csv,
             style_genre=settings.style_genre if genre_csv is not None else None,
@@ -166,6 +171,7 @@ def _build_model(settings: TrainSGASettings, out_dir: Path, device):
         sga_blocks=settings.sga_blocks,
         use_residual=settings.use_residual,
         continuous=settings.continuous,
+        sga_padding=settings.sga_padding,
         device=device,
     )
     provenance = {

@@ -30,9 +30,6 @@ class TrainVQSettings(TrainingSettings):
     init_from: Path | None = cli_option(None, "Fine-tune from this VQGAN checkpoint (native or original).")
     restart_dead_codes: bool = cli_option(False, "Re-seed unused codes from recent encoder outputs.")
     dead_code_window: int = cli_option(200, "Steps over which code usage is counted for health and restarts.", ge=1)
-    max_scale: float = cli_option(
-        1.0, "Scale jitter: random crops from images resized up to this factor beyond --size (1: none).", ge=1.0
-    )
     model: VQGANConfig = VQGANConfig()
     loss: VQGANLossConfig = VQGANLossConfig()
 

@@ -232,7 +232,8 @@ class UnpairedDataset(EpochMixin, Dataset):
     else ``#content``. The style drawn for an item depends only on ``(seed, epoch, index)``, so pairing
     is reproducible across workers and resumes and changes per epoch via :meth:`set_epoch`.
     Default transform is the original's squash to ``size x size``; ``resize="shorter-side"`` with
-    ``crop="random"`` and ``hflip`` are options. ``style_genre_csv`` + ``style_genre`` select the style
+    ``crop="random"``, ``hflip`` and ``max_scale`` (scale jitter, as :class:`ImageDataset`) are options.
+    ``style_genre_csv`` + ``style_genre`` select the style
     files of one WikiArt genre from the single style folder (see :func:`select_style_by_genre`).
     """
 
@@ -246,6 +247,7 @@ class UnpairedDataset(EpochMixin, Dataset):
         resize: ResizeMode = "squash",
         crop: CropMode = "center",
         hflip: bool = False,
+        max_scale: float = 1.0,
         resize_filter: ResizeFilter = "opencv-linear",
         style_genre_csv: PathLike | None = None,
         style_genre: str | None = None,
@@ -261,6 +263,7 @@ class UnpairedDataset(EpochMixin, Dataset):
         self.resize: ResizeMode = resize
         self.crop: CropMode = crop
         self.hflip = hflip
+        self.max_scale = max_scale
         self.resize_filter: ResizeFilter = resize_filter
         self.seed = seed
         common = {
@@ -308,7 +311,8 @@ class UnpairedDataset(EpochMixin, Dataset):
         epoch = self.epoch
         content, content_index = self._content.load(index)
         style, style_index = self._style.load(self.style_index(index))
-        options = {"resize": self.resize, "crop": self.crop, "hflip": self.hflip, "resize_filter": self.resize_filter}
+        options = {"resize": self.resize, "crop": self.crop, "hflip": self.hflip, "resize_filter": self.resize_filter,
+                   "max_scale": self.max_scale}
         return {
             "content": transform_image(
                 content, self.size, rng=item_rng(self.seed, epoch, index, "content"), **options

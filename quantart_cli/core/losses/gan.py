@@ -6,13 +6,39 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from quantart_cli.core.losses.config import DiscLossKind
 
 ADAPTIVE_WEIGHT_EPS = 1e-4
 ADAPTIVE_WEIGHT_MAX = 1e4
 
+#: Differentiable augmentation: shift by up to this fraction of each side, erase a square of this fraction.
+AUGMENT_SHIFT = 0.125
+AUGMENT_CUTOUT = 0.5
 
+
+def augment_for_discriminator(x: Tensor) -> Tensor:
+    """Differentiable augmentation of a batch the discriminator is about to see (Zhao et al., 2020): each sample
+    is shifted by a random whole number of pixels (up to 1/8 of each side, zeros fill in) and a random square of
+    half the side is erased. Gradients flow through to ``x``; with few training images this keeps the
+    discriminator from memorising them, which otherwise makes the generator draw artefacts."""
+    b, _, h, w = x.shape
+    device = x.device
+    dy = torch.randint(-int(h * AUGMENT_SHIFT), int(h * AUGMENT_SHIFT) + 1, (b, 1, 1), device=device)
+    dx = torch.randint(-int(w * AUGMENT_SHIFT), int(w * AUGMENT_SHIFT) + 1, (b, 1, 1), device=device)
+    rows = torch.arange(h, device=device).view(1, h, 1) - dy  # source row of each output row
+    cols = torch.arange(w, device=device).view(1, 1, w) - dx
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    flat = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).view(b, 1, h * w).expand(-1, x.shape[1], -1)
+    shifted = x.flatten(2).gather(2, flat).view_as(x) * inside.unsqueeze(1).to(x.dtype)
+    ch, cw = max(1, int(h * AUGMENT_CUTOUT)), max(1, int(w * AUGMENT_CUTOUT))
+    cy = torch.randint(0, h - ch + 1, (b, 1, 1), device=device)
+    cx = torch.randint(0, w - cw + 1, (b, 1, 1), device=device)
+    r = torch.arange(h, device=device).view(1, h, 1)
+    c = torch.arange(w, device=device).view(1, 1, w)
+    erased = (r >= cy) & (r < cy + ch) & (c >= cx) & (c < cx + cw)
+    return shifted * (~erased).unsqueeze(1).to(x.dtype)
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Stage 2's loss: reverse (content) term, style mean/std statistics, VQ and the latent GAN terms.
+"""Stage 2's loss: reverse (content) term, style mean/std statistics, VQ and the latent GAN terms; optionally
+image-space style and content terms on VGG19 features of the decoded output (not in the original).
 
 Like :class:`~quantart_cli.core.losses.vqgan.VQGANLoss`: a generator and a discriminator step, each
 returning ``(loss, logs)``.
@@ -36,13 +37,24 @@ class StyleTransferLoss(nn.Module):
     original defines but never uses an adaptive weight here).
     """
 
-    def __init__(self, config: StyleTransferLossConfig | None = None) -> None:
+    def __init__(self, config: StyleTransferLossConfig | None = None, *, pretrained_vgg: bool = True) -> None:
         super().__init__()
         self.config = config or StyleTransferLossConfig()
         self.discriminator = NLayerDiscriminator(
             self.config.disc_in_channels, ndf=self.config.disc_ndf, n_layers=self.config.disc_num_layers
         )
         self._d_loss = d_loss_fn(self.config.disc_loss)
+        self.image_terms: nn.Module | None = None
+        if self.uses_images:
+            from quantart_cli.core.losses.vgg import VGGTerms
+            from quantart_cli.core.nn.vgg import load_vgg19
+
+            self.image_terms = VGGTerms(load_vgg19("relu4_1", pretrained=pretrained_vgg))
+
+    @property
+    def uses_images(self) -> bool:
+        """Whether the generator loss needs the decoded output, the painting and the photo as images."""
+        return self.config.image_style_weight > 0 or self.config.image_content_weight > 0
 
     def disc_factor_at(self, step: int) -> float:
         return adopt_weight(self.config.disc_factor, step, self.config.disc_start)
@@ -54,8 +66,10 @@ class StyleTransferLoss(nn.Module):
         quant_ref: torch.Tensor,
         vq_loss: float | torch.Tensor,
         step: int,
+        images: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Logs]:
-        """SGA step: reverse (content) + VQ + style (mean/std matching) + constant-weight GAN term.
+        """SGA step: reverse (content) + VQ + style (mean/std matching) + constant-weight GAN term, plus the image
+        terms when their weights are set: ``images`` is (decoded output, painting, photo), all in [-1, 1].
 
         ``vq_loss`` is the style quantizer's loss on the SGA output (0 for the continuous variant).
         """
@@ -72,11 +86,18 @@ class StyleTransferLoss(nn.Module):
         g_loss = -self.discriminator(quant_y.contiguous()).float().mean()
 
         vq = vq_term(vq_loss, device)
+        image_style = image_content = torch.zeros((), device=device)
+        if self.image_terms is not None:
+            if images is None:
+                raise ValueError("the image style and content terms need (decoded output, painting, photo) images")
+            image_style, image_content = self.image_terms(*images)
         total = (
             cfg.reverse_weight * reverse
             + cfg.codebook1_weight * vq
             + cfg.style_weight * style
             + cfg.disc_weight * disc_factor * g_loss
+            + cfg.image_style_weight * image_style
+            + cfg.image_content_weight * image_content
         )
         logs = {
             "total": total,
@@ -88,6 +109,8 @@ class StyleTransferLoss(nn.Module):
             "g_loss": g_loss,
             "disc_factor": scalar(disc_factor, device),
         }
+        if self.image_terms is not None:
+            logs |= {"image_style": image_style, "image_content": image_content}
         return total, {k: v.detach() for k, v in logs.items()}
 
     def discriminator_loss(

@@ -16,7 +16,7 @@ from torch import nn
 
 from quantart_cli.core.color_space import rgb_to_ycbcr
 from quantart_cli.core.losses.config import VQGANLossConfig
-from quantart_cli.core.losses.gan import adaptive_gan_weight, adopt_weight, d_loss_fn
+from quantart_cli.core.losses.gan import adaptive_gan_weight, adopt_weight, augment_for_discriminator, d_loss_fn
 from quantart_cli.core.losses.terms import Logs, scalar, vq_term
 from quantart_cli.core.nn.discriminator import NLayerDiscriminator
 
@@ -45,10 +45,12 @@ class VQGANLoss(nn.Module):
         self.perceptual_loss: nn.Module | None = None
         if self.config.perceptual_weight > 0:
             if perceptual is None:
-                from quantart_cli.core.losses.perceptual import build_lpips  # deferred: lpips imports take seconds
-
-                perceptual = build_lpips(pretrained_backbone=pretrained_backbone)
+                perceptual = _build_perceptual(self.config.perceptual_net, pretrained_backbone)
             self.perceptual_loss = perceptual
+
+    def _seen_by_discriminator(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.contiguous()
+        return augment_for_discriminator(images) if self.config.disc_augment else images
 
     def disc_factor_at(self, step: int) -> float:
         return adopt_weight(self.config.disc_factor, step, self.config.disc_start)
@@ -89,9 +91,12 @@ class VQGANLoss(nn.Module):
         # As the original: D runs (and its BatchNorm statistics move) and the adaptive weight is computed at every
         # step; before disc_start the factor 0 keeps them out of the loss.
         disc_factor = self.disc_factor_at(step)
-        logits_fake = self.discriminator(reconstructions.contiguous())
+        logits_fake = self.discriminator(self._seen_by_discriminator(reconstructions))
         g_loss = -logits_fake.float().mean()
-        d_weight = adaptive_gan_weight(nll, g_loss, last_layer, cfg.disc_weight)
+        if disc_factor > 0 or cfg.d_weight_before_start:
+            d_weight = adaptive_gan_weight(nll, g_loss, last_layer, cfg.disc_weight)
+        else:
+            d_weight = torch.zeros((), device=device)
 
         vq = vq_term(vq_loss, device)
         total = nll + d_weight * disc_factor * g_loss + cfg.codebook_weight * vq
@@ -112,8 +117,20 @@ class VQGANLoss(nn.Module):
         self, inputs: torch.Tensor, reconstructions: torch.Tensor, step: int
     ) -> tuple[torch.Tensor, Logs]:
         """Discriminator step: ``disc_factor * d_loss(D(x), D(x_rec))`` on detached inputs."""
-        logits_real = self.discriminator(inputs.contiguous().detach()).float()
-        logits_fake = self.discriminator(reconstructions.contiguous().detach()).float()
+        logits_real = self.discriminator(self._seen_by_discriminator(inputs.detach())).float()
+        logits_fake = self.discriminator(self._seen_by_discriminator(reconstructions.detach())).float()
         d_loss = self.disc_factor_at(step) * self._d_loss(logits_real, logits_fake)
         logs = {"d_loss": d_loss, "logits_real": logits_real.mean(), "logits_fake": logits_fake.mean()}
         return d_loss, {k: v.detach() for k, v in logs.items()}
+
+
+def _build_perceptual(net: str, pretrained: bool) -> nn.Module:
+    """LPIPS (downloaded VGG16 backbone) or the bundled VGG19 distance; ``pretrained=False``: random weights."""
+    if net == "vgg19":
+        from quantart_cli.core.losses.vgg import VGGPerceptualDistance
+        from quantart_cli.core.nn.vgg import load_vgg19
+
+        return VGGPerceptualDistance(load_vgg19("relu4_2", pretrained=pretrained))
+    from quantart_cli.core.losses.perceptual import build_lpips  # deferred: lpips imports take seconds
+
+    return build_lpips(pretrained_backbone=pretrained)

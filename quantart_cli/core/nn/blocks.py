@@ -49,17 +49,22 @@ class ResnetBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int | None = None, dropout: float = 0.0, norm_groups: int = NORM_GROUPS
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        dropout: float = 0.0,
+        norm_groups: int = NORM_GROUPS,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.norm1 = normalize(in_channels, norm_groups)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1, padding_mode=padding_mode)
         self.norm2 = normalize(out_channels, norm_groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, padding_mode=padding_mode)
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
 

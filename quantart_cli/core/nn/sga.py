@@ -29,9 +29,9 @@ class PreparedReference(NamedTuple):
 class SGABlock(nn.Module):
     """``res_block`` -> ``self_attn_block`` -> ``attn_block`` (cross-attention to the reference)."""
 
-    def __init__(self, channels: int, residual: bool = True) -> None:
+    def __init__(self, channels: int, residual: bool = True, padding_mode: str = "zeros") -> None:
         super().__init__()
-        self.res_block = ResnetBlock(channels, channels, dropout=0.0)
+        self.res_block = ResnetBlock(channels, channels, dropout=0.0, padding_mode=padding_mode)
         self.self_attn_block = AttnBlock(channels, residual=residual)
         self.attn_block = AttnBlock(channels, residual=residual)
 
@@ -53,13 +53,20 @@ def _as_list(reference: Tensor | Sequence[Tensor]) -> list[Tensor]:
 
 
 class StyleGuidedAttention(nn.Module):
-    """``blocks.{i}`` of :class:`SGABlock`, all ``channels`` wide (= embed_dim)."""
+    """``blocks.{i}`` of :class:`SGABlock`, all ``channels`` wide (= embed_dim).
 
-    def __init__(self, channels: int, num_blocks: int = 6, residual: bool = True) -> None:
+    ``padding_mode`` is the resnet blocks' convolution padding: ``"zeros"`` as the original, or ``"replicate"``,
+    which gives the module no way to tell an image's border from its inside (with zeros it can, and a model
+    trained on small crops can learn to draw a frame along the border).
+    """
+
+    def __init__(self, channels: int, num_blocks: int = 6, residual: bool = True, padding_mode: str = "zeros") -> None:
         super().__init__()
         self.channels = channels
         self.residual = residual
-        self.blocks = nn.ModuleList(SGABlock(channels, residual=residual) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(
+            SGABlock(channels, residual=residual, padding_mode=padding_mode) for _ in range(num_blocks)
+        )
 
     def prepare_reference(
         self, reference: Tensor | Sequence[Tensor], weights: Sequence[float] | None = None

@@ -74,13 +74,15 @@ def assemble_style_transfer(
     sga_blocks: int = 6,
     use_residual: bool = True,
     continuous: bool = False,
+    sga_padding: str = "zeros",
     device: str | torch.device = "cpu",
 ) -> StyleTransfer:
     """The stage-2 model from two stage-1 checkpoints, frozen as the original: only ``model_x2y`` trains."""
     content_model = model_from_checkpoint(content, device=device)
     style_model = model_from_checkpoint(style, device=device)
     return StyleTransfer.from_vqgans(
-        content_model, style_model, sga_blocks=sga_blocks, use_residual=use_residual, continuous=continuous
+        content_model, style_model, sga_blocks=sga_blocks, use_residual=use_residual, continuous=continuous,
+        sga_padding=sga_padding,
     )
 
 
@@ -144,6 +146,7 @@ class StyleTransferTask(AdversarialTask):
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
         self._latents_of: Any = None
         self._latents: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
+        self._targets: tuple[Tensor, Tensor] | None = None
 
     # -- TrainingTask ------------------------------------------------------------------------------------
 
@@ -156,13 +159,27 @@ class StyleTransferTask(AdversarialTask):
             quant_ref, _ = self.model.encode_style(batch["style"])
         return quant_x, quant_ref
 
+    def target_images(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> tuple[Tensor, Tensor]:
+        """(painting, photo) for the image-space terms: the batch's images, or for cached latents their decodings
+        by the art decoder (the nearest the cache holds)."""
+        if "content" in batch:
+            return batch["style"], batch["content"]
+        quant_x, quant_ref = self._latents
+        with torch.no_grad(), ctx.autocast() if ctx is not None else contextlib.nullcontext():
+            return self.model.decode(quant_ref), self.model.decode(quant_x)
+
     def micro_step(self, batch: Any, step: int, ctx: StepContext, optimizers: tuple[str, ...]) -> Mapping[str, Tensor]:
         if batch is not self._latents_of:  # the sequential order runs the same batch once per optimizer
             self._latents_of, self._latents = batch, self.latents(batch, ctx)
+            self._targets = self.target_images(batch, ctx) if self.loss.uses_images else None
         quant_x, quant_ref = self._latents
 
         def generator_loss(out: _Stylized):
-            return self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step)
+            images = None
+            if self._targets is not None:
+                with ctx.autocast():
+                    images = (self.model.decode(out.quant_y), *self._targets)
+            return self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step, images=images)
 
         logs, out = self.adversarial_step(ctx, step, optimizers, lambda: self.forward_module(quant_x, quant_ref),
                                           generator_loss)
