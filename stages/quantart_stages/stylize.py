@@ -118,7 +118,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     if earlier:
         ctx.console.info(
             f"leaving out {len(earlier)} input(s) that are outputs of an earlier run "
-            f"(names ending in {settings.suffix!r} in the output folder)"
+            f"(names ending in {settings.suffix!r} in the output folder or below it)"
         )
         inputs = [p for p in inputs if p not in earlier]
         if not inputs:
