@@ -106,7 +106,8 @@ def _subfolder(source: Path, roots: Sequence[Path]) -> Path:
 @dataclass(frozen=True)
 class Recipe:
     """What makes an output: SHA-256 of the model (and continuous model), of each style image and of the input,
-    the blend weights and every knob that changes pixels. Stored as JSON inside each output."""
+    the blend weights and every knob that changes pixels. Stored as JSON inside each output (beside a BMP, see
+    :func:`~quantart_cli.core.io.images.note_sidecar`)."""
 
     model: str
     styles: tuple[str, ...]
