@@ -66,8 +66,9 @@ class StylizeOptions(OptionGroup):
     )
     precision: Precision = cli_option(
         "fp32",
-        "Arithmetic of the networks: fp32, or bf16 (about 2x faster on CPUs with AVX-512 BF16 or AMX and on "
-        "recent GPUs; pixels differ by a few grey levels) or fp16 (CUDA only).",
+        "Arithmetic of the networks: fp32, or bf16 (faster only where the hardware computes bfloat16: about 1.8x "
+        "on CPUs with AVX-512 BF16; a CPU without it runs fp32 instead, with a note; pixels differ by a few grey "
+        "levels) or fp16 (CUDA only).",
     )
     query_chunk_size: int | None = cli_option(
         None, "Queries per attention chunk in the SGA module (default: chosen to bound memory).", ge=1, hidden=True
