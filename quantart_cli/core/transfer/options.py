@@ -53,8 +53,8 @@ class StylizeOptions(OptionGroup):
     )
     tile_norm: NormStats = cli_option(
         "image",
-        "GroupNorm in tiles: image-wide statistics (tiled output = untiled output) or per tile "
-        "(one pass, colours may shift).",
+        "GroupNorm in tiles: image-wide statistics (as untiled but for float rounding, which can change a few codes "
+        "and so small patches) or per tile (one pass, colours may shift).",
     )
     tile_memory: float = cli_option(
         DEFAULT_TILE_MEMORY_GIB,
