@@ -44,6 +44,7 @@ from bench_models import OrigStyleTransfer  # noqa: E402
 
 from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config  # noqa: E402
 from quantart_cli.core.models import StyleTransfer  # noqa: E402
+from quantart_cli.core.precision import stylize_precision  # noqa: E402
 from quantart_cli.core.transfer.engine import Stylizer  # noqa: E402
 from quantart_cli.core.transfer.options import StylizeOptions  # noqa: E402
 
@@ -81,7 +82,9 @@ class Pair:
     def __init__(self, device: torch.device, precision: str = "fp32", config: str = "f16") -> None:
         torch.manual_seed(0)
         self.device = device
-        self.precision = precision
+        self.precision, note = stylize_precision(device, precision)  # what stylize really runs; the JSON says it
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
         self.ours = StyleTransfer(CONFIGS[config]()).eval().to(device)
         self.original = OrigStyleTransfer(CONFIGS[config]()).eval().to(device)
         self.original.load_state_dict(self.ours.state_dict(), strict=True)

@@ -98,7 +98,12 @@ def test_visual_fidelity_mixes_latents_and_decoder_weights(
     assert torch.allclose(got0, only_continuous.clamp(-1, 1), atol=1e-5)
 
 
-def test_bf16_stylizes_close_to_fp32_tiled_or_not_and_fp16_needs_cuda(model: StyleTransfer) -> None:
+def test_bf16_stylizes_close_to_fp32_tiled_or_not_and_fp16_needs_cuda(
+    model: StyleTransfer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quantart_cli.core import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)  # else a CPU without bf16 runs fp32
     exact = _run(model, alpha=0.7)
     fast = _run(model, alpha=0.7, precision="bf16")
     assert fast.dtype == torch.float32 and fast.shape == exact.shape

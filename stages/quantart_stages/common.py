@@ -84,8 +84,13 @@ def record_run_settings(settings: StageSettings, ctx, out_dir: Path) -> None:
 def resumed_settings(settings: TrainingSettings, ctx) -> TrainingSettings:
     """With ``--resume DIR``: the settings recorded in DIR; what is given now overrides them only where it may
     change (steps, save and log intervals, workers, device), and any other setting given now that differs from the
-    recorded one is refused with one sentence. A run folder without recorded settings resumes as before."""
-    if settings.resume is None or not (settings.resume / RUN_SETTINGS).is_file():
+    recorded one is refused with one sentence. A run folder without recorded settings resumes as before. A
+    ``--resume`` folder that does not exist, or holds no run, is said to be so here, before any other setting is
+    asked for."""
+    if settings.resume is None:
+        return settings
+    _check_resume_folder(settings.resume)
+    if not (settings.resume / RUN_SETTINGS).is_file():
         return settings
     from quantart_cli.core.errors import UsageError
     from quantart_cli.shell.settings import flatten, load_preset, option_label, set_dotted
@@ -112,6 +117,20 @@ def resumed_settings(settings: TrainingSettings, ctx) -> TrainingSettings:
 
 
 _SHOWN = ("steps", "save_every", "sample_every", "log_every", "keep_checkpoints", "workers", "device")
+
+
+def _check_resume_folder(folder: Path) -> None:
+    from quantart_cli.core.errors import NotFoundError, UsageError
+    from quantart_cli.core.train.resume import STATE_FILE
+
+    if not folder.exists():
+        raise NotFoundError(f"--resume {folder}: that folder does not exist; give the folder of an earlier run.")
+    if not folder.is_dir():
+        raise UsageError(f"--resume {folder} is a file; give the folder of an earlier run (it holds {STATE_FILE}).")
+    if not (folder / STATE_FILE).is_file() and not (folder / RUN_SETTINGS).is_file():
+        raise NotFoundError(
+            f"--resume {folder} holds no training run (no {STATE_FILE}); give the folder of an earlier run."
+        )
 
 
 def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Path:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import field_validator
+
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
@@ -40,6 +42,17 @@ class EvaluateSettings(CheckpointReadingSettings, ImageReadingSettings):
         None, "Write the outputs (PNG) and a manifest.csv that scores them again to this folder."
     )
     overwrite: bool = cli_option(False, "Replace an existing --out file or files in --save-stylized.")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alphas_are_style_fidelities(cls, alphas: list[float]) -> list[float]:
+        # checked with the other settings, before any model is loaded (stylize's own check would come later)
+        if not alphas:
+            raise ValueError("give at least one value, e.g. 0,0.5,1")
+        for alpha in alphas:
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"{alpha:g} is not between 0 and 1 (alpha is the style fidelity)")
+        return alphas
 
 
 def _mode(settings: EvaluateSettings) -> str:

@@ -136,7 +136,7 @@ class Studio:
         from quantart_cli.core.devices import resolve_device
         from quantart_cli.core.io.checkpoints import load_model
         from quantart_cli.core.io.digest import file_sha256
-        from quantart_cli.core.precision import check_precision
+        from quantart_cli.core.precision import check_precision, stylize_precision
         from quantart_cli.core.weights import BUILTIN_MODEL_NAME
 
         self.settings = settings
@@ -146,6 +146,10 @@ class Studio:
         ckpt, continuous_ckpt = style_checkpoints(settings, ctx)
         self.device = resolve_device(settings.device)
         check_precision(self.device, self.defaults.precision, training=False)  # at start, not in every job
+        precision, note = stylize_precision(self.device, self.defaults.precision)
+        if note is not None:  # said once here; every job then runs (and records) fp32
+            self.console.info(note)
+            self.defaults = self.defaults.model_copy(update={"precision": precision})
         start = time.perf_counter()
         self.model = load_model(ckpt, device=self.device, expected_kind="style-transfer",
                                 trust=settings.trust_checkpoint)

@@ -96,6 +96,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     from quantart_cli.core.io.checkpoints import load_model, read_checkpoint_header
     from quantart_cli.core.io.digest import file_sha256
     from quantart_cli.core.io.images import image_to_tensor, load_image
+    from quantart_cli.core.precision import check_precision, stylize_precision
     from quantart_cli.core.transfer.engine import Stylizer
     from quantart_cli.core.transfer.files import (
         Recipe,
@@ -108,6 +109,12 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
 
     # Everything is checked before anything is decided: inputs, styles, checkpoints, options.
     options = StylizeOptions.pick(settings)
+    device = resolve_device(settings.device)
+    check_precision(device, options.precision, training=False)
+    precision, note = stylize_precision(device, options.precision)
+    if note is not None:  # before the recipe: outputs made in fp32 record fp32
+        ctx.console.info(note)
+        options = options.model_copy(update={"precision": precision})
     inputs = collect_images(settings.content)
     styles = [image_to_tensor(load_image(path, max_pixels=settings.max_pixels)) for path in settings.style]
     for path in (ckpt, continuous_ckpt):
@@ -118,7 +125,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     if earlier:
         ctx.console.info(
             f"leaving out {len(earlier)} input(s) that are outputs of an earlier run "
-            f"(names ending in {settings.suffix!r} in the output folder)"
+            f"(names ending in {settings.suffix!r} in the output folder or below it)"
         )
         inputs = [p for p in inputs if p not in earlier]
         if not inputs:
@@ -160,7 +167,6 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     if not todo:
         return 0
 
-    device = resolve_device(settings.device)
     start = time.perf_counter()
     model = load_model(ckpt, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint)
     continuous = None

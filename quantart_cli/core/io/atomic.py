@@ -1,12 +1,14 @@
 """The one way quantart writes a file: a temp file beside it, fsync, rename over the target, fsync the folder.
 
 Readers (and a run killed half-way) see either the old file or the complete new one, never a partial file.
-The temp file is created with the user's umask (as ``open`` would create the target itself), its name is
-hidden and unique (``.NAME.<random>.tmp``), and it is removed again when anything goes wrong.
+The temp file is created with the user's umask (as ``open`` would create the target itself) and keeps that mode
+even when the writer replaced it with a file of its own (safetensors writes 0600 files); its name is hidden and
+unique (``.NAME.<random>.tmp``), and it is removed again when anything goes wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable
@@ -37,9 +39,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], 
         raise WriteError(f"Cannot create the folder {path.parent} ({err.strerror or err}).") from err
     tmp = temp_path_for(path)
     try:
-        with open(tmp, "xb"):  # exclusive: never another writer's temp; the umask decides the mode
-            pass
+        with open(tmp, "xb") as created:  # exclusive: never another writer's temp; the umask decides the mode
+            mode = os.fstat(created.fileno()).st_mode & 0o7777
         write(tmp)
+        _keep_mode(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -54,6 +57,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _keep_mode(tmp: Path, mode: int) -> None:
+    """Give ``tmp`` the mode it was created with, should the writer have put its own file there. A hard link to
+    another file (a checkpoint kept as a link) is left as it is: its mode is that file's."""
+    info = os.stat(tmp)
+    if info.st_nlink == 1 and info.st_mode & 0o7777 != mode:
+        with contextlib.suppress(OSError):  # a file system without POSIX modes: nothing to keep
+            os.chmod(tmp, mode)
 
 
 def io_reason(err: BaseException, folder: Path | None = None) -> str | None:

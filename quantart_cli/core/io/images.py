@@ -11,6 +11,7 @@ normalisation), channels first.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -36,6 +37,7 @@ __all__ = [
     "image_to_tensor",
     "load_image",
     "load_image_tensor",
+    "note_sidecar",
     "pad_to_multiple",
     "read_image_size",
     "read_image_note",
@@ -374,7 +376,33 @@ def _note_options(image_format: str, note: str) -> dict[str, object]:
         return {"comment": (NOTE_KEY + ":" + note).encode("utf-8")}
     if image_format == "WEBP":
         return {"xmp": (NOTE_KEY + ":" + note).encode("utf-8")}
-    return {}
+    if image_format == "TIFF":
+        return {"description": NOTE_KEY + ":" + note}  # the ImageDescription tag (ASCII: notes are JSON)
+    return {}  # BMP has no place for text: the note goes into its sidecar (note_sidecar)
+
+
+def note_sidecar(path: str | os.PathLike[str]) -> Path:
+    """Where the note of a BMP file lives: BMP has no field for text, so a hidden ``.NAME.quantart.json`` beside
+    it holds the note and the SHA-256 of the BMP bytes it was written with. A note whose SHA-256 does not match
+    the file (the BMP was replaced by another one of that name) counts as no note."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.quantart.json")
+
+
+def _sidecar_note(path: Path) -> str | None:
+    from quantart_cli.core.io.digest import file_sha256
+
+    try:
+        record = json.loads(note_sidecar(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("note"), str):
+        return None
+    try:
+        matches = file_sha256(path) == record.get("sha256")
+    except OSError:
+        return None
+    return record["note"] if matches else None
 
 
 def read_image_note(path: str | os.PathLike[str]) -> str | None:
@@ -384,7 +412,13 @@ def read_image_note(path: str | os.PathLike[str]) -> str | None:
             if image.format == "PNG":
                 text = getattr(image, "text", {}) or {}
                 return text.get(NOTE_KEY)
-            raw = image.info.get("comment") if image.format == "JPEG" else image.info.get("xmp")
+            if image.format == "BMP":
+                return _sidecar_note(Path(path))
+            if image.format == "TIFF":
+                raw = image.tag_v2.get(270)
+                raw = raw.encode("utf-8", errors="replace") if isinstance(raw, str) else raw
+            else:
+                raw = image.info.get("comment") if image.format == "JPEG" else image.info.get("xmp")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     if isinstance(raw, bytes) and raw.startswith(NOTE_KEY.encode() + b":"):
@@ -402,8 +436,9 @@ def save_image_atomic(
 ) -> Path:
     """Write ``image`` to ``path`` so readers see either the old file or the complete new one.
 
-    ``note`` is a text stored inside the file (PNG text chunk, JPEG comment, WebP XMP packet; other formats
-    ignore it), read back by :func:`read_image_note`: ``stylize`` records there what made each output.
+    ``note`` is a text stored inside the file (PNG text chunk, JPEG comment, WebP XMP packet, TIFF
+    ImageDescription tag) or, for BMP, in its :func:`note_sidecar`; read back by :func:`read_image_note`:
+    ``stylize`` records there what made each output. A BMP written without a note loses its sidecar.
 
     The image goes through :func:`~quantart_cli.core.io.atomic.atomic_write` (a temp file beside ``path``,
     fsynced and renamed; a write failure raises :class:`WriteError`). The format follows the suffix (see
@@ -434,8 +469,29 @@ def save_image_atomic(
     if note is not None:
         options.update(_note_options(image_format, note))
 
+    if image_format == "BMP":
+        return _save_bmp(image, path, note)
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             image.save(handle, format=image_format, **options)
 
     return atomic_write(path, write, what="image")
+
+
+def _save_bmp(image: Image.Image, path: Path, note: str | None) -> Path:
+    """The BMP, then its sidecar with the note and the SHA-256 of exactly these bytes (or no sidecar)."""
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="BMP")
+    data = buffer.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), what="image")
+    sidecar = note_sidecar(path)
+    if note is None:
+        sidecar.unlink(missing_ok=True)
+        return path
+    record = json.dumps({"note": note, "sha256": hashlib.sha256(data).hexdigest()})
+    atomic_write(sidecar, lambda tmp: tmp.write_text(record, encoding="utf-8"), what="recipe sidecar")
+    return path

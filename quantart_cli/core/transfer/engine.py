@@ -45,7 +45,7 @@ from quantart_cli.core.io.images import (
 from quantart_cli.core.nn.attention import normalize_weights, set_query_chunk_size
 from quantart_cli.core.nn.autoencoder import Encoder
 from quantart_cli.core.nn.sga import PreparedReference
-from quantart_cli.core.precision import autocast_context, check_precision
+from quantart_cli.core.precision import autocast_context, check_precision, stylize_precision
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.core.transfer.tiling import decode_tiled, encode_tiled
 
@@ -192,7 +192,8 @@ class Stylizer:
     """Stylizes content images after fixed style references; the references are encoded once.
 
     ``model`` is a discrete :class:`StyleTransfer`; ``continuous_model`` (only needed for
-    ``visual_fidelity < 1``) the same network trained with ``train-sga --continuous``.
+    ``visual_fidelity < 1``) the same network trained with ``train-sga --continuous``. ``precision="bf16"`` on a
+    CPU without bf16 instructions runs in fp32 with a one-line ``UserWarning`` (``.options`` says so).
     """
 
     def __init__(
@@ -206,6 +207,10 @@ class Stylizer:
         self.model = model
         self.device = _device_of(model)
         check_precision(self.device, options.precision, training=False)
+        precision, note = stylize_precision(self.device, options.precision)
+        if note is not None:  # bf16 on a CPU that emulates it: fp32 is faster (the CLI says so itself, earlier)
+            warnings.warn(note + ".", UserWarning, stacklevel=2)
+            self.options = options = options.model_copy(update={"precision": precision})
         style_list = [styles] if isinstance(styles, Tensor) else list(styles)
         if not style_list:
             raise UsageError("stylize needs at least one style image (--style)")

@@ -106,7 +106,8 @@ def _subfolder(source: Path, roots: Sequence[Path]) -> Path:
 @dataclass(frozen=True)
 class Recipe:
     """What makes an output: SHA-256 of the model (and continuous model), of each style image and of the input,
-    the blend weights and every knob that changes pixels. Stored as JSON inside each output."""
+    the blend weights and every knob that changes pixels. Stored as JSON inside each output (beside a BMP, see
+    :func:`~quantart_cli.core.io.images.note_sidecar`)."""
 
     model: str
     styles: tuple[str, ...]
@@ -162,12 +163,13 @@ def check_outputs(pairs: Sequence[tuple[Path, Path]], protected: Sequence[Path],
 
 
 def is_earlier_output(naming: OutputNaming, source: Path) -> bool:
-    """An input that a previous run wrote (a folder given as both input and ``--out``): not stylized again."""
-    return (
-        bool(naming.suffix)
-        and source.stem.endswith(naming.suffix)
-        and source.parent.resolve() == naming.folder.resolve()
-    )
+    """An input that a previous run wrote (a folder given as both input and ``--out``): not stylized again. Its
+    name ends in the suffix and it lies in the output folder or, since inputs keep their subfolders, below it."""
+    if not naming.suffix or not source.stem.endswith(naming.suffix):
+        return False
+    folder = naming.folder.resolve()
+    parent = source.parent.resolve()
+    return parent == folder or folder in parent.parents
 
 
 def stylize_file(

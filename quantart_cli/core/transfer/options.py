@@ -53,8 +53,8 @@ class StylizeOptions(OptionGroup):
     )
     tile_norm: NormStats = cli_option(
         "image",
-        "GroupNorm in tiles: image-wide statistics (tiled output = untiled output) or per tile "
-        "(one pass, colours may shift).",
+        "GroupNorm in tiles: image-wide statistics (as untiled but for float rounding, which can change a few codes "
+        "and so small patches) or per tile (one pass, colours may shift).",
     )
     tile_memory: float = cli_option(
         DEFAULT_TILE_MEMORY_GIB,
@@ -66,8 +66,9 @@ class StylizeOptions(OptionGroup):
     )
     precision: Precision = cli_option(
         "fp32",
-        "Arithmetic of the networks: fp32, or bf16 (about 2x faster on CPUs with AVX-512 BF16 or AMX and on "
-        "recent GPUs; pixels differ by a few grey levels) or fp16 (CUDA only).",
+        "Arithmetic of the networks: fp32, or bf16 (faster only where the hardware computes bfloat16: about 1.8x "
+        "on CPUs with AVX-512 BF16; a CPU without it runs fp32 instead, with a note; pixels differ by a few grey "
+        "levels) or fp16 (CUDA only).",
     )
     query_chunk_size: int | None = cli_option(
         None, "Queries per attention chunk in the SGA module (default: chosen to bound memory).", ge=1, hidden=True

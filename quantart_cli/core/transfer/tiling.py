@@ -9,7 +9,8 @@ run the high part, chosen by ``norm_stats``:
 it; each tile computes only its own part of a unit's output, from a crop of the unit's input (kept as
 whole-image buffers) widened by the unit's receptive radius, so the halo holds the true neighbouring
 values and the result is the untiled model's. GroupNorm statistics are those of the whole image,
-taken from the whole-image input buffer. Tiled output equals untiled output up to float rounding.
+taken from the whole-image input buffer. Tiled output equals untiled output up to float rounding (a quantizer
+after the encoder may still pick another code for a latent vector near a tie; docs/stylize.md measures it).
 
 Memory: the buffers alive at once (a unit's input and output) must fit in ``buffer_bytes``. Where
 they do not, several units run as one segment from the last stored state: a pass over the tiles
