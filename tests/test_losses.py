@@ -473,6 +473,7 @@ def test_stage2_default_config_is_the_original_latent_gan() -> None:
     assert (cfg.disc_weight, cfg.disc_factor, cfg.disc_start, cfg.disc_loss) == (1.0, 0.8, 0, "hinge")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_losses_on_cuda_under_fp16_autocast() -> None:
     loss, decoder_out, features, x, _ = _tiny_stage1()
