@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MIN_LATENT_SIDE",
     "SAVE_FORMATS",
     "Padding",
     "crop_padding",
@@ -309,12 +310,20 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
 # ------------------------------------------------------------------------------------------- padding
 
 
+#: The fewest latent cells per side a model is given: a 1x1 latent cannot be normalized by a GroupNorm whose groups
+#: hold one channel each (the ``tiny`` presets' 32 latent channels in 32 groups), so tiny images are padded further.
+MIN_LATENT_SIDE = 2
+
+
 def pad_to_multiple(
     x: torch.Tensor,
     multiple: int = 16,
     mode: Literal["reflect", "replicate", "constant"] = "reflect",
+    *,
+    min_size: int = 0,
 ) -> tuple[torch.Tensor, Padding]:
-    """Pad the last two dimensions of ``x`` (CHW or NCHW) up to multiples of ``multiple``.
+    """Pad the last two dimensions of ``x`` (CHW or NCHW) up to multiples of ``multiple``, and each to at least
+    ``min_size`` (rounded up to a multiple too; the model code passes ``MIN_LATENT_SIDE * factor``).
 
     The padding is split between both sides (the extra pixel goes right/bottom) so content stays
     centred. Reflect padding needs the image to be larger than the pad; along an axis where it is
@@ -328,8 +337,8 @@ def pad_to_multiple(
     if x.dim() not in (3, 4):
         raise ValueError(f"expected a CHW or NCHW tensor, got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
+    pad_h = max((-height) % multiple, min_size - height + (-min_size) % multiple)
+    pad_w = max((-width) % multiple, min_size - width + (-min_size) % multiple)
     padding: Padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
     for pad, size, axis_padding in ((pad_w, width, padding[:2] + (0, 0)), (pad_h, height, (0, 0) + padding[2:])):
         if pad == 0:
