@@ -362,11 +362,40 @@ def main(argv: list[str] | None = None, *, extra_stages: list[Stage] | None = No
     app = build_app(discovery)
     args = hoist_global_switches(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="quantart", standalone_mode=True)
+        # Not standalone: click's own errors come back here to be printed as every other mistake is.
+        returned = app(args=args, prog_name="quantart", standalone_mode=False)
+    except _PARSER_ERROR as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            code = 2  # `quantart` alone: the help was printed already
+        else:
+            Console().error(parser_error_sentence(err, args, app))
+            code = err.exit_code
+    except typer.Abort:
+        Console().error("Aborted.")
+        code = 1
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     else:
-        code = 0
+        code = returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
     if argv is None:
         sys.exit(code)
     return code
+
+
+#: The base class of the parser's errors (click's ClickException: Typer's own copy of click since 0.20, click itself
+#: before), found from the one Typer exports.
+_PARSER_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def parser_error_sentence(err: Exception, args: list[str], app: typer.Typer) -> str:
+    """A mistake the command-line parser found (an unknown flag or command, a value that is not a number or not
+    one of the choices, a flag without its value) as one line, pointing at the help of the command it was in."""
+    message = " ".join(err.format_message().split())  # type: ignore[attr-defined]
+    message = message.replace("Value error, ", "").rstrip(".")
+    context = getattr(err, "ctx", None)
+    if context is not None:
+        where = context.command_path
+    else:  # a flag without its value: click does not say in which command it was
+        commands = {info.name for info in app.registered_commands}
+        where = " ".join(["quantart", *[token for token in args if token in commands][:1]])
+    return f"{message}; see {where} --help."

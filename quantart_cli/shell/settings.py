@@ -417,6 +417,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
         return f"Missing required value for {label}."
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if not dotted:  # a rule between options (its sentence names them)
+        return message[:1].upper() + message[1:].rstrip(".") + "."
     source = sources.get(dotted)
     origin = f" (from {source})" if source and source.kind != "cli" else ""
     value = first.get("input")
