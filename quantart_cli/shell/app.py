@@ -79,7 +79,11 @@ def _typer_type(annotation: Any) -> tuple[Any, dict[str, Any], bool]:
         item = args[0] if args else str
         item_type, extra, _ = _typer_type(item)
         return item_type, extra, True
-    if inner in (bool, int, float, str, Path):
+    if inner is Path:
+        # Typer would make a Path of the text, which turns a web address's "//" into "/" before the settings could
+        # refuse it by name; the settings make the Path.
+        return str, {"metavar": "<path>"}, False
+    if inner in (bool, int, float, str):
         return inner, {}, False
     return str, {}, False
 
@@ -102,6 +106,7 @@ def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
     help_text = field.description or ""
     if extra.get("cli_argument"):
         annotation = list[py_type] | None if is_list else py_type | None  # type: ignore[valid-type]
+        kwargs.pop("metavar", None)  # an argument is shown by its name
         info = typer.Argument(None, help=help_text, show_default=False, **kwargs)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
     flag = extra.get("cli_flag") or "--" + name.replace("_", "-")

@@ -44,16 +44,20 @@ def run(settings: EncodeSettings, ctx: RunContext) -> int:
 
 
 def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
-    from quantart_cli.core.data.sources import collect_images
+    from quantart_cli.core.data.sources import collect_images, list_notes, with_listing
     from quantart_cli.core.io.codes import CodeFile, encode_image_files, save_code_file
 
-    paths = collect_images(settings.inputs)
+    listed: dict = {}
+    paths = collect_images(settings.inputs, listed=listed)
+    for note in list_notes(listed):
+        ctx.console.info(note)
     failures: list[str] = []
 
     def failed(path: Path, err: Exception) -> None:
-        failures.append(str(err))
+        message = with_listing(str(err), listed.get(path))
+        failures.append(message)
         if len(paths) > 1:
-            ctx.console.warn(str(err))
+            ctx.console.warn(message)
 
     n_embed = model.config.quantizer.n_embed
     factor = model.downsample_factor

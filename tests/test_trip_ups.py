@@ -1,0 +1,133 @@
+"""What a user still tripped over (issue 25): inputs that were skipped, misread or misnamed without a word, notes
+that were missing or wrong, and things the built-in model could not be used for. Each case failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_support import run_cli
+from PIL import Image
+
+from quantart_cli.core.data.sources import collect_images
+from quantart_cli.core.errors import NotFoundError, UsageError
+from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
+
+STYLE = PAINTINGS_DIR / "munch_the_scream.jpg"
+FAST = ["--size", "32", "--device", "cpu"]
+
+
+def _noise(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), mode="RGB").convert(mode)
+
+
+# ------------------------------------------------------------------------------------------------- GIF files
+
+
+def test_a_gif_in_a_folder_is_found_as_it_is_when_named(capsys, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _noise(24, 16).save(folder / "a.png")
+    _noise(24, 16, 1).convert("P").save(folder / "b.gif")
+    assert [p.name for p in collect_images(folder)] == ["a.png", "b.gif"]
+    result = run_cli(capsys, "stylize", str(folder), "--style", str(STYLE), "-o", str(tmp_path / "out"), *FAST)
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_stylized.png", "b_stylized.png"]
+
+
+# ----------------------------------------------------------------------------------------------- list files
+
+
+@pytest.fixture
+def listed(tmp_path: Path) -> Path:
+    """A list file naming two photos of a folder beside it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(2):
+        _noise(24, 16, index).save(folder / f"p{index}.png")
+    listing = tmp_path / "todo.txt"
+    listing.write_text("# to stylize\nphotos/p0.png\n\nphotos/p1.png\n")
+    return listing
+
+
+def test_a_missing_list_entry_names_the_list_and_its_line(listed):
+    listed.write_text(listed.read_text() + "photos/gone.png\n")
+    with pytest.raises(NotFoundError, match=r"gone\.png \(line 5 of .*todo\.txt\)"):
+        collect_images(listed)
+    empty = listed.parent / "empty"
+    empty.mkdir()
+    listed.write_text("empty\n")
+    with pytest.raises(NotFoundError, match=r"Folder .*empty contains no images .*, listed on line 1 of .*todo\.txt"):
+        collect_images(listed)
+
+
+def test_a_csv_entry_names_the_manifest_and_its_line(tmp_path):
+    manifest = tmp_path / "set.csv"
+    manifest.write_text("path,label\nmissing.png,a\n")
+    with pytest.raises(NotFoundError, match=r"missing\.png \(line 2 of .*set\.csv\)"):
+        collect_images(manifest)
+
+
+def test_stylize_says_it_read_a_list_and_where_a_bad_entry_came_from(capsys, listed, tmp_path):
+    (listed.parent / "photos" / "p1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = run_cli(capsys, "stylize", str(listed), "--style", str(STYLE), "-o", str(tmp_path / "out"), *FAST)
+    assert result.code == 1
+    assert f"{listed} is a list file: 2 images from its lines" in result.err
+    warning = next(line for line in result.err.splitlines() if "p1.png" in line)
+    assert "line 4 of" in warning and "todo.txt" in warning
+    assert (tmp_path / "out" / "p0_stylized.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------- web addresses
+
+
+URL = "https://example.com/photos/cat.jpg"
+
+
+def test_a_web_address_is_refused_as_one_not_as_a_missing_path(capsys, tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match="https://example.com/photos/cat.jpg is a web address"):
+        collect_images([URL])
+    as_content = run_cli(capsys, "stylize", URL, "--style", str(STYLE), "-o", str(tmp_path / "out"), *FAST)
+    as_style = run_cli(capsys, "stylize", str(CONTENT_DIR / "lhq_1.jpg"), "--style", URL, "-o", str(tmp_path), *FAST)
+    as_checkpoint = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"), "--ckpt", "http://example.com/vq.pt")
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "config.toml").write_text('[stylize]\nckpt = "s3://bucket/model.pt"\n')
+    monkeypatch.setenv("QUANTART_CONFIG_DIR", str(config))
+    in_config = run_cli(capsys, "stylize", str(CONTENT_DIR / "lhq_1.jpg"), "--style", str(STYLE), *FAST)
+    for result, named in ((as_content, URL), (as_style, URL), (as_checkpoint, "http://example.com/vq.pt"),
+                          (in_config, "s3://bucket/model.pt")):
+        assert result.code == 2, result.err
+        assert named in result.err and "web address" in result.err and "download" in result.err
+        assert result.err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------- transparency
+
+
+def test_transparency_flattened_onto_white_is_said(capsys, tmp_path):
+    clear = _noise(24, 16, 0, "RGBA")
+    clear.putalpha(Image.linear_gradient("L").resize((24, 16)))
+    clear.save(tmp_path / "logo.png")
+    opaque = _noise(24, 16, 1, "RGBA")  # an alpha channel, all opaque: nothing is lost
+    opaque.save(tmp_path / "opaque.png")
+    result = run_cli(capsys, "stylize", str(tmp_path / "logo.png"), str(tmp_path / "opaque.png"), "--style",
+                     str(STYLE), "-o", str(tmp_path / "out"), *FAST)
+    assert result.code == 0, result.err
+    notes = [line for line in result.err.splitlines() if "transparen" in line]
+    assert len(notes) == 1 and "logo.png" in notes[0] and "white" in notes[0]
+    quiet = run_cli(capsys, "--quiet", "stylize", str(tmp_path / "logo.png"), "--style", str(STYLE), "-o",
+                    str(tmp_path / "out2"), *FAST)
+    assert quiet.code == 0 and quiet.err == ""
+
+
+def test_a_transparent_painting_is_said_too(capsys, tmp_path):
+    painting = Image.open(STYLE).convert("RGBA")
+    painting.putalpha(Image.new("L", painting.size, 0))
+    painting.save(tmp_path / "cutout.png")
+    result = run_cli(capsys, "stylize", str(CONTENT_DIR / "lhq_1.jpg"), "--style", str(tmp_path / "cutout.png"),
+                     "-o", str(tmp_path / "out"), *FAST)
+    assert result.code == 0, result.err
+    assert any("cutout.png" in line and "white" in line for line in result.err.splitlines())
