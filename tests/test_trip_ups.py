@@ -131,3 +131,28 @@ def test_a_transparent_painting_is_said_too(capsys, tmp_path):
                      "-o", str(tmp_path / "out"), *FAST)
     assert result.code == 0, result.err
     assert any("cutout.png" in line and "white" in line for line in result.err.splitlines())
+
+
+# --------------------------------------------------------------------------------------- training notes
+
+
+def _train_vq(capsys, tmp_path: Path, *extra: str):
+    return run_cli(capsys, "train-vq", "--preset", "tiny", "--data", str(CONTENT_DIR), "--size", "32", "--steps", "1",
+                   "--sample-every", "0", "--save-every", "1", "--device", "cpu", "--out", str(tmp_path / "run"),
+                   *extra)
+
+
+def _lr_note(err: str) -> str:
+    return next(line for line in err.splitlines() if "lr = " in line).split("lr = ", 1)[1]
+
+
+def test_the_learning_rate_note_says_where_the_value_came_from(capsys, tmp_path, monkeypatch):
+    """Issue 25: `lr = 0.0002 (--lr)` when the value came from the preset."""
+    from_preset = _train_vq(capsys, tmp_path / "a")
+    assert from_preset.code == 0, from_preset.err
+    assert _lr_note(from_preset.err) == "0.0002 (from the preset tiny)."
+    from_flag = _train_vq(capsys, tmp_path / "b", "--lr", "0.001")
+    assert _lr_note(from_flag.err) == "0.001 (--lr)."
+    monkeypatch.setenv("QUANTART_LR", "0.003")
+    from_env = _train_vq(capsys, tmp_path / "c")
+    assert _lr_note(from_env.err) == "0.003 (from QUANTART_LR)."
