@@ -156,3 +156,23 @@ def test_the_learning_rate_note_says_where_the_value_came_from(capsys, tmp_path,
     monkeypatch.setenv("QUANTART_LR", "0.003")
     from_env = _train_vq(capsys, tmp_path / "c")
     assert _lr_note(from_env.err) == "0.003 (from QUANTART_LR)."
+
+
+# ----------------------------------------------------------------------------------------------------- demo
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_the_demo_counts_its_steps_right(capsys, tmp_path, monkeypatch, train):
+    """Issue 25: `demo --train` counted [6/5]. Each stage is replaced by a stand-in: only the counting is checked
+    here (tests/test_demo.py runs the real demo in the slow tier)."""
+    from quantart_stages import demo, stylize, train_sga, train_vq
+
+    for module in (stylize, train_vq, train_sga):
+        monkeypatch.setattr(module, "run", lambda settings, ctx: 0)
+    monkeypatch.setattr(demo, "_contact_sheet", lambda *args, **kwargs: 0)
+    result = run_cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--device", "cpu",
+                     *(["--train"] if train else []))
+    assert result.code == 0, result.err
+    counters = [line.split("]")[0] + "]" for line in result.err.splitlines() if line.startswith("[")]
+    total = 6 if train else 2
+    assert counters == [f"[{n}/{total}]" for n in range(1, total + 1)]
