@@ -3,6 +3,7 @@ that were missing or wrong, and things the built-in model could not be used for.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,37 @@ def test_the_demo_counts_its_steps_right(capsys, tmp_path, monkeypatch, train):
     counters = [line.split("]")[0] + "]" for line in result.err.splitlines() if line.startswith("[")]
     total = 6 if train else 2
     assert counters == [f"[{n}/{total}]" for n in range(1, total + 1)]
+
+
+# ---------------------------------------------------------------------------------------------------- serve
+
+
+@pytest.fixture
+def busy_port():
+    """A port another program listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_says_so_in_its_own_words(capsys, busy_port):
+    """Issue 25: Gradio's advice about GRADIO_SERVER_PORT was repeated; the port is checked before the model loads."""
+    pytest.importorskip("gradio", reason='quantart serve needs the ui extra: pip install -e ".[ui]"')
+    result = run_cli(capsys, "serve", "--port", str(busy_port), "--device", "cpu")
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and result.err.startswith("error: ")
+    assert f"127.0.0.1:{busy_port}" in result.err and "in use" in result.err and "--port" in result.err
+    assert "GRADIO" not in result.err and "launch()" not in result.err and "model" not in result.err
+
+
+def test_what_keeps_serve_from_listening_is_named(busy_port):
+    from quantart_stages.serve import listen_problem
+
+    assert "in use" in listen_problem("127.0.0.1", busy_port)
+    assert "not an address of this computer" in listen_problem("192.0.2.1", busy_port)  # TEST-NET-1
+    assert "not a known host name" in listen_problem("no-such-host.invalid", busy_port)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    assert listen_problem("127.0.0.1", port) is None
