@@ -186,7 +186,7 @@ def test_paths_prints_every_folder(capsys, isolated_quantart_env):
     result = run_cli(capsys, "paths")
     assert result.code == 0
     names = [line.split("\t")[0] for line in result.out.splitlines()]
-    assert names == ["config", "presets", "user-config", "cache", "runs"]
+    assert names == ["config", "presets", "user-config", "cache", "runs", "builtin-model", "samples"]
     assert str(isolated_quantart_env / "cache") in result.out
 
 

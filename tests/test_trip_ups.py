@@ -211,3 +211,67 @@ def test_what_keeps_serve_from_listening_is_named(busy_port):
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     assert listen_problem("127.0.0.1", port) is None
+
+
+# --------------------------------------------------------------------------------- the built-in weights
+
+
+def test_paths_shows_the_built_in_model_and_the_samples(capsys):
+    from quantart_cli.core.weights import BUILTIN_MODEL
+    from quantart_cli.samples import SAMPLES_DIR
+
+    result = run_cli(capsys, "paths")
+    assert result.code == 0
+    shown = dict(line.split("\t") for line in result.out.splitlines())
+    assert Path(shown["builtin-model"]) == BUILTIN_MODEL and BUILTIN_MODEL.is_file()
+    assert Path(shown["samples"]) == SAMPLES_DIR and (SAMPLES_DIR / "content").is_dir()
+
+
+@pytest.fixture(scope="module")
+def builtin_indices():
+    """What the built-in style-transfer model itself makes of a 64x64 photo: (photo codes, art codes)."""
+    import torch
+
+    from quantart_cli.core.io.images import image_to_tensor, load_image, resize_longer_side
+    from quantart_cli.core.weights import load_builtin_model
+
+    model = load_builtin_model()
+    photo = resize_longer_side(image_to_tensor(load_image(CONTENT_DIR / "lhq_1.jpg")), 64)
+    with torch.inference_mode():
+        return model.encode_content(photo)[1][0], model.encode_style(photo)[1][0]
+
+
+def test_encode_and_decode_with_the_built_in_art_vqgan(capsys, tmp_path, builtin_indices):
+    from quantart_cli.core.io.codes import load_code_file
+
+    photo = CONTENT_DIR / "lhq_1.jpg"
+    result = run_cli(capsys, "encode", str(photo), "--ckpt", "builtin:art", "--size", "64", "--out",
+                     str(tmp_path / "codes"), "--device", "cpu")
+    assert result.code == 0, result.err
+    (record,) = load_code_file(tmp_path / "codes" / "lhq_1.safetensors").records
+    assert record.indices.equal(builtin_indices[1])
+    result = run_cli(capsys, "encode", str(tmp_path / "codes"), "--decode", "--ckpt", "builtin:art", "--out",
+                     str(tmp_path / "back"), "--device", "cpu")
+    assert result.code == 0, result.err
+    assert Image.open(tmp_path / "back" / "lhq_1.png").size == (64, 64)
+
+
+def test_the_built_in_photo_vqgan_encodes_but_has_no_decoder(capsys, tmp_path, builtin_indices):
+    from quantart_cli.core.io.codes import load_code_file
+
+    result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"), "--ckpt", "builtin:photo", "--size", "64",
+                     "--out", str(tmp_path / "codes"), "--device", "cpu")
+    assert result.code == 0, result.err
+    (record,) = load_code_file(tmp_path / "codes" / "lhq_1.safetensors").records
+    assert record.indices.equal(builtin_indices[0])
+    refused = run_cli(capsys, "encode", str(tmp_path / "codes"), "--decode", "--ckpt", "builtin:photo")
+    assert refused.code == 2 and "no decoder" in refused.err and "builtin:art" in refused.err
+    # photo codes are not art codes, though both books have 512 entries: decoding them says so
+    mixed = run_cli(capsys, "encode", str(tmp_path / "codes"), "--decode", "--ckpt", "builtin:art", "--out",
+                    str(tmp_path / "back"), "--device", "cpu")
+    assert mixed.code == 0 and "encoded with another checkpoint" in mixed.err
+
+
+def test_encode_without_a_checkpoint_names_the_built_in_choices(capsys):
+    result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"))
+    assert result.code == 2 and "builtin:art" in result.err and "builtin:photo" in result.err

@@ -306,9 +306,13 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
 
     @app.command("paths")
     def paths_command() -> None:
-        """Print where quantart keeps user presets, config, cache and runs."""
+        """Print where quantart keeps user presets, config, cache and runs, the built-in model and the samples."""
+        from quantart_cli.core.weights import BUILTIN_MODEL
+        from quantart_cli.samples import SAMPLES_DIR
+
         console = _STATE.get_console()
-        for name, path in get_paths().as_dict().items():
+        shown = {**get_paths().as_dict(), "builtin-model": BUILTIN_MODEL, "samples": SAMPLES_DIR}
+        for name, path in shown.items():
             console.result(f"{name}\t{path}")
 
     app.info.context_settings = {"help_option_names": ["-h", "--help"]}
