@@ -275,3 +275,28 @@ def test_the_built_in_photo_vqgan_encodes_but_has_no_decoder(capsys, tmp_path, b
 def test_encode_without_a_checkpoint_names_the_built_in_choices(capsys):
     result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"))
     assert result.code == 2 and "builtin:art" in result.err and "builtin:photo" in result.err
+
+
+# ------------------------------------------------------------------------------------------------------ docs
+
+
+def test_no_page_sends_users_to_the_developers_shared_folder():
+    """``../shared`` exists on developer machines and in CI only; examples use the user's images or the samples."""
+    from doc_commands import REPO, doc_files
+
+    offending = [path.relative_to(REPO).as_posix() for path in doc_files() if "../shared" in path.read_text()]
+    assert offending == []
+
+
+def test_the_python_api_page_example_of_the_built_in_vqgan_runs():
+    """docs/python-api.md described only f16 models (sides a multiple of 16, latents H/16); its built-in example
+    (an f8 model) runs as written."""
+    from doc_commands import REPO
+
+    text = (REPO / "docs" / "python-api.md").read_text()
+    assert "H/16" not in text
+    section = text.split("## The built-in model", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile("import torch\n" + code, "docs/python-api.md", "exec"), namespace)
+    assert tuple(namespace["again"].shape) == (1, 3, 64, 64) and namespace["art"].downsample_factor == 8
