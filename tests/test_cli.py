@@ -74,6 +74,40 @@ def test_unknown_command_exits_2(capsys):
     assert run_cli(capsys, "stylise").code == 2
 
 
+PARSER_MISTAKES = [
+    (["stylize", "photo.jpg", "--sytle", "a.png"], "--sytle"),
+    (["stylize", "photo.jpg", "--alpha", "abc"], "--alpha"),
+    (["stylize", "photo.jpg", "--format", "gif"], "--format"),
+    (["stylize", "photo.jpg", "--style"], "--style"),
+    (["stylise", "photo.jpg"], "stylise"),
+    (["--device"], "--device"),
+    (["presets", "no-such-stage"], "no-such-stage"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), PARSER_MISTAKES, ids=[" ".join(a) for a, _ in PARSER_MISTAKES])
+def test_parser_mistakes_are_one_error_line_like_every_other_mistake(capsys, args, named):
+    """Issue 25: an unknown flag, a bad number or a bad choice was a 5-line boxed panel."""
+    result = run_cli(capsys, *args)
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
+    assert named in result.err and "--help" in result.err
+    assert not any(mark in result.err for mark in ("╭", "│", "Usage:", "Try '"))
+
+
+def test_a_rule_between_two_options_names_them_not_settings(capsys):
+    result = run_cli(capsys, "stylize", "photo.jpg", "--style", "a.png", "--style-weights", "0.5,0.2,0.3")
+    assert result.code == 2
+    assert result.err == "error: --style-weights has 3 values for 1 --style images.\n"
+
+
+def test_no_arguments_still_shows_the_help(capsys):
+    result = run_cli(capsys)
+    assert result.code == 2
+    assert "stylize" in result.out and "error" not in result.err
+
+
 def _stage(run, settings=StageSettings, name="probe"):
     return Stage(name=name, help="A probe stage for tests.", settings=settings, run=run)
 
@@ -152,7 +186,7 @@ def test_paths_prints_every_folder(capsys, isolated_quantart_env):
     result = run_cli(capsys, "paths")
     assert result.code == 0
     names = [line.split("\t")[0] for line in result.out.splitlines()]
-    assert names == ["config", "presets", "user-config", "cache", "runs"]
+    assert names == ["config", "presets", "user-config", "cache", "runs", "builtin-model", "samples"]
     assert str(isolated_quantart_env / "cache") in result.out
 
 

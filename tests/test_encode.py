@@ -9,7 +9,13 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 
-from quantart_cli.core.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
+from quantart_cli.core.config import (
+    AutoencoderConfig,
+    QuantizerConfig,
+    StyleTransferConfig,
+    VQGANConfig,
+    tiny_vqgan_config,
+)
 from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
 from quantart_cli.core.io.codes import load_code_file
 from quantart_cli.core.io.images import crop_padding, load_image_tensor, pad_to_multiple
@@ -60,6 +66,28 @@ def test_encode_then_decode_round_trip(capsys, vq_ckpt, images, tmp_path):
     assert image.size == (50, 37)
     pixels = torch.from_numpy(__import__("numpy").array(image)).permute(2, 0, 1).float() / 127.5 - 1
     assert (pixels - expected_image[0].clamp(-1, 1)).abs().max() <= 1 / 127.5 + 1e-6
+
+
+def test_a_tiny_image_round_trips_with_a_one_channel_per_group_model(capsys, tmp_path):
+    """The lowest level has 32 channels in 32 GroupNorm groups: a 1x1 latent cannot be normalized, so the padding
+    reaches two latent cells per side (issue 25)."""
+    torch.manual_seed(0)
+    config = VQGANConfig(
+        autoencoder=AutoencoderConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
+                                      resolution=64, z_channels=32),
+        quantizer=QuantizerConfig(n_embed=64, embed_dim=32),
+    )
+    ckpt = save_checkpoint(VQGAN(config), tmp_path / "vq.pt")
+    Image.new("RGB", (7, 5), (30, 120, 200)).save(tmp_path / "tiny.png")
+    result = run_cli(capsys, "encode", str(tmp_path / "tiny.png"), "--ckpt", str(ckpt), "--out",
+                     str(tmp_path / "codes"), "--device", "cpu")
+    assert result.code == 0, result.err
+    (record,) = load_code_file(tmp_path / "codes" / "tiny.safetensors").records
+    assert record.indices.shape == (2, 2) and (record.width, record.height) == (7, 5)
+    result = run_cli(capsys, "encode", str(tmp_path / "codes"), "--decode", "--ckpt", str(ckpt), "--out",
+                     str(tmp_path / "back"), "--device", "cpu")
+    assert result.code == 0, result.err
+    assert Image.open(tmp_path / "back" / "tiny.png").size == (7, 5)
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(capsys, vq_ckpt, images, tmp_path):

@@ -831,6 +831,53 @@ def test_a_full_disk_during_torch_save_is_one_sentence(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["vq.pt"]
 
 
+#: What torch.save's zip writer says when the disk fills up, depending on where the write fails (torch 2.x).
+TORCH_FULL_DISK_WORDS = [
+    "[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file data/0",
+    "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598",
+    "basic_ios::clear: iostream error",
+]
+
+
+@pytest.mark.parametrize("words", TORCH_FULL_DISK_WORDS, ids=["stream-writer", "unexpected-pos", "iostream"])
+def test_every_way_torch_save_reports_a_full_disk_is_the_full_disk_sentence(capsys, tmp_path, tiny_vq, monkeypatch,
+                                                                            words):
+    """Issue 25: "unexpected pos" came out as "unexpected RuntimeError"; through the CLI (convert to .pt) each is
+    the one full-disk sentence, and the old file stays."""
+    import shutil
+
+    target = tmp_path / "copy.pt"
+    target.write_bytes(b"the previous checkpoint")
+
+    def full(*args, **kwargs):
+        raise RuntimeError(words)
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    result = run_cli(capsys, "convert", str(tiny_vq), str(target), "--overwrite")
+    assert result.code == 1, result.err
+    _one_sentence(result.err)
+    assert "No space left on device; nothing was replaced" in result.err and "unexpected" not in result.err
+    assert target.read_bytes() == b"the previous checkpoint"
+
+
+@pytest.mark.parametrize("elements", [10, 1_000_000])
+def test_torch_saves_own_words_on_a_full_device_are_recognised(tmp_path, monkeypatch, elements):
+    """The real messages of the installed torch: its writer pointed at /dev/full (every write fails with ENOSPC)."""
+    import shutil
+
+    from quantart_cli.core.io.checkpoints import save_checkpoint as save
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, **kw: real_save({"a": torch.zeros(elements)}, "/dev/full"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(WriteError, match=r"No space left on device; nothing was replaced"):
+        save(VQGAN(tiny_vq_config()), tmp_path / "vq.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_names_that_are_not_utf8_are_shown_safely(capsys, tmp_path, images, tiny_style_transfer):
     odd = os.fsdecode(b"caf\xe9.png")
     shutil_copy = __import__("shutil").copy

@@ -12,7 +12,13 @@ from cli_support import run_cli
 from PIL import Image
 
 from quantart_cli.core.color_space import rgb_to_ycbcr
-from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
+from quantart_cli.core.config import (
+    AutoencoderConfig,
+    QuantizerConfig,
+    StyleTransferConfig,
+    VQGANConfig,
+    tiny_vqgan_config,
+)
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.checkpoints import save_checkpoint
 from quantart_cli.core.models import VQGAN, StyleTransfer
@@ -162,6 +168,28 @@ def test_any_size_round_trips(model: StyleTransfer, height: int, width: int, siz
     out = _run(model, content=_image(height, width, 4), size=size)
     assert tuple(out.shape) == (1, 3, *expected)
     assert out.abs().max() <= 1.0
+
+
+def _one_channel_per_group_model() -> StyleTransfer:
+    """The shape of the ``tiny`` presets: 32 latent channels, so each GroupNorm of the SGA module (32 groups) holds
+    one channel, which a 1x1 latent cannot normalize."""
+    torch.manual_seed(0)
+    vq = VQGANConfig(
+        autoencoder=AutoencoderConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(),
+                                      resolution=64, z_channels=32),
+        quantizer=QuantizerConfig(n_embed=128, embed_dim=32),
+    )
+    return StyleTransfer(StyleTransferConfig(content=vq, style=vq, sga_blocks=1)).eval()
+
+
+@pytest.mark.parametrize(("height", "width"), [(5, 7), (1, 1), (8, 8)])
+def test_photos_and_paintings_smaller_than_two_latent_cells_are_stylized(height: int, width: int) -> None:
+    """Issue 25: a 7x5 photo ended a batch with "Expected more than 1 value per channel"; the padding now reaches
+    a latent of at least 2x2."""
+    model = _one_channel_per_group_model()
+    out = _run(model, content=_image(height, width, 4), styles=(_image(height, width, 5),))
+    assert tuple(out.shape) == (1, 3, height, width)
+    assert torch.isfinite(out).all()
 
 
 def test_single_tile_equals_untiled_and_tiles_change_little(model: StyleTransfer) -> None:
@@ -411,6 +439,19 @@ def test_cli_batch_with_one_bad_image_writes_the_others(
     assert result.code == 1
     assert result.out.strip() == str(tmp_path / "b_stylized.png")
     assert "1 of 2 content images could not be stylized" in result.err
+
+
+def test_cli_batch_with_a_tiny_photo_and_a_one_channel_per_group_model(
+    capsys: pytest.CaptureFixture[str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (7, 5), (200, 40, 40)).save(tiny)
+    ckpt = save_checkpoint(_one_channel_per_group_model(), tmp_path / "tiny-model.pt")
+    result = run_cli(capsys, "stylize", str(tiny), str(files["photos"] / "b.jpg"), "--style", str(files["style"]),
+                     "--ckpt", str(ckpt), "--out", str(tmp_path / "out"), "--device", "cpu")
+    assert result.code == 0, result.err
+    assert Image.open(tmp_path / "out" / "tiny_stylized.png").size == (7, 5)
+    assert (tmp_path / "out" / "b_stylized.png").is_file()
 
 
 @pytest.fixture(autouse=True, scope="module")

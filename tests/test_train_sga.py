@@ -426,7 +426,7 @@ def test_cli_run_folder_and_exact_resume(capsys, preset, vqgans, data, tmp_path)
     result = _cli(capsys, preset, vqgans, data, out)
     assert result.code == 0, result.err
     assert result.out.strip() == str(out / "last.pt")
-    assert "lr = 0.001 (--lr)" in result.err and "style loss" in result.err
+    assert "lr = 0.001 (from the preset tiny-sga)" in result.err and "style loss" in result.err
     ckpt = load_checkpoint(out / "last.pt", expected_kind="style-transfer")
     assert ckpt.step == 4 and ckpt.config.sga_blocks == 1 and not ckpt.config.continuous
     assert ckpt.metadata["content_vq"]["sha256"] == load_checkpoint(vqgans[0]).sha256

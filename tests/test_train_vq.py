@@ -120,7 +120,7 @@ def test_run_folder_metrics_samples_and_summary(capsys, preset, images, tmp_path
     result = _cli(capsys, preset, images, out)
     assert result.code == 0, result.err
     assert result.out.strip() == str(out / "last.pt")
-    assert "lr = 0.001 (--lr)" in result.err and "1 skipped" in result.err
+    assert "lr = 0.001 (from the preset tiny-test)" in result.err and "1 skipped" in result.err
     assert "PSNR" in result.err and "skipped images" in result.err
     ckpt = load_checkpoint(out / "last.pt", expected_kind="vqgan")
     assert ckpt.step == 4 and ckpt.config == tiny_config()

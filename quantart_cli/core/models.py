@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from quantart_cli.core.config import StyleTransferConfig, VQGANConfig
-from quantart_cli.core.errors import BadInputError
+from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.nn.autoencoder import Decoder, Encoder
 from quantart_cli.core.nn.sga import PreparedReference, StyleGuidedAttention
 from quantart_cli.core.nn.vq import QuantizerInfo, VectorQuantizer
@@ -122,6 +122,8 @@ class VQGAN(_MemoryOrder):
 
     def decode(self, quant: Tensor) -> Tensor:
         """Latent (B, embed_dim, h, w) -> image (B, out_ch, h*f, w*f)."""
+        if self.decoder is None:  # an encoder side only, such as the built-in photo VQGAN
+            raise UsageError("This VQGAN has no decoder (only its encoder side was kept), so it cannot decode.")
         quant = _memory_format(quant, self.channels_last)
         return self.decoder(self.post_quant_conv(quant)).contiguous()
 

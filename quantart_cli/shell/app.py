@@ -79,7 +79,11 @@ def _typer_type(annotation: Any) -> tuple[Any, dict[str, Any], bool]:
         item = args[0] if args else str
         item_type, extra, _ = _typer_type(item)
         return item_type, extra, True
-    if inner in (bool, int, float, str, Path):
+    if inner is Path:
+        # Typer would make a Path of the text, which turns a web address's "//" into "/" before the settings could
+        # refuse it by name; the settings make the Path.
+        return str, {"metavar": "<path>"}, False
+    if inner in (bool, int, float, str):
         return inner, {}, False
     return str, {}, False
 
@@ -102,6 +106,7 @@ def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
     help_text = field.description or ""
     if extra.get("cli_argument"):
         annotation = list[py_type] | None if is_list else py_type | None  # type: ignore[valid-type]
+        kwargs.pop("metavar", None)  # an argument is shown by its name
         info = typer.Argument(None, help=help_text, show_default=False, **kwargs)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
     flag = extra.get("cli_flag") or "--" + name.replace("_", "-")
@@ -301,9 +306,13 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
 
     @app.command("paths")
     def paths_command() -> None:
-        """Print where quantart keeps user presets, config, cache and runs."""
+        """Print where quantart keeps user presets, config, cache and runs, the built-in model and the samples."""
+        from quantart_cli.core.weights import BUILTIN_MODEL
+        from quantart_cli.samples import SAMPLES_DIR
+
         console = _STATE.get_console()
-        for name, path in get_paths().as_dict().items():
+        shown = {**get_paths().as_dict(), "builtin-model": BUILTIN_MODEL, "samples": SAMPLES_DIR}
+        for name, path in shown.items():
             console.result(f"{name}\t{path}")
 
     app.info.context_settings = {"help_option_names": ["-h", "--help"]}
@@ -362,11 +371,40 @@ def main(argv: list[str] | None = None, *, extra_stages: list[Stage] | None = No
     app = build_app(discovery)
     args = hoist_global_switches(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="quantart", standalone_mode=True)
+        # Not standalone: click's own errors come back here to be printed as every other mistake is.
+        returned = app(args=args, prog_name="quantart", standalone_mode=False)
+    except _PARSER_ERROR as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            code = 2  # `quantart` alone: the help was printed already
+        else:
+            Console().error(parser_error_sentence(err, args, app))
+            code = err.exit_code
+    except typer.Abort:
+        Console().error("Aborted.")
+        code = 1
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     else:
-        code = 0
+        code = returned if isinstance(returned, int) and not isinstance(returned, bool) else 0
     if argv is None:
         sys.exit(code)
     return code
+
+
+#: The base class of the parser's errors (click's ClickException: Typer's own copy of click since 0.20, click itself
+#: before), found from the one Typer exports.
+_PARSER_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def parser_error_sentence(err: Exception, args: list[str], app: typer.Typer) -> str:
+    """A mistake the command-line parser found (an unknown flag or command, a value that is not a number or not
+    one of the choices, a flag without its value) as one line, pointing at the help of the command it was in."""
+    message = " ".join(err.format_message().split())  # type: ignore[attr-defined]
+    message = message.replace("Value error, ", "").rstrip(".")
+    context = getattr(err, "ctx", None)
+    if context is not None:
+        where = context.command_path
+    else:  # a flag without its value: click does not say in which command it was
+        commands = {info.name for info in app.registered_commands}
+        where = " ".join(["quantart", *[token for token in args if token in commands][:1]])
+    return f"{message}; see {where} --help."

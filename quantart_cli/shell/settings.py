@@ -12,6 +12,7 @@ import difflib
 import json
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -24,10 +25,11 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from quantart_cli.core.errors import NotFoundError, UsageError
+from quantart_cli.core.io.limits import is_web_address, web_address_sentence
 
 _RESOLVING: contextvars.ContextVar[bool] = contextvars.ContextVar("quantart_resolving", default=False)
 ENV_PREFIX = "QUANTART_"
@@ -89,10 +91,31 @@ class StageSettings(BaseSettings):
                 data[name] = [part.strip() for part in value.split(",") if part.strip()]
         return data
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_web_addresses(cls, value: Any, info: ValidationInfo) -> Any:
+        """A URL given for a path (``--style https://...``) is refused as one: as a path it would lose a slash
+        and be reported missing."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _takes_paths(field.annotation):
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, str) and is_web_address(item):
+                    raise ValueError(web_address_sentence(item))
+        return value
+
     @field_validator("device")
     @classmethod
     def _valid_device(cls, value: str) -> str:
         return _check_device(value)
+
+
+def _takes_paths(annotation: Any) -> bool:
+    """Whether a field holds a path or a list of paths."""
+    inner, _ = unwrap_optional(annotation)
+    if typing.get_origin(inner) in (list, tuple):
+        args = typing.get_args(inner)
+        inner = args[0] if args else None
+    return inner is Path
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -356,6 +379,9 @@ def load_preset(path: Path, model: type[BaseModel]) -> tuple[dict[str, Any], str
     return data, description
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
 def _paths_from(data: dict[str, Any], model: type[BaseModel], base: Path) -> None:
     """Make relative path values in ``data`` relative to ``base`` (in place), following nested tables."""
     for key, value in data.items():
@@ -372,8 +398,8 @@ def _paths_from(data: dict[str, Any], model: type[BaseModel], base: Path) -> Non
             continue
 
         def anchored(item: Any) -> Any:
-            if not isinstance(item, str) or not item:
-                return item
+            if not isinstance(item, str) or not item or _SCHEME.match(item):
+                return item  # a name with a scheme (a web address, builtin:art) is not a relative path
             path = Path(item).expanduser()
             return str(path if path.is_absolute() else base / path)
 
@@ -417,10 +443,15 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
         return f"Missing required value for {label}."
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    if not dotted:  # a rule between options (its sentence names them)
+        return message[:1].upper() + message[1:].rstrip(".") + "."
     source = sources.get(dotted)
     origin = f" (from {source})" if source and source.kind != "cli" else ""
     value = first.get("input")
     shown = f"; got {value!r}" if value is not None and not isinstance(value, dict) else ""
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, str) and item and item in message for item in items):
+        shown = ""  # the sentence quotes the value already
     return f"Invalid value for {label}{origin}: {message}{shown}."
 
 

@@ -230,18 +230,32 @@ def run_with_progress(settings: TrainingSettings, ctx, stage_name: str, task, da
                             callbacks=callbacks, resume=settings.resume is not None)
 
 
-def training_lr(settings: TrainingSettings, world_size: int) -> tuple[float, str]:
-    """The learning rate and how it was derived (``--lr``, or the original's scaling rule)."""
+def training_lr(settings: TrainingSettings, world_size: int, ctx=None) -> tuple[float, str]:
+    """The learning rate and how it was derived: an absolute ``lr`` and where it was set (``--lr``, a preset, a
+    ``QUANTART_*`` variable, the user config, the resumed run), or the original's scaling rule."""
     from quantart_cli.core.train.optim import scaled_lr
 
     if settings.lr:
-        return settings.lr, "--lr"
+        return settings.lr, _lr_origin(settings, ctx)
     lr = scaled_lr(settings.base_lr, settings.batch_size, world_size, settings.accumulate)
     how = (
         f"{settings.base_lr:g} x batch {settings.batch_size} x {world_size} process(es)"
         f" x accumulate {settings.accumulate}"
     )
     return lr, how
+
+
+def _lr_origin(settings: TrainingSettings, ctx) -> str:
+    source = ctx.resolved.source_of("lr") if ctx is not None else None
+    if source is None or source.kind == "cli":
+        return "--lr"
+    if source.kind == "preset":
+        return f"from the preset {Path(source.detail).stem}"
+    if source.kind == "env":
+        return f"from {source.detail}"
+    if source.kind == "config":
+        return f"from {source.detail}"
+    return f"as recorded in {settings.resume}" if settings.resume is not None else "lr"
 
 
 def json_safe(value: Any) -> Any:

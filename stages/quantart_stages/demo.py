@@ -79,7 +79,8 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
     strip_painting = paintings[0]
     timings: list[tuple[str, float]] = []
     written: list[tuple[str, Path]] = []
-    total_steps = 5 if settings.train else 2
+    # stylize with the built-in model, [--train: two VQGANs, the SGA module, stylize with it], the contact sheet
+    total_steps = 1 + (4 if settings.train else 0) + 1
 
     def timed(label: str, work) -> None:
         console.info(f"[{len(timings) + 1}/{total_steps}] {label}")

@@ -12,7 +12,9 @@ from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettin
 
 class EncodeSettings(CheckpointReadingSettings, ImageReadingSettings):
     inputs: list[str] = cli_argument("Images, folders or globs (code files with --decode).", default=[])
-    ckpt: Path | None = cli_option(None, "VQGAN checkpoint (native, .safetensors or an original .ckpt).")
+    ckpt: Path | None = cli_option(
+        None, "VQGAN checkpoint (native, .safetensors or an original .ckpt), or the built-in model's: builtin:art (its "
+        "art VQGAN: encodes and decodes) or builtin:photo (its photo VQGAN's encoder side: encodes only).")
     out: Path | None = cli_option(
         None, "Output folder (default ./codes, or ./decoded with --decode), or a .safetensors file with "
         "--single-file.", short="-o")
@@ -29,31 +31,44 @@ def run(settings: EncodeSettings, ctx: RunContext) -> int:
     if not settings.inputs:
         raise UsageError("encode needs at least one input: images, folders or globs (or code files with --decode).")
     if settings.ckpt is None:
-        raise UsageError("encode needs --ckpt, a VQGAN checkpoint (train one with train-vq or import an original "
-                         "with `quantart convert`).")
+        raise UsageError("encode needs --ckpt: a VQGAN checkpoint (train one with train-vq or import an original with "
+                         "`quantart convert`), or builtin:art or builtin:photo for the built-in model's VQGANs.")
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.io.checkpoint_format import checkpoint_sha256
     from quantart_cli.core.io.checkpoints import load_model
+    from quantart_cli.core.weights import BUILTIN_VQGANS, builtin_vqgan_sha256, load_builtin_vqgan
 
     device = resolve_device(settings.device)
-    model = load_model(settings.ckpt, device=device, expected_kind="vqgan", trust=settings.trust_checkpoint)
-    digest = checkpoint_sha256(settings.ckpt)
+    builtin = BUILTIN_VQGANS.get(str(settings.ckpt)) if not settings.ckpt.exists() else None
+    if builtin == "photo" and settings.decode:
+        raise UsageError("builtin:photo has no decoder (the built-in model keeps only the photo VQGAN's encoder "
+                         "side), so its codes cannot be turned back into images; encode with builtin:art to decode.")
+    if builtin is not None:
+        model = load_builtin_vqgan(builtin, device)
+        digest = builtin_vqgan_sha256(builtin)
+    else:
+        model = load_model(settings.ckpt, device=device, expected_kind="vqgan", trust=settings.trust_checkpoint)
+        digest = checkpoint_sha256(settings.ckpt)
     if settings.decode:
         return _decode(settings, ctx, model, digest, device)
     return _encode(settings, ctx, model, digest, device)
 
 
 def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, device) -> int:
-    from quantart_cli.core.data.sources import collect_images
+    from quantart_cli.core.data.sources import collect_images, list_notes, with_listing
     from quantart_cli.core.io.codes import CodeFile, encode_image_files, save_code_file
 
-    paths = collect_images(settings.inputs)
+    listed: dict = {}
+    paths = collect_images(settings.inputs, listed=listed)
+    for note in list_notes(listed):
+        ctx.console.info(note)
     failures: list[str] = []
 
     def failed(path: Path, err: Exception) -> None:
-        failures.append(str(err))
+        message = with_listing(str(err), listed.get(path))
+        failures.append(message)
         if len(paths) > 1:
-            ctx.console.warn(str(err))
+            ctx.console.warn(message)
 
     n_embed = model.config.quantizer.n_embed
     factor = model.downsample_factor
@@ -140,5 +155,5 @@ stage = Stage(
     settings=EncodeSettings,
     run=run,
     description="Example: quantart encode photos/ --ckpt vq.pt --out codes/ ; quantart encode codes/ --decode "
-    "--ckpt vq.pt --out decoded/",
+    "--ckpt vq.pt --out decoded/   (--ckpt builtin:art: the built-in model's art VQGAN)",
 )

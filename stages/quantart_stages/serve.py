@@ -76,6 +76,35 @@ def host_warning(host: str) -> str | None:
     )
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the page could not listen on ``host:port``, as the end of a sentence, or None when it can: the port
+    in use, an address not of this computer, an unknown host name, a port that needs administrator rights. The
+    check binds the address as the web server will (address reuse on, so a port that only just closed is free)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror:
+        return f"{host} is not a known host name of this computer; use --host 127.0.0.1 or one of its addresses"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                other = port + 1 if port < 65535 else port - 1
+                return (f"the port is in use (another program, or another quantart serve, listens there); pick "
+                        f"another with --port, e.g. --port {other}")
+            if err.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this computer; use --host 127.0.0.1 or one of its addresses"
+            if err.errno == errno.EACCES:
+                return "permission denied (ports below 1024 need administrator rights); pick another with --port"
+            return f"{err.strerror or err}; pick another --port or --host"
+    return None
+
+
 def page_url(host: str, port: int) -> str:
     """The address to open in a browser (a wildcard address is opened as loopback on this computer)."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -289,6 +318,9 @@ def run(settings: ServeSettings, ctx: RunContext) -> int:
 
     with tempfile.TemporaryDirectory(prefix="quantart-serve-") as workdir:
         serve_page = page_module(Path(workdir) / "uploads")
+        problem = listen_problem(settings.host, settings.port)
+        if problem is not None:  # before the model loads: the answer comes at once
+            raise UsageError(f"Cannot listen on {settings.host}:{settings.port}: {problem}.")
         warning = host_warning(settings.host)
         if warning:
             ctx.console.warn(warning)

@@ -20,7 +20,7 @@ import gradio as gr
 from quantart_cli.core.errors import QuantartError, UsageError
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, SAMPLES_DIR
 from quantart_cli.shell.plugins import RunContext
-from quantart_stages.serve import QUEUE_SIZE, ServeSettings, Studio, page_url
+from quantart_stages.serve import QUEUE_SIZE, ServeSettings, Studio, listen_problem, page_url
 
 #: Fonts the browser already has: a Google font would be fetched from outside at every visit.
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
@@ -178,8 +178,9 @@ def serve(studio: Studio, settings: ServeSettings, ctx: RunContext, workdir: Pat
             allowed_paths=[str(SAMPLES_DIR), str(workdir)], theme=theme(), css=CSS, footer_links=["settings"],
             ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, inbrowser=False,
         )
-    except OSError as err:
-        raise UsageError(f"Cannot listen on {settings.host}:{settings.port} ({err}); pick another --port.") from None
+    except OSError:  # taken in the moment since the check at start; Gradio's own advice names its variables
+        problem = listen_problem(settings.host, settings.port) or "the web server could not start there"
+        raise UsageError(f"Cannot listen on {settings.host}:{settings.port}: {problem}.") from None
     ctx.console.result(page_url(settings.host, settings.port))
     ctx.console.info("open that address in a browser; Ctrl-C stops the server")
     try:

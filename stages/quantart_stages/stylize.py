@@ -90,12 +90,12 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
 
     import time
 
-    from quantart_cli.core.data.sources import collect_images
+    from quantart_cli.core.data.sources import collect_images, list_notes, with_listing
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.io.checkpoint_read import check_kind
     from quantart_cli.core.io.checkpoints import load_model, read_checkpoint_header
     from quantart_cli.core.io.digest import file_sha256
-    from quantart_cli.core.io.images import image_to_tensor, load_image
+    from quantart_cli.core.io.images import flattened_transparency, image_to_tensor, load_image
     from quantart_cli.core.precision import check_precision, stylize_precision
     from quantart_cli.core.transfer.engine import Stylizer
     from quantart_cli.core.transfer.files import (
@@ -115,8 +115,16 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     if note is not None:  # before the recipe: outputs made in fp32 record fp32
         ctx.console.info(note)
         options = options.model_copy(update={"precision": precision})
-    inputs = collect_images(settings.content)
-    styles = [image_to_tensor(load_image(path, max_pixels=settings.max_pixels)) for path in settings.style]
+    listed: dict = {}
+    inputs = collect_images(settings.content, listed=listed)
+    for note in list_notes(listed):
+        ctx.console.info(note)
+    styles = []
+    for path in settings.style:
+        painting = load_image(path, max_pixels=settings.max_pixels)
+        if flattened_transparency(painting):
+            ctx.console.info(f"{path} has transparent pixels: the model sees them filled with white")
+        styles.append(image_to_tensor(painting))
     for path in (ckpt, continuous_ckpt):
         if path is not None:
             check_kind(read_checkpoint_header(path, trust=settings.trust_checkpoint).kind, "style-transfer", Path(path))
@@ -189,14 +197,16 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         for source, target, note in todo:
             record = stylize_file(stylizer, source, target, note, max_pixels=settings.max_pixels)
             if isinstance(record, str):
+                record = with_listing(record, listed.get(source))
                 if len(pairs) == 1:
                     raise BadInputError(record)
                 ctx.console.warn(record)
                 failures.append(record)
-            elif settings.json_output:
-                ctx.console.result(json.dumps(record))
             else:
-                ctx.console.result(str(target))
+                if record.get("transparency_flattened"):
+                    ctx.console.info(f"{source} has transparent pixels: they were filled with white (an output has "
+                                     "no transparency)")
+                ctx.console.result(json.dumps(record) if settings.json_output else str(target))
             bar.advance()
     written = len(todo) - len(failures)
     if len(pairs) > 1:

@@ -83,7 +83,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         )
         loss = StyleTransferLoss(settings.loss.model_copy(update={"disc_in_channels": model.config.embed_dim}))
         loss = loss.to(device)
-        lr, how = training_lr(settings, info.world_size)
+        lr, how = training_lr(settings, info.world_size, ctx)
         summary = images.summary()
         if show:
             variant = "continuous" if model.config.continuous else "quantized"

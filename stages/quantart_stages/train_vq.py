@@ -60,7 +60,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             max_pixels=settings.max_pixels,
         )
         model, loss = _build(settings, model_config, device)
-        lr, how = training_lr(settings, info.world_size)
+        lr, how = training_lr(settings, info.world_size, ctx)
         show = ctx.console if info.is_main else None
         if show:
             show.info(

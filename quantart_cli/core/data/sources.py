@@ -1,6 +1,7 @@
 """Finding images: :func:`collect_images` turns what a user typed (files, folders, globs, list files, CSV
-manifests) into a sorted, de-duplicated list of image paths, or raises NotFoundError naming what is missing;
-:func:`select_style_by_genre` picks WikiArt paintings of one genre."""
+manifests) into a sorted, de-duplicated list of image paths, or raises NotFoundError naming what is missing (an
+entry of a list file with the list and its line); :func:`select_style_by_genre` picks WikiArt paintings of one
+genre."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from quantart_cli.core.errors import BadInputError, NotFoundError
+from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError, UsageError
 from quantart_cli.core.io.images import IMAGE_EXTENSIONS
+from quantart_cli.core.io.limits import is_web_address, web_address_sentence
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,17 @@ MAX_WARNINGS = 10  # individual "skipping" warnings before switching to debug le
 
 
 # ------------------------------------------------------------------------------------ collecting
+
+
+@dataclass(frozen=True)
+class ListedAt:
+    """Where a list file or CSV manifest named an image (``str()``: ``line 4 of photos.txt``)."""
+
+    list_file: Path
+    line: int
+
+    def __str__(self) -> str:
+        return f"line {self.line} of {self.list_file}"
 
 
 def _name_some(paths: Sequence[object]) -> str:
@@ -72,16 +86,16 @@ def _scan_folder(root: Path, recursive: bool, extensions: frozenset[str]) -> lis
     return [path for _, path in sorted(found)]
 
 
-def _read_list_file(list_path: Path) -> list[str]:
-    """Entries of a one-path-per-line list; blank lines and ``#`` comments ignored."""
+def _read_list_file(list_path: Path) -> list[tuple[int, str]]:
+    """(line number, entry) of a one-path-per-line list; blank lines and ``#`` comments ignored."""
     try:
         text = list_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadInputError(f"List file {list_path} is not UTF-8 text.") from exc
     except OSError as exc:
         raise BadInputError(f"List file {list_path} cannot be read ({exc.strerror or exc}).") from exc
-    entries = [line.strip() for line in text.splitlines()]
-    entries = [entry for entry in entries if entry and not entry.startswith("#")]
+    entries = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
+    entries = [(number, entry) for number, entry in entries if entry and not entry.startswith("#")]
     if not entries:
         raise BadInputError(f"List file {list_path} lists no images.")
     return entries
@@ -117,17 +131,18 @@ def _find_column(header: Sequence[str], wanted: Sequence[str], csv_path: Path, p
     )
 
 
-def _read_csv_manifest(csv_path: Path, column: str | None) -> list[str]:
+def _read_csv_manifest(csv_path: Path, column: str | None) -> list[tuple[int, str]]:
+    """(line number, entry) of the path column of a CSV manifest; empty cells ignored."""
     reader, handle = _open_csv(csv_path)
     with handle:
         try:
             chosen = _find_column(reader.fieldnames or [], [column] if column else CSV_PATH_COLUMNS, csv_path, "path")
-            entries = [(row.get(chosen) or "").strip() for row in reader]
+            entries = [(reader.line_num, (row.get(chosen) or "").strip()) for row in reader]
         except csv.Error as exc:
             raise BadInputError(f"CSV file {csv_path} is malformed ({exc}).") from exc
         except UnicodeDecodeError as exc:
             raise BadInputError(f"CSV file {csv_path} is not UTF-8 text.") from exc
-    entries = [entry for entry in entries if entry]
+    entries = [(number, entry) for number, entry in entries if entry]
     if not entries:
         raise BadInputError(f"CSV file {csv_path} lists no images in column {chosen!r}.")
     return entries
@@ -142,8 +157,12 @@ def _resolve(
     extensions: frozenset[str],
     csv_column: str | None,
     missing: list[str],
+    listed: dict[Path, ListedAt] | None,
 ) -> list[Path]:
-    """Expand one user item (file, folder, glob, list, CSV); missing ones are appended to ``missing``."""
+    """Expand one user item (file, folder, glob, list, CSV); missing ones are appended to ``missing``, and the
+    images a list names are recorded in ``listed`` with where the list named them."""
+    if is_web_address(raw) and not Path(raw).exists():
+        raise UsageError(web_address_sentence(raw) + ".")
     path = Path(raw).expanduser()
     if base is not None and not path.is_absolute():
         # List entries are relative to the list's folder; the original's lists were relative to the
@@ -169,18 +188,20 @@ def _resolve(
         else:
             return [path]  # named explicitly: loading decides whether it is an image
         files: list[Path] = []
-        for entry in entries:
-            files.extend(
-                _resolve(
-                    entry,
-                    path.parent,
-                    manifests=False,
-                    recursive=recursive,
-                    extensions=extensions,
-                    csv_column=None,
-                    missing=missing,
-                )
-            )
+        for line, entry in entries:
+            where = ListedAt(path, line)
+            known_missing = len(missing)
+            try:
+                found = _resolve(entry, path.parent, manifests=False, recursive=recursive, extensions=extensions,
+                                 csv_column=None, missing=missing, listed=None)
+            except QuantartError as err:
+                raise type(err)(f"{str(err).rstrip('.')}, listed on {where}.", hint=err.hint) from err
+            if len(missing) > known_missing:
+                missing[-1] = f"{missing[-1]} ({where})"
+            if listed is not None:
+                for image in found:
+                    listed.setdefault(image, where)
+            files.extend(found)
         return files
     if _GLOB_CHARS & set(raw):
         pattern = str(path)
@@ -204,6 +225,7 @@ def collect_images(
     *,
     csv_column: str | None = None,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    listed: dict[Path, ListedAt] | None = None,
 ) -> list[Path]:
     """Resolve files, folders, glob patterns, list files and CSV manifests to image paths.
 
@@ -214,10 +236,13 @@ def collect_images(
       and ``#`` comments ignored;
     - a ``.csv`` file: the ``csv_column`` column (default: first of ``path, filename, file, image``),
       relative to the CSV's folder;
-    - any other file: taken as an image whatever its suffix.
+    - any other file: taken as an image whatever its suffix;
+    - a web address (``https://...``): refused with UsageError (download it first).
 
     Order follows ``items``; duplicates (same absolute path) are kept once. Raises NotFoundError naming
-    missing paths, empty folders and globs that match nothing.
+    missing paths, empty folders and globs that match nothing; for an entry of a list or manifest it adds the
+    list and the line (``photos/gone.png (line 5 of todo.txt)``). With ``listed`` given, each image a list or
+    manifest named is recorded there with where (:class:`ListedAt`), for notes and per-image errors.
     """
     if isinstance(items, str | os.PathLike):
         items = [items]
@@ -234,6 +259,7 @@ def collect_images(
                 extensions=allowed,
                 csv_column=csv_column,
                 missing=missing,
+                listed=listed,
             )
         )
     if missing:
@@ -245,6 +271,26 @@ def collect_images(
     if not unique:
         raise NotFoundError("No input images were given.")
     return list(unique.values())
+
+
+def list_notes(listed: dict[Path, ListedAt]) -> list[str]:
+    """One sentence per list file or CSV manifest that :func:`collect_images` read (``listed``), saying it was read
+    as one and how many images it gave: a ``.txt`` given as an input is a list, which a user should see."""
+    counts = Counter(where.list_file for where in listed.values())
+    notes = []
+    for list_file, count in counts.items():
+        images = f"{count} image{'' if count == 1 else 's'}"
+        if list_file.suffix.lower() == ".csv":
+            notes.append(f"{list_file} is a CSV manifest: {images} from its path column")
+        else:
+            notes.append(f"{list_file} is a list file: {images} from its lines (a .txt, .lst or .list input names "
+                         "one image, folder or glob per line)")
+    return notes
+
+
+def with_listing(message: str, where: ListedAt | None) -> str:
+    """``message`` about an image, with where a list named it (``..., listed on line 4 of photos.txt.``)."""
+    return message if where is None else f"{message.rstrip('.')}, listed on {where}."
 
 
 def select_style_by_genre(style_folder: PathLike, genre_csv: PathLike, genre: str) -> list[Path]:

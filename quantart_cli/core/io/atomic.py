@@ -19,6 +19,12 @@ from quantart_cli.core.errors import WriteError
 __all__ = ["atomic_write", "io_reason", "temp_path_for"]
 
 
+#: How ``torch.save``'s writer words a failed write (a full disk among others), depending on where it fails: its
+#: zip writer's checks ("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598", "PytorchStreamWriter
+#: failed writing file data/0") or the C++ stream under it ("basic_ios::clear: iostream error").
+TORCH_WRITER_WORDS = ("PytorchStreamWriter failed", "inline_container.cc", "iostream error")
+
+
 def temp_path_for(path: Path) -> Path:
     """A fresh hidden temp name in ``path``'s folder (``.NAME.<random>.tmp``)."""
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -72,12 +78,12 @@ def io_reason(err: BaseException, folder: Path | None = None) -> str | None:
     """The OS's reason for an I/O failure ("No space left on device"), else None (not an I/O failure).
 
     safetensors reports a full disk as its own error type, not as an OSError; its text holds the reason.
-    ``torch.save`` reports it as a RuntimeError of its zip writer without the reason: the free space of
-    ``folder`` tells whether the disk is full.
+    ``torch.save`` reports it as a RuntimeError of its zip writer without the reason, in one of several wordings
+    (:data:`TORCH_WRITER_WORDS`): the free space of ``folder`` tells whether the disk is full.
     """
     if isinstance(err, OSError):
         return err.strerror or str(err) or type(err).__name__
-    if isinstance(err, RuntimeError) and "PytorchStreamWriter failed" in str(err):
+    if isinstance(err, RuntimeError) and any(words in str(err) for words in TORCH_WRITER_WORDS):
         return _full_disk_or(folder, "PyTorch's file writer failed")
     if type(err).__name__ != "SafetensorError":
         return None

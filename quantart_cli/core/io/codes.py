@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError
 from quantart_cli.core.io.atomic import atomic_write
 from quantart_cli.core.io.images import (
+    MIN_LATENT_SIDE,
     crop_padding,
     load_image_tensor,
     pad_to_multiple,
@@ -76,9 +77,10 @@ def encode_image_files(
     on_error: Callable[[Path, QuantartError], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[CodeRecord]:
-    """Encode images of any size (padded to the model's factor, reflect) in batches of equal padded size; with
-    ``size`` each image's longer side is first resized to that many pixels (the record keeps the resized size).
-    An image that cannot be read is passed to ``on_error`` and left out (without it, the error is raised)."""
+    """Encode images of any size (padded to the model's factor, reflect, and to at least two latent cells per side)
+    in batches of equal padded size; with ``size`` each image's longer side is first resized to that many pixels
+    (the record keeps the resized size). An image that cannot be read is passed to ``on_error`` and left out
+    (without it, the error is raised)."""
     factor = model.downsample_factor
     pending: list[tuple[Path, torch.Tensor, tuple[int, int, int, int], int, int]] = []
 
@@ -102,7 +104,7 @@ def encode_image_files(
         if size is not None:
             image = resize_longer_side(image, size)
         height, width = image.shape[-2:]
-        padded, padding = pad_to_multiple(image, factor)
+        padded, padding = pad_to_multiple(image, factor, min_size=MIN_LATENT_SIDE * factor)
         if pending and (padded.shape != pending[0][1].shape or len(pending) >= batch_size):
             yield from flush()
         pending.append((path, padded, padding, width, height))

@@ -30,10 +30,13 @@ from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FLATTENED_KEY",
     "IMAGE_EXTENSIONS",
+    "MIN_LATENT_SIDE",
     "SAVE_FORMATS",
     "Padding",
     "crop_padding",
+    "flattened_transparency",
     "image_to_tensor",
     "load_image",
     "load_image_tensor",
@@ -48,8 +51,12 @@ __all__ = [
 ]
 
 
-#: Suffixes (lower case, with dot) that folder and glob collection treat as images.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+#: Suffixes (lower case, with dot) that folder and glob collection treat as images (an animated GIF: its first frame).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+#: Set to True in the ``info`` of an image :func:`load_image` returned when the file had transparent pixels,
+#: which were filled with white (see :func:`flattened_transparency`).
+FLATTENED_KEY = "quantart_flattened_transparency"
 
 #: Output suffix -> PIL format name for :func:`save_image_atomic`.
 SAVE_FORMATS: dict[str, str] = {
@@ -211,6 +218,26 @@ def to_rgb(image: Image.Image, *, background: tuple[int, int, int] = (255, 255, 
     return image.convert("RGB")
 
 
+def _has_transparent_pixels(image: Image.Image) -> bool:
+    """Whether converting ``image`` to RGB fills some pixels with the background: an alpha channel below 255
+    somewhere, or a palette / colour key marked transparent and used."""
+    try:
+        if image.mode in _ALPHA_MODES:
+            low, _ = image.getchannel("A").getextrema()
+            return low < 255
+        if "transparency" in image.info and image.mode in ("P", "L", "1"):
+            low, _ = image.convert("RGBA").getchannel("A").getextrema()
+            return low < 255
+    except (ValueError, OSError):
+        return False
+    return False
+
+
+def flattened_transparency(image: Image.Image) -> bool:
+    """Whether :func:`load_image` filled transparent pixels of this image with white (RGB has no transparency)."""
+    return bool(image.info.get(FLATTENED_KEY))
+
+
 def _detail(exc: BaseException) -> str:
     """PIL's own words, without the exception's class name ("image file is truncated")."""
     return str(exc).strip().rstrip(".") or "no further detail"
@@ -228,7 +255,8 @@ def load_image(
 ) -> Image.Image:
     """Decode an image file fully into an 8-bit RGB PIL image.
 
-    EXIF orientation is applied, every mode is converted by :func:`to_rgb`, images above ``max_pixels``
+    EXIF orientation is applied, every mode is converted by :func:`to_rgb` (transparent pixels are filled with
+    white, and :func:`flattened_transparency` then says so), images above ``max_pixels``
     (``None``: no limit) are refused; a limit above PIL's own raises PIL's process-wide threshold to
     match (it is never lowered). Raises NotFoundError for a missing file and BadInputError for an
     empty, truncated, corrupt, non-image or oversized one.
@@ -258,9 +286,14 @@ def load_image(
         except Exception as exc:  # a malformed EXIF block should not lose an otherwise good image
             logger.warning("Ignoring unreadable EXIF orientation of %s (%s).", path, exc)
     try:
-        return to_rgb(image)
+        rgb = to_rgb(image)
     except (ValueError, OSError) as exc:
         raise BadInputError(f"Image {path} uses colour mode {image.mode}, which cannot be converted to RGB.") from exc
+    if _has_transparent_pixels(image):
+        if rgb is image:
+            rgb = rgb.copy()
+        rgb.info[FLATTENED_KEY] = True
+    return rgb
 
 
 # ---------------------------------------------------------------------------------- tensor conversion
@@ -311,12 +344,20 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
 # ------------------------------------------------------------------------------------------- padding
 
 
+#: The fewest latent cells per side a model is given: a 1x1 latent cannot be normalized by a GroupNorm whose groups
+#: hold one channel each (the ``tiny`` presets' 32 latent channels in 32 groups), so tiny images are padded further.
+MIN_LATENT_SIDE = 2
+
+
 def pad_to_multiple(
     x: torch.Tensor,
     multiple: int = 16,
     mode: Literal["reflect", "replicate", "constant"] = "reflect",
+    *,
+    min_size: int = 0,
 ) -> tuple[torch.Tensor, Padding]:
-    """Pad the last two dimensions of ``x`` (CHW or NCHW) up to multiples of ``multiple``.
+    """Pad the last two dimensions of ``x`` (CHW or NCHW) up to multiples of ``multiple``, and each to at least
+    ``min_size`` (rounded up to a multiple too; the model code passes ``MIN_LATENT_SIDE * factor``).
 
     The padding is split between both sides (the extra pixel goes right/bottom) so content stays
     centred. Reflect padding needs the image to be larger than the pad; along an axis where it is
@@ -330,8 +371,8 @@ def pad_to_multiple(
     if x.dim() not in (3, 4):
         raise ValueError(f"expected a CHW or NCHW tensor, got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
+    pad_h = max((-height) % multiple, min_size - height + (-min_size) % multiple)
+    pad_w = max((-width) % multiple, min_size - width + (-min_size) % multiple)
     padding: Padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
     for pad, size, axis_padding in ((pad_w, width, padding[:2] + (0, 0)), (pad_h, height, (0, 0) + padding[2:])):
         if pad == 0:

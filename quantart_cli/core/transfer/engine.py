@@ -10,7 +10,8 @@ are the same from the continuous model (no quantizers). The decoder (``post_quan
 ``decoder``) has its weights interpolated with the same ``a``: ``a * W_discrete + (1 - a) * W_continuous``.
 With ``a = 1`` only the discrete model runs; with ``b = 0`` the SGA module is skipped.
 
-Any size: the content is reflect-padded to a multiple of the downsampling factor and cropped back.
+Any size: the content is reflect-padded to a multiple of the downsampling factor (and to at least two latent cells
+per side: a 1x1 latent cannot be normalized by one-channel GroupNorm groups) and cropped back.
 Large images run the encoder and decoder tiled (:mod:`quantart_cli.core.transfer.tiling`); the SGA module and the
 quantizer always see the whole latent, so every part of the photo attends to the same full style
 reference, and attention runs with chunked queries so memory stays bounded.
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.images import (
+    MIN_LATENT_SIDE,
     crop_padding,
     image_to_tensor,
     pad_to_multiple,
@@ -174,7 +176,7 @@ class _Path:
     def prepare(self, styles: Sequence[Tensor], weights: Sequence[float] | None, tiled_above: int | None) -> None:
         latents = []
         for ref in styles:
-            padded, _ = pad_to_multiple(ref, self.style_factor, "reflect")
+            padded, _ = pad_to_multiple(ref, self.style_factor, "reflect", min_size=MIN_LATENT_SIDE * self.style_factor)
             tiled = tiled_above is not None and max(padded.shape[-2:]) > tiled_above
             quant, _ = self.model.encode_style(padded, self._run_encoder(tiled))
             latents.append(quant.contiguous(memory_format=self.memory_format))
@@ -341,7 +343,7 @@ class Stylizer:
             x = _as_batch(content, "content image").to(self.device)
             if self.options.size is not None:
                 x = resize_longer_side(x, self.options.size)
-            padded, padding = pad_to_multiple(x, self.factor, "reflect")
+            padded, padding = pad_to_multiple(x, self.factor, "reflect", min_size=MIN_LATENT_SIDE * self.factor)
             tiled = self.use_tiles(*padded.shape[-2:])
             shared: dict[str, float] = {}
             with self._autocast():

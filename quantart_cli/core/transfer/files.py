@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from quantart_cli.core.errors import QuantartError, UsageError
-from quantart_cli.core.io.images import SAVE_FORMATS, image_to_tensor, load_image, read_image_note, save_image_atomic
+from quantart_cli.core.io.images import (
+    SAVE_FORMATS,
+    flattened_transparency,
+    image_to_tensor,
+    load_image,
+    read_image_note,
+    save_image_atomic,
+)
 from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.transfer.options import StylizeOptions
 
@@ -176,13 +183,15 @@ def stylize_file(
     stylizer: Stylizer, source: Path, target: Path, note: str | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> dict[str, Any] | str:
     """Stylize one file and write it atomically (with ``note``, its recipe, inside); returns its record (input,
-    output, size, tiled, seconds per phase), or the error sentence when this input cannot be stylized (unreadable,
-    truncated, or failing in the model), so a batch goes on with the next one."""
+    output, size, tiled, seconds per phase, and ``transparency_flattened: true`` when transparent pixels of the input
+    were filled with white), or the error sentence when this input cannot be stylized (unreadable, truncated, or
+    failing in the model), so a batch goes on with the next one."""
     start = time.perf_counter()
     try:
-        content = image_to_tensor(load_image(source, max_pixels=max_pixels))
+        image = load_image(source, max_pixels=max_pixels)
     except QuantartError as err:
         return str(err)
+    content = image_to_tensor(image)
     read_seconds = time.perf_counter() - start
     try:
         result = stylizer(content)
@@ -193,7 +202,7 @@ def stylize_file(
     timings = {"read": read_seconds, **result.timings, "write": time.perf_counter() - start}
     timings["total"] = timings["read"] + timings["total"] + timings["write"]
     height, width = result.image.shape[-2:]
-    return {
+    record: dict[str, Any] = {
         "input": str(source),
         "output": str(target),
         "width": int(width),
@@ -201,3 +210,6 @@ def stylize_file(
         "tiled": result.tiled,
         "seconds": {k: round(v, 4) for k, v in timings.items()},
     }
+    if flattened_transparency(image):
+        record["transparency_flattened"] = True
+    return record
