@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 # Tests use tiny models: one thread is as fast, and several collapse when the cores are shared (OpenMP threads
-# spin waiting on each other). Set before torch is imported, so subprocesses inherit it too.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# spin waiting on each other). One thread whatever the caller set: CPU kernels sum in an order that depends on the
+# thread count, so a run is reproducible only with the count pinned. Set before torch is imported, so subprocesses
+# inherit it too.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
