@@ -7,7 +7,7 @@
 Without --ckpt the built-in model is scored. --baselines also scores two references that need no model,
 to calibrate the figures: a per-channel mean/std colour transfer (colours move, layout kept) and the
 painting pasted in place of the photo (colours match, layout lost). The figures are those of
-docs/model-card.md (quantart_cli.core.metrics.style.StylizationReport).
+docs/model-card.md (quantart_cli.core.metrics.grid.StylizationReport).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from quantart_cli.core.data.sources import collect_images
-from quantart_cli.core.metrics.grid import DEFAULT_ALPHAS, evaluate_stylization, load_images
-from quantart_cli.core.metrics.style import mean_std_color_transfer, stylization_report
+from quantart_cli.core.metrics.grid import DEFAULT_ALPHAS, evaluate_stylization, load_images, stylization_report
+from quantart_cli.core.metrics.style import mean_std_color_transfer
 
 
 def pasted(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
