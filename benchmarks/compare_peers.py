@@ -260,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         for record in results.values():
             print(json.dumps(record))
     else:
-        print(f"{len(photos)} photos x {len(paintings)} paintings x alphas {', '.join(f'{a:g}' for a in args.alphas)}"
-              f" at {f'{size} px' if size else 'their own sizes'} on {device} ({threads} threads); means over pairs at alpha {args.alphas[-1]:g}")
+        alphas = ", ".join(f"{a:g}" for a in args.alphas)
+        where = f"{size} px" if size else "their own sizes"
+        print(f"{len(photos)} photos x {len(paintings)} paintings x alphas {alphas} at {where} on {device} "
+              f"({threads} threads); means over pairs at alpha {args.alphas[-1]:g}")
         print_table(results)
     if args.sheet is not None:
         save_sheet(args.sheet, photos, paintings, grids, args.alphas[-1], args.tile)
