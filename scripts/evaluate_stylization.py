@@ -50,7 +50,9 @@ def describe(name: str, report, seconds: float | None = None) -> str:
         f"  own painting nearer {100 * report.own_painting_rate:.1f}% (target >= 85%); "
         f"outputs of two paintings differ by {report.painting_difference:.2f}/255 (target >= 6)\n"
         f"  SWD by alpha {by_alpha}; strictly falling: {report.alpha_monotone}\n"
-        f"  luminance SSIM to the photo {report.content_ssim:.3f} (target >= 0.30)"
+        f"  luminance SSIM to the photo {report.content_ssim:.3f} (target >= 0.30)\n"
+        f"  texture ratio {report.texture_ratio:.3f} (1: the photo's texture; lower: nearer the painting's); "
+        f"detail {report.detail:.3f} of the painting's (the photo's: {report.photo_detail:.3f})"
     )
 
 
