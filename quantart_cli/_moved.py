@@ -66,7 +66,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "quantart_cli.tile_plan": ("quantart_cli.core.transfer.tile_plan",),
     "quantart_cli.codebook_stats": ("quantart_cli.core.codebook.stats",),
     "quantart_cli.codebook_viz": ("quantart_cli.core.codebook.atlas",),
-    "quantart_cli.style_metrics": ("quantart_cli.core.metrics.style",),
+    "quantart_cli.style_metrics": ("quantart_cli.core.metrics.style", "quantart_cli.core.metrics.grid"),
     "quantart_cli.evaluation": ("quantart_cli.core.metrics.grid",),
     "quantart_cli.weights": ("quantart_cli.core.weights",),
 }
