@@ -700,3 +700,26 @@ def test_the_cache_never_deletes_files_it_did_not_write(vqgans, data, tmp_path):
         build_latent_cache(_model(vqgans), folder, images.content_paths, images.style_paths, size=32)
     assert (folder / "content-000.safetensors").read_bytes() == b"the user's own file"
     assert (folder / "notes.txt").read_text() == "also theirs"
+
+
+def test_latents_too_small_for_the_discriminator_are_one_sentence(capsys, preset, vqgans, data, tmp_path):
+    """Found by the GPU check's smoke run: latents smaller than the latent PatchGAN takes ended the run inside
+    torch ("unexpected RuntimeError: Calculated padded input size ..."); now refused before training."""
+    result = _cli(capsys, preset, vqgans, data, tmp_path / "run", "--size", "16")
+    assert result.code == 2, result.err
+    assert result.err.startswith("error: --size 16 gives latents") and "disc_num_layers" in result.err
+    assert not (tmp_path / "run" / "state.pt").exists()
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+def test_the_discriminator_size_rule_matches_torch(n_layers):
+    from quantart_cli.core.nn.discriminator import NLayerDiscriminator, logits_side, min_input_side
+
+    disc = NLayerDiscriminator(2, ndf=4, n_layers=n_layers).eval()
+    for side in range(1, 40):
+        try:
+            got = disc(torch.zeros(1, 2, side, side)).shape[-1]
+        except RuntimeError:
+            got = 0
+        assert logits_side(side, n_layers) == got, side
+    assert logits_side(min_input_side(n_layers), n_layers) == 1

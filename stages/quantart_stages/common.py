@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.options import cli_option
 from quantart_cli.core.train.options import LoopOptions
@@ -312,3 +313,19 @@ class ConsoleCallbacks:
 
     def on_message(self, text: str) -> None:
         self.ctx.console.info(text)
+
+
+def check_discriminator_fits(size: int, factor: int, n_layers: int) -> None:
+    """Refuse a ``--size`` whose images (``factor`` 1) or latents (the VQGANs' downsampling factor) are too small
+    for the PatchGAN with ``n_layers``, which would otherwise fail inside torch at the first step."""
+    from quantart_cli.core.nn.discriminator import min_input_side
+
+    needed = min_input_side(n_layers)
+    side = size // factor
+    if side < needed:
+        what = "images" if factor == 1 else f"latents ({size} px / {factor})"
+        smallest = -(-needed * factor // 16) * 16
+        raise UsageError(
+            f"--size {size} gives {what} of {side}x{side}, too small for the discriminator with "
+            f"loss.disc_num_layers = {n_layers}, which needs at least {needed}x{needed}: use --size {smallest} or more."
+        )

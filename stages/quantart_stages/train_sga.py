@@ -12,6 +12,7 @@ from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
 from quantart_stages.common import (
     TrainingSettings,
+    check_discriminator_fits,
     record_run_settings,
     resume_header,
     resumed_settings,
@@ -61,7 +62,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         seed_everything(settings.seed)
         show = ctx.console if info.is_main else None
         model, provenance = _build_model(settings, out_dir, device)
-        _check_size(settings.size, model)
+        _check_size(settings.size, model, settings.loss.disc_num_layers)
         from quantart_cli.core.data.datasets import UnpairedDataset
         from quantart_cli.core.losses.style_transfer import StyleTransferLoss
         from quantart_cli.core.train.sga_task import StyleTransferTask, first_pairs
@@ -181,11 +182,12 @@ def _build_model(settings: TrainSGASettings, out_dir: Path, device):
     return model, provenance
 
 
-def _check_size(size: int, model) -> None:
+def _check_size(size: int, model, disc_num_layers: int) -> None:
     factors = {model.config.content.autoencoder.downsample_factor, model.config.style.autoencoder.downsample_factor}
     factor = max(factors)
     if size % factor:
         raise UsageError(f"--size {size} must be a multiple of the VQGANs' downsampling factor {factor}.")
+    check_discriminator_fits(size, factor, disc_num_layers)
 
 
 def _genre_csv(settings: TrainSGASettings, show) -> Path | None:

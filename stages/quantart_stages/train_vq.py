@@ -12,6 +12,7 @@ from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
 from quantart_stages.common import (
     TrainingSettings,
+    check_discriminator_fits,
     record_run_settings,
     resume_header,
     resumed_settings,
@@ -59,6 +60,7 @@ def run(settings: TrainVQSettings, ctx: RunContext) -> int:
             seed=settings.seed,
             max_pixels=settings.max_pixels,
         )
+        check_discriminator_fits(settings.size, 1, settings.loss.disc_num_layers)
         model, loss = _build(settings, model_config, device)
         lr, how = training_lr(settings, info.world_size, ctx)
         show = ctx.console if info.is_main else None

@@ -68,6 +68,24 @@ class NLayerDiscriminator(nn.Module):
         return self.main(x)
 
 
+def logits_side(side: int, n_layers: int) -> int:
+    """The side of the logit map of an :class:`NLayerDiscriminator` with ``n_layers`` for an input of ``side``
+    pixels, 0 when the input is too small (each 4x4 convolution needs 2 pixels besides its padding of one)."""
+    for stride in [2] * max(n_layers, 1) + [1, 1]:
+        if side < 2:
+            return 0
+        side = side // 2 if stride == 2 else side - 1
+    return side
+
+
+def min_input_side(n_layers: int) -> int:
+    """The smallest input side that gives an :class:`NLayerDiscriminator` with ``n_layers`` at least one logit."""
+    side = 1
+    while logits_side(side, n_layers) < 1:
+        side += 1
+    return side
+
+
 def _conv_norm_act(in_channels: int, out_channels: int, *, stride: int) -> list[nn.Module]:
     return [
         nn.Conv2d(in_channels, out_channels, KERNEL_SIZE, stride=stride, padding=PADDING, bias=False),
