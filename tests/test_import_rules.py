@@ -1,5 +1,5 @@
 """Architecture rules: the layering contracts hold (and catch what they promise), names are unique across
-layers, one atomic writer, the help path never imports torch, old import paths still work with a warning."""
+layers, one atomic writer, the help path never imports torch."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "quantart_cli" / "core"
@@ -108,35 +105,11 @@ def test_python_dash_m_works():
     assert out.returncode == 0 and out.stdout.startswith("quantart ")
 
 
-OLD_PATHS = [
-    ("quantart_cli.models", "VQGAN", "quantart_cli.core.models"),
-    ("quantart_cli.nn.vq", "VectorQuantizer", "quantart_cli.core.nn.vq"),
-    ("quantart_cli.training", "run_training", "quantart_cli.core.train.loop"),
-    ("quantart_cli.training", "LoopOptions", "quantart_cli.core.train.options"),
-    ("quantart_cli.checkpoint", "load_model", "quantart_cli.core.io.checkpoints"),
-    ("quantart_cli.checkpoint", "atomic_write", "quantart_cli.core.io.atomic"),
-    ("quantart_cli.stylize", "StylizeOptions", "quantart_cli.core.transfer.options"),
-    ("quantart_cli.data", "collect_images", "quantart_cli.core.data.sources"),
-    ("quantart_cli.imageio", "load_image", "quantart_cli.core.io.images"),
-    ("quantart_cli.losses", "VQGANLoss", "quantart_cli.core.losses.vqgan"),
-    ("quantart_cli.settings", "cli_option", "quantart_cli.core.options"),
-    ("quantart_cli.app", "main", "quantart_cli.shell.app"),
-]
-
-
-@pytest.mark.parametrize(("old", "name", "new"), OLD_PATHS, ids=[f"{o}.{n}" for o, n, _ in OLD_PATHS])
-def test_old_import_paths_work_for_one_release_with_a_warning(old, name, new):
-    import importlib
-
-    sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
-    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert any(old in m and "0.3" in m for m in messages), messages
-
-
-def test_an_old_path_that_never_existed_is_still_an_import_error():
-    with pytest.raises(ModuleNotFoundError):
-        __import__("quantart_cli.nn.no_such_module")
+def test_import_installs_no_hook_and_the_flat_layout_is_gone():
+    """quantart 0.1's flat layout (quantart_cli.models, ...) was never released: no finder answers for it."""
+    code = (
+        "import sys\nbefore = list(sys.meta_path)\nimport quantart_cli\nassert sys.meta_path == before\n"
+        "try:\n    import quantart_cli.models\nexcept ModuleNotFoundError:\n    pass\n"
+        "else:\n    raise SystemExit('quantart_cli.models still imports')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
