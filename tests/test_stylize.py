@@ -251,14 +251,13 @@ def test_python_api_on_pil_and_tensors(model: StyleTransfer) -> None:
         stylize_images(model, pil, STYLE[0], alpha=1.5)
 
 
-def test_deprecated_spellings_still_work_with_a_warning(model: StyleTransfer) -> None:
+def test_the_unreleased_spellings_are_gone(model: StyleTransfer) -> None:
+    """The model does not reach up into the engine (no StyleTransfer.stylize), and tile_norm has one name."""
     from quantart_cli import stylize_images
 
-    with pytest.warns(DeprecationWarning, match="stylize_images"):
-        old = model.stylize(CONTENT[0], STYLE[0], alpha=0.5)
-    with pytest.warns(DeprecationWarning, match="tile_norm"):
-        renamed = stylize_images(model, CONTENT[0], STYLE[0], alpha=0.5, norm_stats="image")
-    assert torch.equal(old, renamed)
+    assert not hasattr(model, "stylize")
+    with pytest.raises(ValueError, match="norm_stats"):
+        stylize_images(model, CONTENT[0], STYLE[0], alpha=0.5, norm_stats="image")
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -395,10 +395,6 @@ def stylize_images(
     device with the content's number of dimensions.
     """
     styles = list(style_image) if isinstance(style_image, (list, tuple)) else [style_image]
-    if "norm_stats" in knobs:
-        warnings.warn("stylize_images(norm_stats=...) is now tile_norm=...; the old name goes away in quantart 0.3.",
-                      DeprecationWarning, stacklevel=2)
-        knobs["tile_norm"] = knobs.pop("norm_stats")
     if options is not None and knobs:
         raise UsageError("stylize_images takes either options= or separate knobs, not both")
     options = StylizeOptions(**knobs) if options is None else options
