@@ -7,7 +7,7 @@ from cli_support import run_cli
 from pydantic import Field
 
 from quantart_cli import __version__
-from quantart_cli.core.errors import BadInputError, NotBuiltError
+from quantart_cli.core.errors import BadInputError, NotFoundError
 from quantart_cli.shell.plugins import Stage
 from quantart_cli.shell.settings import StageSettings
 
@@ -122,9 +122,9 @@ def test_library_error_is_one_sentence_with_its_exit_code(capsys):
     assert "Traceback" not in result.err
 
 
-def test_not_built_capability_exits_3(capsys):
+def test_missing_thing_exits_3(capsys):
     def run(settings, ctx):
-        raise NotBuiltError("probe is not built yet.")
+        raise NotFoundError("probe.pt does not exist.")
 
     result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
     assert result.code == 3

@@ -126,7 +126,7 @@ def test_every_invalid_value_is_refused_naming_the_option(stage_name: str, dotte
     accepted = []
     for text in values:
         try:
-            resolve_settings(model, stage=STAGES[stage_name].presets, set_items=[f"{dotted}={text}"], environ={})
+            resolve_settings(model, stage=stage_name, set_items=[f"{dotted}={text}"], environ={})
         except UsageError as err:
             message = str(err)
             assert label in message, f"--set {dotted}={text}: {message!r} does not name {label}"

@@ -40,9 +40,5 @@ class NotFoundError(QuantartError):
     exit_code = 3
 
 
-class NotBuiltError(NotFoundError):
-    """A registered stage whose capability is not implemented in this version."""
-
-
 class UnsafeCheckpointError(BadInputError):
     """A checkpoint that can only be read by unpickling arbitrary Python objects."""

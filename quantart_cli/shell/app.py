@@ -209,7 +209,7 @@ def _make_command(loaded: LoadedStage, all_known: list[str]) -> typer.models.Com
         paths = get_paths()
         resolved = resolve_settings(
             model,
-            stage=stage.presets,
+            stage=stage.name,
             preset=kwargs.get("preset"),
             flags=flags,
             set_items=kwargs.get("set_items") or (),
@@ -293,15 +293,16 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
         """List the presets of every stage (built-in and user ones) with their descriptions."""
         console = _STATE.get_console()
         user_dir = get_paths().user_presets_dir
-        groups = sorted({ld.stage.presets for ld in discovery.stages.values()})
-        if stage is not None and stage not in groups:
-            raise typer.BadParameter(f"no stage named {stage!r} (stages: {', '.join(groups)})")
+        names = sorted(discovery.stages)
+        if stage is not None and stage not in names:
+            raise typer.BadParameter(f"no stage named {stage!r} (stages: {', '.join(names)})")
         rows = []
-        for group in groups if stage is None else [stage]:
-            for name, path in list_presets(group, user_dir).items():
-                _, description = _run_or_exit(lambda p=path, g=group: load_preset(p, _settings_for(discovery, g)))
+        for name in names if stage is None else [stage]:
+            settings = discovery.stages[name].stage.settings
+            for preset, path in list_presets(name, user_dir).items():
+                _, description = _run_or_exit(lambda p=path, s=settings: load_preset(p, s))
                 origin = "user" if path.is_relative_to(user_dir) else "built-in"
-                rows.append((group, name, origin, description))
+                rows.append((name, preset, origin, description))
         console.result_table(None, ["stage", "preset", "source", "description"], rows)
 
     @app.command("paths")
@@ -318,10 +319,6 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
     app.info.context_settings = {"help_option_names": ["-h", "--help"]}
     app._quantart_discovery = discovery  # type: ignore[attr-defined]
     return app
-
-
-def _settings_for(discovery: Discovery, group: str) -> type:
-    return next(ld.stage.settings for ld in discovery.stages.values() if ld.stage.presets == group)
 
 
 def _run_or_exit(work: typing.Callable[[], Any]) -> Any:

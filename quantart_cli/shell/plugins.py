@@ -48,18 +48,12 @@ class Stage:
     settings: type[StageSettings]
     run: RunFunction
     description: str = ""
-    #: Folder under ``presets/`` holding this stage's presets (defaults to the stage name).
-    preset_group: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"stage name {self.name!r} must be lowercase letters, digits and dashes")
         if not self.help or "\n" in self.help.strip():
             raise ValueError(f"stage {self.name!r} needs a one-line help")
-
-    @property
-    def presets(self) -> str:
-        return self.preset_group or self.name
 
 
 @dataclass
