@@ -54,6 +54,15 @@ def test_an_import_cycle_in_the_core_breaks_the_contract(tmp_path):
     assert result.returncode == 1 and "No import cycles" in result.stdout and "BROKEN" in result.stdout
 
 
+def test_an_import_cycle_between_stages_breaks_the_contract(tmp_path):
+    root = _copy_of_the_package(tmp_path)
+    common = root / "stages" / "quantart_stages" / "common.py"  # train_vq imports common; now common imports it
+    common.write_text(common.read_text() + "\nfrom quantart_stages import train_vq  # noqa: E402,F401\n")
+    result = _lint_imports(root)
+    assert result.returncode == 1 and "No import cycles" in result.stdout and "BROKEN" in result.stdout
+    assert "quantart_stages" in result.stdout
+
+
 def _core_names() -> set[str]:
     modules = {p.stem for p in CORE.rglob("*.py") if p.stem != "__init__"}
     return modules | {p.name for p in CORE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
