@@ -117,7 +117,7 @@ def test_bf16_stylizes_close_to_fp32_tiled_or_not_and_fp16_needs_cuda(
     assert 0 < float(grey_levels.mean()) < 4.0  # bf16 really ran, and stays close
     tiled = _run(model, alpha=0.7, precision="bf16", tiling="always", tile=16, overlap=0)
     assert float(((tiled - fast).abs() * 127.5).mean()) < 4.0
-    with pytest.raises(UsageError, match="fp16 needs a CUDA GPU"):
+    with pytest.raises(UsageError, match="`precision=fp16` needs a CUDA GPU"):
         _run(model, precision="fp16")
 
 
@@ -154,7 +154,7 @@ def test_an_alpha_sweep_equals_one_stylizer_per_alpha_and_encodes_once(
 
 
 def test_visual_fidelity_needs_a_continuous_model(model: StyleTransfer) -> None:
-    with pytest.raises(UsageError, match="continuous-ckpt"):
+    with pytest.raises(UsageError, match="`continuous_ckpt`"):
         _run(model, visual_fidelity=0.5)
     with pytest.raises(UsageError, match="continuous"):
         _run(model, cont=_tiny_model(5), visual_fidelity=0.5)  # a discrete model given as the continuous one

@@ -6,12 +6,15 @@ writes CLI code. This module must stay importable without torch: ``quantart --he
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
+import logging
 import os
 import sys
 import typing
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +36,7 @@ from quantart_cli.shell.settings import (
     load_preset,
     render_config,
     resolve_settings,
+    spell_options,
     unwrap_optional,
 )
 
@@ -45,14 +49,19 @@ class AppState:
     quiet: bool = False
     debug: bool = False
     console: Console | None = None
+    #: Settings models whose fields name the options in library messages: the running stage's first.
+    models: list[type] = dataclass_field(default_factory=list)
 
     def reset(self) -> None:
-        self.device, self.quiet, self.debug, self.console = None, False, False, None
+        self.device, self.quiet, self.debug, self.console, self.models = None, False, False, None, []
 
     def get_console(self) -> Console:
         if self.console is None:
-            self.console = Console(quiet=self.quiet, debug=self.debug)
+            self.console = Console(quiet=self.quiet, debug=self.debug, spell=self.spell)
         return self.console
+
+    def spell(self, text: str) -> str:
+        return spell_options(text, self.models)
 
 
 _STATE = AppState()
@@ -138,7 +147,8 @@ def _run_guarded(work: typing.Callable[[], int]) -> int:
     """Run a command body; library errors become one sentence and a stable exit code."""
     console = _STATE.get_console()
     try:
-        return work()
+        with _library_logs_spelled(_STATE.spell):
+            return work()
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -161,6 +171,25 @@ def _run_guarded(work: typing.Callable[[], int]) -> int:
         else:
             console.error(f"unexpected {type(err).__name__}: {err}", "run again with --debug to see the traceback.")
         return 1
+
+
+@contextlib.contextmanager
+def _library_logs_spelled(spell: typing.Callable[[str], str]) -> typing.Iterator[None]:
+    """The core logs a skipped file with its error's sentence, which names options by field; on the command line
+    those records name flags, as every other message does."""
+    previous = logging.getLogRecordFactory()
+
+    def spelled_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.name.startswith("quantart_cli"):
+            record.msg, record.args = spell(record.getMessage()), None
+        return record
+
+    logging.setLogRecordFactory(spelled_record)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
 
 
 def _os_error_sentence(err: OSError) -> str:
@@ -197,6 +226,7 @@ def _make_command(loaded: LoadedStage, all_known: list[str]) -> typer.models.Com
     field_names = set(model.model_fields)
 
     def command(**kwargs: Any) -> None:
+        _STATE.models = [model, *(m for m in _STATE.models if m is not model)]
         code = _run_guarded(lambda: _invoke(kwargs))
         if code:
             raise typer.Exit(code)
@@ -270,6 +300,7 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
     )
     # A root callback keeps this a command group even when only one stage is installed.
     app.callback()(_root_callback)
+    _STATE.models = [loaded.stage.settings for loaded in discovery.stages.values()]
     all_known = [key for loaded in discovery.stages.values() for key in known_keys(loaded.stage.settings)]
 
     for loaded in discovery.stages.values():

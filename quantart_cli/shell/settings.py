@@ -15,7 +15,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from quantart_cli.core.errors import NotFoundError, UsageError
+from quantart_cli.core.errors import OPTION_MARK, NotFoundError, UsageError
 from quantart_cli.core.io.limits import is_web_address, web_address_sentence
 
 _RESOLVING: contextvars.ContextVar[bool] = contextvars.ContextVar("quantart_resolving", default=False)
@@ -168,6 +168,29 @@ def option_label(dotted: str, model: type[BaseModel]) -> str:
         if not is_model(field.annotation):
             return field_extra(field).get("cli_flag") or "--" + head.replace("_", "-")
     return f"--set {dotted}"
+
+
+def spell_options(text: str, models: Sequence[type[BaseModel]]) -> str:
+    """A library message as the command line says it: each option the core names by its field (`continuous_ckpt`,
+    `device=cpu`, `loss.disc_start=0`) becomes its flag (--continuous-ckpt, --device cpu, --set loss.disc_start=0),
+    as spelled by the first of ``models`` that has the field. A name none of them has stays as it is."""
+
+    def spelled(match: re.Match[str]) -> str:
+        dotted, value = match.group(1), match.group(2)
+        model = next((m for m in models if _field_at(m, dotted) is not None), None)
+        if model is None:
+            return match.group(0)
+        label = option_label(dotted, model)
+        if value is None:
+            return label
+        if label.startswith("--set "):
+            return f"{label}={value}"
+        inner, _ = unwrap_optional(_field_at(model, dotted).annotation)
+        if inner is bool and value.lower() in ("true", "false"):
+            return label if value.lower() == "true" else f"--no-{label[2:]}"
+        return f"{label} {value}"
+
+    return OPTION_MARK.sub(spelled, text)
 
 
 # --------------------------------------------------------------------------------------------------------------

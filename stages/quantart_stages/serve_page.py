@@ -88,7 +88,7 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
             try:
                 studio.preview(path)
             except QuantartError as err:
-                gr.Warning(str(err))
+                gr.Warning(studio.console.spell(str(err)))
         return None
 
     def check_paintings(chosen):
