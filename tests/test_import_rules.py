@@ -205,8 +205,8 @@ def test_core_errors_name_fields_not_flags():
 def test_every_field_a_core_error_names_is_an_option():
     """What the CLI turns into a flag must be a field some stage has (a typo would reach the user as is); a
     command's name (`encode`) stays as it is."""
+    from quantart_cli.shell.fields import known_keys
     from quantart_cli.shell.plugins import discover_stages
-    from quantart_cli.shell.settings import known_keys
 
     stages = discover_stages().stages
     keys = {key for loaded in stages.values() for key in known_keys(loaded.stage.settings)} | set(stages)

@@ -17,8 +17,9 @@ import pytest
 from cli_support import run_cli
 
 from quantart_cli.core.errors import UsageError
+from quantart_cli.shell.fields import is_model, option_label, unwrap_optional
 from quantart_cli.shell.plugins import discover_stages
-from quantart_cli.shell.settings import is_model, option_label, resolve_settings, unwrap_optional
+from quantart_cli.shell.settings import resolve_settings
 
 STAGES = {name: loaded.stage for name, loaded in discover_stages().stages.items()}
 

@@ -25,20 +25,11 @@ from pydantic_core import PydanticUndefined
 from quantart_cli import __version__
 from quantart_cli.core.errors import QuantartError
 from quantart_cli.shell.console import Console
+from quantart_cli.shell.fields import field_extra, is_model, known_keys, spell_options, unwrap_optional
 from quantart_cli.shell.paths import get_paths
 from quantart_cli.shell.plugins import Discovery, LoadedStage, RunContext, Stage, discover_stages
-from quantart_cli.shell.settings import (
-    DEVICE_HELP,
-    field_extra,
-    is_model,
-    known_keys,
-    list_presets,
-    load_preset,
-    render_config,
-    resolve_settings,
-    spell_options,
-    unwrap_optional,
-)
+from quantart_cli.shell.presets import list_presets, load_preset
+from quantart_cli.shell.settings import DEVICE_HELP, render_config, resolve_settings
 
 EXIT_INTERRUPTED = 130
 
