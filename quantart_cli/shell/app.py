@@ -26,7 +26,6 @@ from quantart_cli import __version__
 from quantart_cli.core.errors import QuantartError
 from quantart_cli.shell.console import Console
 from quantart_cli.shell.fields import field_extra, is_model, known_keys, spell_options, unwrap_optional
-from quantart_cli.shell.paths import get_paths
 from quantart_cli.shell.plugins import Discovery, LoadedStage, RunContext, Stage, discover_stages
 from quantart_cli.shell.presets import list_presets, load_preset
 from quantart_cli.shell.settings import DEVICE_HELP, render_config, resolve_settings
@@ -223,6 +222,8 @@ def _make_command(loaded: LoadedStage, all_known: list[str]) -> typer.models.Com
             raise typer.Exit(code)
 
     def _invoke(kwargs: dict[str, Any]) -> int:
+        from quantart_cli.shell.paths import get_paths  # platformdirs: not on the --help path
+
         console = _STATE.get_console()
         flags = {k: _plain(v) for k, v in kwargs.items() if k in field_names and v not in (None, [], ())}
         if "device" not in flags and _STATE.device is not None:
@@ -313,6 +314,8 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
     @app.command("presets")
     def presets_command(stage: str | None = typer.Argument(None, help="Only this stage's presets.")) -> None:
         """List the presets of every stage (built-in and user ones) with their descriptions."""
+        from quantart_cli.shell.paths import get_paths
+
         console = _STATE.get_console()
         user_dir = get_paths().user_presets_dir
         names = sorted(discovery.stages)
@@ -332,6 +335,7 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
         """Print where quantart keeps user presets, config, cache and runs, the built-in model and the samples."""
         from quantart_cli.core.weights import BUILTIN_MODEL
         from quantart_cli.samples import SAMPLES_DIR
+        from quantart_cli.shell.paths import get_paths
 
         console = _STATE.get_console()
         shown = {**get_paths().as_dict(), "builtin-model": BUILTIN_MODEL, "samples": SAMPLES_DIR}

@@ -78,6 +78,8 @@ class StageSettings(BaseModel):
         validate_default=True,
         arbitrary_types_allowed=True,
         protected_namespaces=("model_validate", "model_dump"),
+        # Validators are built on the first validation, not at import: --help reads the fields only.
+        defer_build=True,
     )
 
     device: str = Field("auto", description=DEVICE_HELP)
