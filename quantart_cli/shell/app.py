@@ -172,7 +172,8 @@ def _library_logs_spelled(spell: typing.Callable[[str], str]) -> typing.Iterator
     def spelled_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         if record.name.startswith("quantart_cli"):
-            record.msg, record.args = spell(record.getMessage()), None
+            with contextlib.suppress(Exception):  # a malformed record is logging's to report, when it is handled
+                record.msg, record.args = spell(record.getMessage()), None
         return record
 
     logging.setLogRecordFactory(spelled_record)
