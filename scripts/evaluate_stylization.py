@@ -7,7 +7,7 @@
 Without --ckpt the built-in model is scored. --baselines also scores two references that need no model,
 to calibrate the figures: a per-channel mean/std colour transfer (colours move, layout kept) and the
 painting pasted in place of the photo (colours match, layout lost). The figures are those of
-docs/model-card.md (quantart_cli.core.metrics.style.StylizationReport).
+docs/model-card.md (quantart_cli.core.metrics.grid.StylizationReport).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from quantart_cli.core.data.sources import collect_images
-from quantart_cli.core.metrics.grid import DEFAULT_ALPHAS, evaluate_stylization, load_images
-from quantart_cli.core.metrics.style import mean_std_color_transfer, stylization_report
+from quantart_cli.core.metrics.grid import DEFAULT_ALPHAS, evaluate_stylization, load_images, stylization_report
+from quantart_cli.core.metrics.style import mean_std_color_transfer
 
 
 def pasted(photo: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,9 @@ def describe(name: str, report, seconds: float | None = None) -> str:
         f"  own painting nearer {100 * report.own_painting_rate:.1f}% (target >= 85%); "
         f"outputs of two paintings differ by {report.painting_difference:.2f}/255 (target >= 6)\n"
         f"  SWD by alpha {by_alpha}; strictly falling: {report.alpha_monotone}\n"
-        f"  luminance SSIM to the photo {report.content_ssim:.3f} (target >= 0.30)"
+        f"  luminance SSIM to the photo {report.content_ssim:.3f} (target >= 0.30)\n"
+        f"  texture ratio {report.texture_ratio:.3f} (1: the photo's texture; lower: nearer the painting's); "
+        f"detail {report.detail:.3f} of the painting's (the photo's: {report.photo_detail:.3f})"
     )
 
 

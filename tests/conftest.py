@@ -47,3 +47,19 @@ def isolated_quantart_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     return base
 
 
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """A folder of small sample photos (48x32 px) with one more (40x40 px) in a subfolder ``trip/`` of the same name
+    as one beside it, for the stylize tests of folders."""
+    from PIL import Image
+
+    from quantart_cli.samples import CONTENT_DIR
+
+    folder = tmp_path / "photos"
+    (folder / "trip").mkdir(parents=True)
+    for source in sorted(CONTENT_DIR.glob("*.jpg")):
+        Image.open(source).resize((48, 32)).save(folder / source.name)
+    Image.open(sorted(CONTENT_DIR.glob("*.jpg"))[0]).resize((40, 40)).save(folder / "trip" / "lhq_1.jpg")
+    return folder

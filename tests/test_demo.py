@@ -25,6 +25,10 @@ def test_demo_stylizes_with_the_builtin_model(capsys, tmp_path):
     assert "lhq_1_hokusai_great_wave_alpha1.png" in stylized and "lhq_2_gauguin_te_fare_alpha0.5.png" in stylized
     with Image.open(out / "contact_sheet.png") as sheet:
         assert sheet.size == (9 * TILE, PANEL)
+    with Image.open(out / "stylized" / "lhq_1_hokusai_great_wave_alpha1.png") as image:
+        assert image.size == (512, 512)  # the 256 px samples stylized at 512 px, where strokes show
+    with Image.open(out / "closeup.png") as closeup:  # 2 photos x 2 paintings, photo | painting | result
+        assert closeup.size == (3 * 512, 4 * 512)
     assert not (out / "sga").exists()  # nothing trained without --train
     assert "built-in model" in result.err and "contact sheet" in result.err
 

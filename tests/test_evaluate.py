@@ -117,9 +117,13 @@ def test_missing_weights_make_those_metrics_unavailable_and_the_rest_still_work(
     for reason in networks.missing.values():
         assert "could not be downloaded: put it in" in reason and reason.count(". ") == 0
     photo, painting = _image(4), _image(5, shift=0.3)
-    result = score_triples([Triple("all", "p", "s", "o", photo, photo, painting)], networks)
+    output = mean_std_color_transfer(photo, painting)
+    result = score_triples([Triple("all", "p", "s", "o", output, photo, painting)], networks)
     assert result.groups["all"]["color_swd"] > 0 and result.groups["all"]["lpips"] is None
     assert not result.metrics["fid"]["available"] and "pt_inception" in result.metrics["fid"]["reason"]
+    # the bundled VGG19 needs no download: its metrics are there offline
+    for name in ("vgg_style_loss", "vgg_content_loss", "vgg_cfsd"):
+        assert result.metrics[name]["available"] and result.groups["all"][name] > 0, name
 
 
 # --------------------------------------------------------------------------------------------------- CLI
@@ -153,6 +157,8 @@ def test_colour_transfer_ranks_better_than_identity_on_the_colour_metrics(capsys
     for metric in ("color_swd", "swd_ratio", "color_hist"):
         assert transfer[metric] < identity[metric], metric
     assert identity["swd_ratio"] == pytest.approx(1.0) and identity["content_ssim"] == pytest.approx(1.0)
+    assert identity["texture_ratio"] == pytest.approx(1.0) and identity["detail"] == identity["photo_detail"] > 0
+    assert transfer["texture_ratio"] > 0 and transfer["detail"] > 0  # network-free: there with --networks off
     assert transfer["painting_dependence"] > identity["painting_dependence"] == 0.0
     metrics = scores["transfer"]["metrics"]
     assert list(metrics) == [m.name for m in METRICS]
@@ -191,6 +197,21 @@ def test_table_output_names_direction_and_limit_caps_pairs(capsys, tmp_path):
     assert "color_swd" in result.out and "lower is better" in result.out and "higher is better" in result.out
     assert "per pair" in result.out
     assert result.out.count(PHOTOS[0].stem) == 2  # two pairs, one row each
+
+
+def test_the_table_says_which_weights_made_each_network_figure(capsys, tmp_path, monkeypatch):
+    def no_network(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    manifest = _baseline_manifest(tmp_path / "t", "transfer")
+    result = run_cli(capsys, "evaluate", "--manifest", str(manifest), "--size", "48")
+    assert result.code == 0, result.err
+    rows = {line.split()[1]: line for line in result.out.splitlines() if line.startswith("│")}
+    for name in ("vgg_style_loss", "vgg_content_loss", "vgg_cfsd"):
+        assert "bundled VGG19, offline" in rows[name] and "n/a" not in rows[name], rows[name]
+    assert "n/a" in rows["style_loss"] and "torchvision VGG19 metrics unavailable" in result.err
 
 
 def test_deterministic(capsys, tmp_path):

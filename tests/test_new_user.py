@@ -17,16 +17,6 @@ OTHER_STYLE = PAINTINGS_DIR / "hokusai_great_wave.jpg"
 FAST = ["--size", "32", "--device", "cpu"]
 
 
-@pytest.fixture
-def photos(tmp_path: Path) -> Path:
-    folder = tmp_path / "photos"
-    (folder / "trip").mkdir(parents=True)
-    for source in sorted(CONTENT_DIR.glob("*.jpg")):
-        Image.open(source).resize((48, 32)).save(folder / source.name)
-    Image.open(sorted(CONTENT_DIR.glob("*.jpg"))[0]).resize((40, 40)).save(folder / "trip" / "lhq_1.jpg")
-    return folder
-
-
 def _stylize(capsys, *args: str):
     return run_cli(capsys, "stylize", *args)
 

@@ -7,13 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from quantart_cli.core.errors import BadInputError
-from quantart_cli.core.metrics.grid import load_images
+from quantart_cli.core.metrics.grid import load_images, stylization_report
 from quantart_cli.core.metrics.style import (
     color_swd,
     luminance_ssim,
     mean_abs_diff,
     mean_std_color_transfer,
-    stylization_report,
 )
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 
@@ -94,12 +93,14 @@ def test_report_passes_a_colour_transfer_and_fails_the_photo_and_the_pasted_pain
     unchanged = stylization_report(photos, paintings, _grid(photos, paintings, lambda p, s: p))
     assert unchanged.swd_ratio == pytest.approx(1.0) and unchanged.painting_difference == 0
     assert not unchanged.alpha_monotone
+    assert unchanged.texture_ratio == pytest.approx(1.0) and unchanged.detail == pytest.approx(unchanged.photo_detail)
 
     def paste(photo, painting):
         return F.interpolate(painting, size=photo.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
 
     pasted = stylization_report(photos, paintings, _grid(photos, paintings, paste))
     assert pasted.swd_ratio < 0.2 and pasted.content_ssim < 0.3
+    assert pasted.texture_ratio < 0.5 and pasted.detail > 0.8  # the painting's own patches, a little resampled
 
 
 def test_report_refuses_an_incomplete_grid(real_images) -> None:

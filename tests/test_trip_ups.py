@@ -171,11 +171,12 @@ def test_the_demo_counts_its_steps_right(capsys, tmp_path, monkeypatch, train):
     for module in (stylize, train_vq, train_sga):
         monkeypatch.setattr(module, "run", lambda settings, ctx: 0)
     monkeypatch.setattr(demo, "_contact_sheet", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(demo, "_closeup_sheet", lambda *args, **kwargs: 0)
     result = run_cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--device", "cpu",
                      *(["--train"] if train else []))
     assert result.code == 0, result.err
     counters = [line.split("]")[0] + "]" for line in result.err.splitlines() if line.startswith("[")]
-    total = 6 if train else 2
+    total = 7 if train else 3
     assert counters == [f"[{n}/{total}]" for n in range(1, total + 1)]
 
 

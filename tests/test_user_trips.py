@@ -20,16 +20,6 @@ STYLE = PAINTINGS_DIR / "munch_the_scream.jpg"
 FAST = ["--size", "32", "--device", "cpu"]
 
 
-@pytest.fixture
-def photos(tmp_path: Path) -> Path:
-    folder = tmp_path / "photos"
-    (folder / "trip").mkdir(parents=True)
-    for source in sorted(CONTENT_DIR.glob("*.jpg")):
-        Image.open(source).resize((48, 32)).save(folder / source.name)
-    Image.open(sorted(CONTENT_DIR.glob("*.jpg"))[0]).resize((40, 40)).save(folder / "trip" / "lhq_1.jpg")
-    return folder
-
-
 def _stylize(capsys, *args: str):
     return run_cli(capsys, "stylize", *args)
 

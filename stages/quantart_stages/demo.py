@@ -21,6 +21,10 @@ from quantart_cli.shell.settings import StageSettings, resolve_settings
 
 DEFAULT_OUT = Path("quantart-demo")
 STRIP_ALPHAS = (0.0, 0.5, 1.0)
+#: The built-in model stylizes the samples at this size (the 256 px photos enlarged): brush strokes show there.
+BUILTIN_SIZE = 512
+#: Paintings of the close-up sheet, by file stem, when present: the strongest brushwork of the samples.
+CLOSEUP_PAINTINGS = ("vangogh_starry_night_rhone", "hokusai_great_wave")
 
 
 class DemoSettings(StageSettings):
@@ -79,8 +83,8 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
     strip_painting = paintings[0]
     timings: list[tuple[str, float]] = []
     written: list[tuple[str, Path]] = []
-    # stylize with the built-in model, [--train: two VQGANs, the SGA module, stylize with it], the contact sheet
-    total_steps = 1 + (4 if settings.train else 0) + 1
+    # stylize with the built-in model, [--train: two VQGANs, the SGA module, stylize with it], the two sheets
+    total_steps = 1 + (4 if settings.train else 0) + 2
 
     def timed(label: str, work) -> None:
         console.info(f"[{len(timings) + 1}/{total_steps}] {label}")
@@ -110,7 +114,7 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
     count = len(photos) * (len(paintings) + len([a for a in settings.alphas if a != 1.0]))
     timed(f"stylizing {len(photos)} photos after {len(paintings)} paintings and an alpha strip with the built-in "
           f"model ({count} images)",
-          lambda: stylize_with(builtin_model_path(), out / "stylized", builtin, paintings, None))
+          lambda: stylize_with(builtin_model_path(), out / "stylized", builtin, paintings, BUILTIN_SIZE))
     written.append(("stylized images (built-in model)", out / "stylized"))
     panels = [builtin]
 
@@ -128,6 +132,11 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
     timed("drawing the contact sheet",
           lambda: _contact_sheet(sheet, photos, paintings, strip_painting, settings.alphas, panels))
     written.append(("contact sheet", sheet))
+    closeup = out / "closeup.png"
+    chosen = [p for p in paintings if p.stem in CLOSEUP_PAINTINGS] or paintings[:2]
+    timed(f"drawing the close-up sheet ({BUILTIN_SIZE} px)",
+          lambda: _closeup_sheet(closeup, photos, chosen, builtin, BUILTIN_SIZE))
+    written.append((f"close-up at {BUILTIN_SIZE} px", closeup))
 
     console.table("quantart demo", ["step", "seconds"], [(label, f"{sec:.1f}") for label, sec in timings])
     console.table(None, ["written", "path"], [(what, str(path)) for what, path in written])
@@ -225,6 +234,26 @@ def _contact_sheet(path: Path, photos: list[Path], paintings: list[Path], strip_
             cell(strip_painting, len(strip) + 1, y, _label(strip_painting.stem))
             y += tile + label_h
         y += gap
+    save_image_atomic(sheet, path)
+    return 0
+
+
+def _closeup_sheet(path: Path, photos: list[Path], paintings: list[Path], panel: _Panel, tile: int) -> int:
+    """One row per photo and painting: the photo, the painting and the built-in model's result at alpha 1, each
+    at ``tile`` px, so the strokes can be seen."""
+    from PIL import Image
+
+    from quantart_cli.core.io.images import load_image, save_image_atomic
+
+    rows = [(photo, painting) for photo in photos for painting in paintings]
+    sheet = Image.new("RGB", (3 * tile, len(rows) * tile), "white")
+    for r, (photo, painting) in enumerate(rows):
+        for c, source in enumerate((photo, painting, panel.images[(photo.stem, painting.stem, 1.0)])):
+            image = load_image(source)
+            scale = tile / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.BICUBIC)
+            sheet.paste(image, (c * tile + (tile - image.width) // 2, r * tile + (tile - image.height) // 2))
     save_image_atomic(sheet, path)
     return 0
 

@@ -30,9 +30,9 @@ class EvaluateSettings(CheckpointReadingSettings, ImageReadingSettings):
     )
     networks: Literal["auto", "off", "random"] = cli_option(
         "auto",
-        "Pretrained-network metrics (LPIPS, style loss, CFSD, FID, ArtFID): auto downloads their weights on "
-        "first use and reports them unavailable when it cannot; off skips them; random uses untrained "
-        "networks (tests only, meaningless figures).",
+        "Pretrained-network metrics: the bundled VGG19 ones (style, content loss, CFSD) offline, and LPIPS, "
+        "style loss, CFSD, FID, ArtFID, whose weights auto downloads on first use (reported unavailable when it "
+        "cannot); off skips them all; random uses untrained networks (tests only, meaningless figures).",
     )
     per_image: bool = cli_option(False, "Also print one row per scored pair.")
     json_output: bool = cli_option(False, "Print the result as JSON (metrics with direction and unit).",
@@ -86,7 +86,7 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
     from quantart_cli.core.data.sources import collect_images
     from quantart_cli.core.devices import resolve_device
     from quantart_cli.core.metrics import inputs
-    from quantart_cli.core.metrics.scoring import load_networks, score_triples
+    from quantart_cli.core.metrics.scoring import NETWORK_LABELS, load_networks, score_triples
 
     device = resolve_device(settings.device)
     if mode == "manifest":
@@ -110,7 +110,7 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
     networks = load_networks(settings.networks, device)
     for name, reason in networks.missing.items():
         if settings.networks == "auto":
-            ctx.console.warn(f"{name} metrics unavailable: {reason}")
+            ctx.console.warn(f"{NETWORK_LABELS[name]} metrics unavailable: {reason}")
     with ctx.console.progress("evaluating", total, unit="pair") as bar:
         result = score_triples(triples, networks, progress=bar.advance)
     if settings.out is not None:
@@ -142,7 +142,7 @@ def _fmt(value: Any) -> str:
 
 
 def _print_tables(ctx: RunContext, result, per_image: bool) -> None:
-    from quantart_cli.core.metrics.scoring import METRICS
+    from quantart_cli.core.metrics.scoring import METRICS, NETWORK_LABELS
 
     groups = list(result.groups)
     arrows = {"lower": "lower is better", "higher": "higher is better", "reference": "reference"}
@@ -153,7 +153,8 @@ def _print_tables(ctx: RunContext, result, per_image: bool) -> None:
         reason = info["reason"] or ""
         if len(reason) > 70:
             reason = "see the warning above"
-        note = arrows[metric.direction] if info["available"] else f"unavailable: {reason}"
+        weights = "".join(f" ({NETWORK_LABELS[name]})" for name in metric.needs)
+        note = arrows[metric.direction] + weights if info["available"] else f"unavailable: {reason}"
         rows.append([metric.name, *values, note])
     title = "alpha" if all(g != "all" for g in groups) else "group"
     ctx.console.result_table("stylization metrics (means per " + title + ")",

@@ -2,8 +2,9 @@
 
 :data:`METRICS` defines every figure ``quantart evaluate`` reports: its direction (lower or higher is better,
 or a reference value to read another against), unit, level (one per pair, or one per group) and the network
-it needs. :func:`score_triples` computes them; figures whose network could not be loaded are reported as
-unavailable with the reason, and the network-free ones are always there. Same inputs, same numbers.
+it needs (:data:`NETWORK_LABELS` names each). :func:`score_triples` computes them; figures whose network could
+not be loaded are reported as unavailable with the reason, and the network-free ones are always there. Same
+inputs, same numbers.
 """
 
 from __future__ import annotations
@@ -27,8 +28,19 @@ from quantart_cli.core.metrics.style import (
     mean_abs_diff,
     swd_between,
 )
+from quantart_cli.core.metrics.texture import TextureProfiles, gradient_energy, texture_profile, texture_swd_between
+from quantart_cli.core.metrics.vgg_metrics import BundledVGGMetrics, build_bundled_vgg19
 
-__all__ = ["METRICS", "EvaluationResult", "MetricInfo", "Networks", "Triple", "load_networks", "score_triples"]
+__all__ = [
+    "METRICS",
+    "NETWORK_LABELS",
+    "EvaluationResult",
+    "MetricInfo",
+    "Networks",
+    "Triple",
+    "load_networks",
+    "score_triples",
+]
 
 Direction = Literal["lower", "higher", "reference"]
 NetworkMode = Literal["auto", "off", "random"]
@@ -55,8 +67,24 @@ METRICS: tuple[MetricInfo, ...] = (
                "distance between the output's and the painting's RGB histograms (8 bins per channel)"),
     MetricInfo("content_ssim", "higher", "SSIM [-1,1]", "pair", (),
                "luminance SSIM of the output to its photo: how much of the photo's structure is kept"),
+    MetricInfo("texture_ratio", "lower", "ratio", "pair", (),
+               "sliced Wasserstein distance of the output's mean-free 7x7 patches to the painting's (at 256, 128 "
+               "and 64 px) / the photo's: below 1 the texture moved toward the painting"),
+    MetricInfo("detail", "higher", "ratio", "pair", (),
+               "mean Sobel gradient of the output's luminance / the painting's, at 256 px: below 1 softer than "
+               "the painting"),
+    MetricInfo("photo_detail", "reference", "ratio", "pair", (),
+               "the same for the photo itself: the detail the output starts from"),
     MetricInfo("painting_dependence", "higher", "grey levels 0-255", "group", (),
                "mean difference between one photo's outputs for different paintings (0: the painting is ignored)"),
+    MetricInfo("vgg_style_loss", "lower", "bundled VGG19 mean/std", "pair", ("vgg19_bundled",),
+               "AdaIN's mean/std style loss of the output to the painting over relu1_1..relu4_1, with the bundled "
+               "VGG19 weights (offline; the stage-2 training term)"),
+    MetricInfo("vgg_content_loss", "lower", "bundled VGG19 MSE", "pair", ("vgg19_bundled",),
+               "mean squared difference of the output's and the photo's relu4_1 features, bundled VGG19 weights"),
+    MetricInfo("vgg_cfsd", "lower", "bundled VGG19 KL", "pair", ("vgg19_bundled",),
+               "content feature structural distance (StyleID's definition) of the output to its photo at relu3_1 "
+               "(at most 64x64 positions), bundled VGG19 weights"),
     MetricInfo("lpips", "lower", "LPIPS", "pair", ("lpips",),
                "LPIPS (AlexNet) of the output to its photo: content distance"),
     MetricInfo("style_loss", "lower", "VGG19 mean/std", "pair", ("vgg19",),
@@ -74,6 +102,7 @@ METRICS: tuple[MetricInfo, ...] = (
 class Networks:
     """The pretrained networks available to this evaluation; ``missing`` says why any other is absent."""
 
+    vgg19_bundled: nn.Module | None = None
     lpips: nn.Module | None = None
     vgg19: nets.VGGFeatures | None = None
     inception: nn.Module | None = None
@@ -83,7 +112,16 @@ class Networks:
         return getattr(self, name) is not None
 
 
+#: How a table names the weights behind a metric.
+NETWORK_LABELS = {
+    "vgg19_bundled": "bundled VGG19, offline",
+    "lpips": "LPIPS AlexNet",
+    "vgg19": "torchvision VGG19",
+    "inception": "pytorch-fid Inception",
+}
+
 _BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
+    "vgg19_bundled": build_bundled_vgg19,
     "lpips": nets.build_lpips_alex,
     "vgg19": nets.build_vgg19,
     "inception": nets.build_fid_inception,
@@ -91,9 +129,9 @@ _BUILDERS: dict[str, Callable[[bool], nn.Module]] = {
 
 
 def load_networks(mode: NetworkMode = "auto", device: torch.device | str = "cpu") -> Networks:
-    """``auto``: the pretrained networks, each downloaded on first use; one that cannot be had is recorded
-    as missing with its one-sentence reason. ``off``: none. ``random``: randomly initialised ones (tests of the
-    plumbing; the figures mean nothing)."""
+    """``auto``: the pretrained networks, the bundled VGG19 from the installed files and the others downloaded
+    on first use; one that cannot be had is recorded as missing with its one-sentence reason. ``off``: none.
+    ``random``: randomly initialised ones (tests of the plumbing; the figures mean nothing)."""
     found = Networks()
     for name, build in _BUILDERS.items():
         if mode == "off":
@@ -139,10 +177,11 @@ def score_triples(
     available, reasons = _availability(networks)
     triples: list[Triple] = []
     rows: list[dict[str, Any]] = []
-    profiles = ColourProfiles()  # the photos' and paintings' colour profiles, each made once
+    kept = _Kept(ColourProfiles(), TextureProfiles(),  # the photos' and paintings' profiles, each made once
+                 BundledVGGMetrics(networks.vgg19_bundled) if networks.has("vgg19_bundled") else None)
     for triple in stream:
         triples.append(triple)
-        rows.append(_score_pair(triple, networks, available, profiles))
+        rows.append(_score_pair(triple, networks, available, kept))
         if progress is not None:
             progress()
     if not triples:
@@ -187,12 +226,26 @@ def _availability(networks: Networks) -> tuple[set[str], dict[str, str]]:
     return available, reasons
 
 
-def _score_pair(
-    t: Triple, networks: Networks, available: set[str], profiles: ColourProfiles
-) -> dict[str, Any]:
+@dataclass
+class _Kept:
+    """What scoring keeps of each photo and painting (by path) while it goes through the triples."""
+
+    colours: ColourProfiles
+    textures: TextureProfiles
+    bundled_vgg: BundledVGGMetrics | None
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
+
+
+def _score_pair(t: Triple, networks: Networks, available: set[str], kept: _Kept) -> dict[str, Any]:
+    profiles, textures = kept.colours, kept.textures
     painting = profiles(("painting", t.style), t.painting)
     swd = swd_between(color_quantiles(t.output), painting)  # each output is compared once: not kept
     base = swd_between(profiles(("photo", t.content), t.photo), painting)
+    painting_texture = textures(("painting", t.style), t.painting)
+    painting_detail = gradient_energy(t.painting)
     row: dict[str, Any] = {
         "group": t.group, "content": t.content, "style": t.style, "stylized": t.stylized,
         "color_swd": swd,
@@ -200,7 +253,16 @@ def _score_pair(
         "swd_ratio": swd / base if base > 0 else math.nan,
         "color_hist": color_histogram_distance(t.output, t.painting),
         "content_ssim": luminance_ssim(t.output, t.photo),
+        "texture_ratio": _ratio(texture_swd_between(texture_profile(t.output, what="output"), painting_texture),
+                                texture_swd_between(textures(("photo", t.content), t.photo), painting_texture)),
+        "detail": _ratio(gradient_energy(t.output), painting_detail),
+        "photo_detail": _ratio(gradient_energy(t.photo), painting_detail),
     }
+    vgg = {}
+    if kept.bundled_vgg is not None and "vgg_style_loss" in available:
+        vgg = kept.bundled_vgg.score(t.output, t.photo, t.painting, photo_key=t.content, painting_key=t.style)
+    for name in ("style_loss", "content_loss", "cfsd"):
+        row[f"vgg_{name}"] = vgg.get(name)
     row["lpips"] = nets.lpips_distance(networks.lpips, t.output, t.photo) if "lpips" in available else None
     row["style_loss"] = nets.vgg_style_loss(networks.vgg19, t.output, t.painting) if "style_loss" in available else None
     row["cfsd"] = nets.cfsd(networks.vgg19, t.output, t.photo) if "cfsd" in available else None

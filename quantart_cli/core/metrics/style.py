@@ -13,17 +13,11 @@ convention) and needs no download:
   0 for the same colours, 1 for disjoint ones.
 - :func:`mean_abs_diff`: mean absolute difference in grey levels (0-255).
 
-:func:`stylization_report` applies them to a grid of outputs (photos x paintings x alphas) and returns
-the figures the built-in model is held to (docs/model-card.md): colour distance to the painting
-relative to the photo's own, how often an output is nearer its own painting than another, how much
-two paintings' outputs differ, whether style distance falls as alpha rises, and content SSIM.
+:func:`quantart_cli.core.metrics.grid.stylization_report` applies them (and the texture measures of
+:mod:`quantart_cli.core.metrics.texture`) to a grid of outputs.
 """
 
 from __future__ import annotations
-
-import itertools
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +27,6 @@ from quantart_cli.core.errors import BadInputError
 
 __all__ = [
     "ColourProfiles",
-    "StylizationReport",
     "SWD_MAX_PIXELS",
     "color_histogram_distance",
     "color_quantiles",
@@ -42,7 +35,6 @@ __all__ = [
     "luminance_ssim",
     "mean_abs_diff",
     "mean_std_color_transfer",
-    "stylization_report",
     "swd_between",
 ]
 
@@ -220,7 +212,8 @@ def mean_std_color_transfer(photo: Tensor, painting: Tensor) -> Tensor:
     """Reference baseline, not a stylizer: each RGB channel of ``photo`` given ``painting``'s mean and std.
 
     (B, 3, H, W) tensors in [-1, 1]; the result is clamped to that range. It calibrates the figures of
-    :func:`stylization_report`: colours move to the painting while the photo's layout is kept.
+    :func:`~quantart_cli.core.metrics.grid.stylization_report`: colours move to the painting while the photo's
+    layout is kept.
     """
     dims = (-2, -1)
     normed = (photo - photo.mean(dims, keepdim=True)) / photo.std(dims, keepdim=True).clamp_min(1e-6)
@@ -233,99 +226,3 @@ def mean_abs_diff(a: Tensor, b: Tensor) -> float:
     if x.shape != y.shape:
         raise BadInputError(f"images must have the same size, got {tuple(x.shape)} and {tuple(y.shape)}")
     return float((x - y).abs().mean() * 255.0)
-
-
-@dataclass(frozen=True)
-class StylizationReport:
-    """Figures of a photos x paintings x alphas grid, each averaged over photo x painting pairs.
-
-    ``swd_ratio``: SWD(output at the highest alpha, painting) / SWD(photo, painting), averaged over pairs
-    (below 1: the colours moved toward the painting). ``own_painting_rate``: fraction of (photo, painting i,
-    painting j != i) where the output for i is nearer painting i than painting j. ``painting_difference``:
-    mean absolute difference (0-255) between the outputs of two paintings for the same photo.
-    ``swd_by_alpha``: SWD to the painting at each alpha (ascending); ``alpha_monotone``: it falls strictly.
-    ``content_ssim``: luminance SSIM of the output at the highest alpha to its photo.
-    """
-
-    pairs: int
-    alphas: tuple[float, ...]
-    swd_photo: float
-    swd_output: float
-    swd_ratio: float
-    own_painting_rate: float
-    painting_difference: float
-    swd_by_alpha: tuple[float, ...]
-    alpha_monotone: bool
-    content_ssim: float
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-def stylization_report(
-    photos: Mapping[str, Tensor],
-    paintings: Mapping[str, Tensor],
-    outputs: Mapping[tuple[str, str, float], Tensor],
-) -> StylizationReport:
-    """Score ``outputs[(photo, painting, alpha)]`` (one per photo x painting x alpha) against its inputs.
-
-    The highest alpha is taken as "full style"; own-painting and difference figures need two paintings.
-    """
-    if not photos or not paintings:
-        raise BadInputError("a stylization report needs at least one photo and one painting")
-    alphas = tuple(sorted({alpha for _, _, alpha in outputs}))
-    if not alphas:
-        raise BadInputError("a stylization report needs stylized outputs")
-    missing = [
-        key for key in itertools.product(photos, paintings, alphas) if key not in outputs
-    ]
-    if missing:
-        raise BadInputError(f"{len(missing)} outputs are missing, e.g. {missing[0]}")
-    full = alphas[-1]
-    profiles = ColourProfiles()
-
-    def swd(kind: str, key: object, image: Tensor, painting: str) -> float:
-        return profiles.swd((kind, key), image, ("painting", painting), paintings[painting])
-
-    ratios, swd_photo, ssims = [], [], []
-    swd_alpha: dict[float, list[float]] = {a: [] for a in alphas}
-    for photo, painting in itertools.product(photos, paintings):
-        base = swd("photo", photo, photos[photo], painting)
-        for alpha in alphas:
-            key = (photo, painting, alpha)
-            swd_alpha[alpha].append(swd("output", key, outputs[key], painting))
-        swd_photo.append(base)
-        ratios.append(swd_alpha[full][-1] / max(base, 1e-12))
-        ssims.append(luminance_ssim(outputs[(photo, painting, full)], photos[photo]))
-
-    wins, comparisons, differences = 0, 0, []
-    names = list(paintings)
-    for photo in photos:
-        # distance[own][other]: from the output made after painting ``own`` to painting ``other``.
-        distance = {
-            own: {other: swd("output", (photo, own, full), outputs[(photo, own, full)], other) for other in names}
-            for own in names
-        }
-        for own, other in itertools.permutations(names, 2):
-            comparisons += 1
-            wins += distance[own][own] < distance[own][other]
-        for first, second in itertools.combinations(names, 2):
-            differences.append(mean_abs_diff(outputs[(photo, first, full)], outputs[(photo, second, full)]))
-
-    by_alpha = tuple(_mean(swd_alpha[a]) for a in alphas)
-    return StylizationReport(
-        pairs=len(ratios),
-        alphas=alphas,
-        swd_photo=_mean(swd_photo),
-        swd_output=by_alpha[-1],
-        swd_ratio=_mean(ratios),
-        own_painting_rate=wins / comparisons if comparisons else float("nan"),
-        painting_difference=_mean(differences) if differences else float("nan"),
-        swd_by_alpha=by_alpha,
-        alpha_monotone=all(b < a for a, b in itertools.pairwise(by_alpha)),
-        content_ssim=_mean(ssims),
-    )
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
