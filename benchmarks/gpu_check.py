@@ -41,7 +41,7 @@ Setup without network: the repository's own code is used (its folders go first o
 folder in the work directory. Packages the machine lacks can come as wheels: ``--wheels DIR`` (default
 ``.whl`` in the repository root, when present) installs them into that private folder, never into the
 environment. ``--fetch-wheels DIR``, on a machine with network, downloads those a bare CUDA image usually lacks
-(pydantic, pydantic-settings, platformdirs, lpips, pytorch-fid and their needs) for Python 3.12 on x86-64 Linux,
+(pydantic, platformdirs, lpips, pytorch-fid and their needs) for Python 3.12 on x86-64 Linux,
 at the versions installed where it runs.
 
 Smoke mode (``--smoke``) runs every part the same way, tiny: the ``tiny`` presets at 32 px, 4 training steps,
@@ -72,12 +72,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 MARK = "GPU_CHECK "  # prefix of the JSON lines children print
 #: Modules every part needs; the tests part also needs pytest.
-REQUIRED_MODULES = ("torch", "torchvision", "numpy", "PIL", "safetensors", "pydantic", "pydantic_settings", "typer",
-                    "rich", "platformdirs")
+REQUIRED_MODULES = ("torch", "torchvision", "numpy", "PIL", "safetensors", "pydantic", "typer", "rich", "platformdirs")
 #: What a bare CUDA image (torch, torchvision, numpy, scipy, pillow, typer, rich, safetensors, opencv, pytest)
 #: lacks of quantart's needs; --fetch-wheels downloads these.
-WHEELS_FOR_A_CUDA_IMAGE = ("pydantic", "pydantic-core", "pydantic-settings", "python-dotenv", "annotated-types",
-                           "typing-inspection", "typing-extensions", "platformdirs", "lpips", "pytorch-fid")
+WHEELS_FOR_A_CUDA_IMAGE = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
+                           "platformdirs", "lpips", "pytorch-fid")
 SIZES = (512, 1024, 2048, 4096)
 PRECISIONS = ("fp32", "bf16", "fp16")
 GROUPS = ("setup", "tests", "stylize", "train-vq", "train-sga", "torchrun", "compile")

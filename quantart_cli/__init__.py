@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from quantart_cli import _moved
-
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -31,8 +29,6 @@ _LAZY = {
 }
 
 __all__ = ["__version__", *_LAZY]
-
-_moved.install()  # quantart 0.1's flat import paths keep working until 0.3, with a DeprecationWarning
 
 
 def __getattr__(name: str) -> Any:

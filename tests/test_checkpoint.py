@@ -260,7 +260,8 @@ def test_lightning_ckpt_with_objects_needs_trust(tmp_path: Path) -> None:
     with pytest.raises(UnsafeCheckpointError) as excinfo:
         load_checkpoint(path)
     message = str(excinfo.value)
-    assert "--trust-checkpoint" in message and "code" in message
+    assert "`trust_checkpoint=true`" in message and "code" in message  # the field a Python caller sets
+    assert excinfo.value.fields == ("trust_checkpoint",)
     with pytest.raises(UnsafeCheckpointError):
         read_checkpoint_header(path)
 
@@ -590,7 +591,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path, writer: str)
     else:
         path.write_bytes(pickle.dumps(payload, protocol=2))
     for call in (load_checkpoint, read_checkpoint_header, load_model):
-        with pytest.raises(UnsafeCheckpointError, match="--trust-checkpoint"):
+        with pytest.raises(UnsafeCheckpointError, match="`trust_checkpoint=true`"):
             call(path)
     with pytest.raises(UnsafeCheckpointError):
         convert_checkpoint(path, tmp_path / "out.pt")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
 from cli_support import run_cli
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from quantart_cli import __version__
-from quantart_cli.core.errors import BadInputError, NotBuiltError
+from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError, UsageError
+from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.shell.plugins import Stage
 from quantart_cli.shell.settings import StageSettings
 
@@ -122,13 +126,53 @@ def test_library_error_is_one_sentence_with_its_exit_code(capsys):
     assert "Traceback" not in result.err
 
 
-def test_not_built_capability_exits_3(capsys):
+def test_missing_thing_exits_3(capsys):
     def run(settings, ctx):
-        raise NotBuiltError("probe is not built yet.")
+        raise NotFoundError("probe.pt does not exist.")
 
     result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
     assert result.code == 3
     assert result.err.count("\n") <= 2
+
+
+class _Table(BaseModel):
+    depth: int = 2
+
+
+class _Named(StageSettings):
+    continuous_ckpt: Path | None = None
+    json_output: bool = cli_option(False, "JSON lines.", flag="--json")
+    checked: bool = True
+    inputs: list[str] | None = cli_argument("Inputs.", default=None)
+    table: _Table = _Table()
+
+
+def test_library_messages_name_flags_on_the_command_line(capsys, caplog):
+    """Issue 27: the core names options as a Python caller sets them (`continuous_ckpt`); the command line shows
+    the flag that sets each, in errors, hints, notes and the core's log records alike."""
+    message = ("`continuous_ckpt` needs `json_output=true`, `checked=false`, `inputs`, `table.depth=3`, "
+               "`device=cpu`, `steps` and `unknown`.")
+
+    def run(settings, ctx):
+        ctx.console.info("note: continue with `resume=runs/a`.")
+        logging.getLogger("quantart_cli.core.probe").warning("skipping x.png: raise `max_pixels` if trusted.")
+        raise UsageError(message, hint="try `json_output`.")
+
+    with caplog.at_level(logging.WARNING):
+        result = run_cli(capsys, "probe", extra_stages=[_stage(run, _Named)])
+    assert result.code == 2
+    assert ("--continuous-ckpt needs --json, --no-checked, INPUTS, --set table.depth=3, --device cpu, --steps and "
+            "`unknown`.") in result.err  # steps, resume, max_pixels: other stages' fields; unknown: no field
+    assert "hint: try --json." in result.err and "continue with --resume runs/a." in result.err
+    assert "raise --max-pixels if trusted." in caplog.text and "`max_pixels`" not in caplog.text
+    assert "`" not in result.err.replace("`unknown`", "")
+
+
+def test_library_errors_name_fields_and_bad_values_are_value_errors():
+    err = UsageError("`visual_fidelity=0.5` needs `continuous_ckpt`.", hint="see `visual_fidelity`")
+    assert err.fields == ("visual_fidelity", "continuous_ckpt")
+    assert isinstance(err, ValueError) and isinstance(BadInputError("x"), ValueError)
+    assert not isinstance(NotFoundError("x"), ValueError) and isinstance(NotFoundError("x"), QuantartError)
 
 
 def test_unexpected_error_hides_traceback_unless_debug(capsys):

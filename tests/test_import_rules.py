@@ -1,16 +1,14 @@
 """Architecture rules: the layering contracts hold (and catch what they promise), names are unique across
-layers, one atomic writer, the help path never imports torch, old import paths still work with a warning."""
+layers, one atomic writer, the help path never imports torch."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "quantart_cli" / "core"
@@ -55,6 +53,15 @@ def test_an_import_cycle_in_the_core_breaks_the_contract(tmp_path):
     errors.write_text(errors.read_text() + "\nfrom quantart_cli.core import devices  # noqa: E402\n")
     result = _lint_imports(root)
     assert result.returncode == 1 and "No import cycles" in result.stdout and "BROKEN" in result.stdout
+
+
+def test_an_import_cycle_between_stages_breaks_the_contract(tmp_path):
+    root = _copy_of_the_package(tmp_path)
+    common = root / "stages" / "quantart_stages" / "common.py"  # train_vq imports common; now common imports it
+    common.write_text(common.read_text() + "\nfrom quantart_stages import train_vq  # noqa: E402,F401\n")
+    result = _lint_imports(root)
+    assert result.returncode == 1 and "No import cycles" in result.stdout and "BROKEN" in result.stdout
+    assert "quantart_stages" in result.stdout
 
 
 def _core_names() -> set[str]:
@@ -108,35 +115,102 @@ def test_python_dash_m_works():
     assert out.returncode == 0 and out.stdout.startswith("quantart ")
 
 
-OLD_PATHS = [
-    ("quantart_cli.models", "VQGAN", "quantart_cli.core.models"),
-    ("quantart_cli.nn.vq", "VectorQuantizer", "quantart_cli.core.nn.vq"),
-    ("quantart_cli.training", "run_training", "quantart_cli.core.train.loop"),
-    ("quantart_cli.training", "LoopOptions", "quantart_cli.core.train.options"),
-    ("quantart_cli.checkpoint", "load_model", "quantart_cli.core.io.checkpoints"),
-    ("quantart_cli.checkpoint", "atomic_write", "quantart_cli.core.io.atomic"),
-    ("quantart_cli.stylize", "StylizeOptions", "quantart_cli.core.transfer.options"),
-    ("quantart_cli.data", "collect_images", "quantart_cli.core.data.sources"),
-    ("quantart_cli.imageio", "load_image", "quantart_cli.core.io.images"),
-    ("quantart_cli.losses", "VQGANLoss", "quantart_cli.core.losses.vqgan"),
-    ("quantart_cli.settings", "cli_option", "quantart_cli.core.options"),
-    ("quantart_cli.app", "main", "quantart_cli.shell.app"),
-]
+def test_import_installs_no_hook_and_the_flat_layout_is_gone():
+    """quantart 0.1's flat layout (quantart_cli.models, ...) was never released: no finder answers for it."""
+    code = (
+        "import sys\nbefore = list(sys.meta_path)\nimport quantart_cli\nassert sys.meta_path == before\n"
+        "try:\n    import quantart_cli.models\nexcept ModuleNotFoundError:\n    pass\n"
+        "else:\n    raise SystemExit('quantart_cli.models still imports')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-@pytest.mark.parametrize(("old", "name", "new"), OLD_PATHS, ids=[f"{o}.{n}" for o, n, _ in OLD_PATHS])
-def test_old_import_paths_work_for_one_release_with_a_warning(old, name, new):
-    import importlib
+# ------------------------------------------------------------------------------- the core speaks no CLI
 
-    sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert getattr(module, name) is getattr(importlib.import_module(new), name)
-    messages = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
-    assert any(old in m and "0.3" in m for m in messages), messages
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+FIELD_MARK = re.compile(r"`([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)(?:=[^`\n]*)?`")
 
 
-def test_an_old_path_that_never_existed_is_still_an_import_error():
-    with pytest.raises(ModuleNotFoundError):
-        __import__("quantart_cli.nn.no_such_module")
+def _text_of(node: ast.AST) -> str:
+    """A string expression's text, each interpolated value standing as X (f"--device {name}" -> "--device X")."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_text_of(part) if isinstance(part, ast.Constant) else "X" for part in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _text_of(node.left) + _text_of(node.right)
+    return ""
+
+
+def _strings_in(node: ast.AST) -> list[str]:
+    texts = [_text_of(n) for n in ast.walk(node) if isinstance(n, (ast.Constant, ast.JoinedStr))]
+    return [t for t in texts if t]
+
+
+def _is_error_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return name.endswith(("Error", "Exception")) or (isinstance(func, ast.Call))  # raise type(err)(...)
+
+
+def _assignments(nodes) -> dict[str, list[ast.AST]]:
+    assigned: dict[str, list[ast.AST]] = {}
+    for node in nodes:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    assigned.setdefault(target.id, []).append(node.value)
+    return assigned
+
+
+def core_error_messages() -> list[tuple[str, str]]:
+    """(where, text) for every string that can end up in an error the core raises: inside a raise statement or
+    an error's constructor, and what a local variable used there was assigned (a reason built beforehand)."""
+    found = []
+    for path in sorted(CORE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        functions = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        constants = _assignments(tree.body)
+        for scope in [*functions.values(), tree]:
+            assigned = {**constants, **_assignments(ast.walk(scope))}
+            for node in ast.walk(scope):
+                if isinstance(node, ast.Raise) and node.exc is not None:
+                    sources = [node.exc]
+                elif _is_error_call(node):
+                    sources = [node]
+                else:
+                    continue
+                used = {n.id for source in sources for n in ast.walk(source) if isinstance(n, ast.Name)}
+                sources += [value for name in used for value in assigned.get(name, [])]
+                called = {n.func.id for source in sources for n in ast.walk(source)
+                          if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions}
+                sources += [n.value for name in called for n in ast.walk(functions[name])  # a reason built by a helper
+                            if isinstance(n, ast.Return) and n.value is not None]
+                where = f"{path.relative_to(REPO)}:{node.lineno}"
+                found += [(where, text) for source in sources for text in _strings_in(source)]
+    return found
+
+
+def test_core_errors_name_fields_not_flags():
+    """Issue 27: a Python caller of the core is told the field to set (`continuous_ckpt`), never a flag
+    (--continuous-ckpt); the CLI shows each field as its flag."""
+    messages = core_error_messages()
+    assert len(messages) > 300  # the scan sees the core's messages
+    offenders = sorted({f"{where}: {text!r}" for where, text in messages if FLAG.search(text)})
+    assert not offenders, "\n".join(offenders)
+
+
+def test_every_field_a_core_error_names_is_an_option():
+    """What the CLI turns into a flag must be a field some stage has (a typo would reach the user as is); a
+    command's name (`encode`) stays as it is."""
+    from quantart_cli.shell.fields import known_keys
+    from quantart_cli.shell.plugins import discover_stages
+
+    stages = discover_stages().stages
+    keys = {key for loaded in stages.values() for key in known_keys(loaded.stage.settings)} | set(stages)
+    named = {(where, mark) for where, text in core_error_messages() for mark in FIELD_MARK.findall(text)}
+    assert len(named) > 20
+    unknown = sorted(f"{where}: `{mark}`" for where, mark in named if mark not in keys)
+    assert not unknown, "\n".join(unknown)

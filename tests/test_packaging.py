@@ -44,7 +44,7 @@ def test_presets_found_from_the_installed_wheel(wheel, tmp_path):
                     str(target), str(wheel)], check=True)
     code = (
         "import quantart_presets, quantart_cli\n"
-        "from quantart_cli.shell.settings import list_presets\n"
+        "from quantart_cli.shell.presets import list_presets\n"
         "from quantart_cli.shell.app import main\n"
         f"assert quantart_presets.__file__.startswith({str(target)!r}), quantart_presets.__file__\n"
         f"assert quantart_cli.__file__.startswith({str(target)!r}), quantart_cli.__file__\n"

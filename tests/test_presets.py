@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from quantart_cli.shell.plugins import discover_stages
-from quantart_cli.shell.settings import builtin_preset_dir, list_presets, load_preset, resolve_settings
+from quantart_cli.shell.presets import builtin_preset_dir, list_presets, load_preset
+from quantart_cli.shell.settings import resolve_settings
 
 STAGES = discover_stages().stages
 EXPECTED = {

@@ -174,7 +174,7 @@ def test_bad_uploads_are_named_as_uploaded(studio, tmp_path):
 
 def test_settings_no_job_could_run_with_are_refused_at_start(tmp_path):
     settings, ctx = _context(precision="fp16")  # fp16 needs CUDA; this runs on the CPU
-    with pytest.raises(UsageError, match="--precision fp16 needs a CUDA GPU"):
+    with pytest.raises(UsageError, match="`precision=fp16` needs a CUDA GPU"):
         serve.Studio(settings, ctx, tmp_path)
     settings, ctx = _context(visual_fidelity=0.5)
     with pytest.raises(UsageError, match="--visual-fidelity 0.5 needs --continuous-ckpt"):

@@ -34,6 +34,14 @@ def _resolve(tmp_path: Path, preset_text: str | None = None, **kwargs):
     return resolve_settings(Probe, stage="probe", preset=preset, **kwargs)
 
 
+def test_a_settings_model_reads_nothing_by_itself(monkeypatch):
+    """Issue 27: one settings system. resolve_settings reads the environment (recording where each value came
+    from); the model itself holds what it is given, in Python as anywhere."""
+    monkeypatch.setenv("QUANTART_STEPS", "33")
+    assert Probe().steps == 10 and Probe(steps=4).steps == 4
+    assert resolve_settings(Probe, stage="probe").settings.steps == 33
+
+
 def test_defaults(tmp_path):
     resolved = _resolve(tmp_path, environ={})
     assert resolved.settings.steps == 10

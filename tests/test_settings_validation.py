@@ -17,8 +17,9 @@ import pytest
 from cli_support import run_cli
 
 from quantart_cli.core.errors import UsageError
+from quantart_cli.shell.fields import is_model, option_label, unwrap_optional
 from quantart_cli.shell.plugins import discover_stages
-from quantart_cli.shell.settings import is_model, option_label, resolve_settings, unwrap_optional
+from quantart_cli.shell.settings import resolve_settings
 
 STAGES = {name: loaded.stage for name, loaded in discover_stages().stages.items()}
 
@@ -126,7 +127,7 @@ def test_every_invalid_value_is_refused_naming_the_option(stage_name: str, dotte
     accepted = []
     for text in values:
         try:
-            resolve_settings(model, stage=STAGES[stage_name].presets, set_items=[f"{dotted}={text}"], environ={})
+            resolve_settings(model, stage=stage_name, set_items=[f"{dotted}={text}"], environ={})
         except UsageError as err:
             message = str(err)
             assert label in message, f"--set {dotted}={text}: {message!r} does not name {label}"

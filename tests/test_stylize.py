@@ -117,7 +117,7 @@ def test_bf16_stylizes_close_to_fp32_tiled_or_not_and_fp16_needs_cuda(
     assert 0 < float(grey_levels.mean()) < 4.0  # bf16 really ran, and stays close
     tiled = _run(model, alpha=0.7, precision="bf16", tiling="always", tile=16, overlap=0)
     assert float(((tiled - fast).abs() * 127.5).mean()) < 4.0
-    with pytest.raises(UsageError, match="fp16 needs a CUDA GPU"):
+    with pytest.raises(UsageError, match="`precision=fp16` needs a CUDA GPU"):
         _run(model, precision="fp16")
 
 
@@ -154,7 +154,7 @@ def test_an_alpha_sweep_equals_one_stylizer_per_alpha_and_encodes_once(
 
 
 def test_visual_fidelity_needs_a_continuous_model(model: StyleTransfer) -> None:
-    with pytest.raises(UsageError, match="continuous-ckpt"):
+    with pytest.raises(UsageError, match="`continuous_ckpt`"):
         _run(model, visual_fidelity=0.5)
     with pytest.raises(UsageError, match="continuous"):
         _run(model, cont=_tiny_model(5), visual_fidelity=0.5)  # a discrete model given as the continuous one
@@ -251,14 +251,13 @@ def test_python_api_on_pil_and_tensors(model: StyleTransfer) -> None:
         stylize_images(model, pil, STYLE[0], alpha=1.5)
 
 
-def test_deprecated_spellings_still_work_with_a_warning(model: StyleTransfer) -> None:
+def test_the_unreleased_spellings_are_gone(model: StyleTransfer) -> None:
+    """The model does not reach up into the engine (no StyleTransfer.stylize), and tile_norm has one name."""
     from quantart_cli import stylize_images
 
-    with pytest.warns(DeprecationWarning, match="stylize_images"):
-        old = model.stylize(CONTENT[0], STYLE[0], alpha=0.5)
-    with pytest.warns(DeprecationWarning, match="tile_norm"):
-        renamed = stylize_images(model, CONTENT[0], STYLE[0], alpha=0.5, norm_stats="image")
-    assert torch.equal(old, renamed)
+    assert not hasattr(model, "stylize")
+    with pytest.raises(ValueError, match="norm_stats"):
+        stylize_images(model, CONTENT[0], STYLE[0], alpha=0.5, norm_stats="image")
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from quantart_cli.core.errors import UsageError
+from quantart_cli.core.errors import NonFiniteLossError, UsageError
 from quantart_cli.core.precision import check_precision
 from quantart_cli.core.train.batches import BatchStream, ResumableSampler
 from quantart_cli.core.train.ddp import DistInfo
-from quantart_cli.core.train.loop import NonFiniteLossError, run_training
+from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.optim import make_adam, scaled_lr
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.resume import (
@@ -174,7 +174,7 @@ def test_rng_state_round_trips_through_weights_only_load(tmp_path):
 
 
 def test_fp16_on_cpu_is_refused_in_one_sentence():
-    with pytest.raises(UsageError, match="fp16 needs a CUDA GPU"):
+    with pytest.raises(UsageError, match="`precision=fp16` needs a CUDA GPU"):
         check_precision(torch.device("cpu"), "fp16")
     check_precision(torch.device("cpu"), "bf16")
 
@@ -237,7 +237,7 @@ def test_ctrl_c_saves_the_finished_step_and_resume_continues(tmp_path):
         run_training(task, stream, tmp_path, LoopOptions(steps=10, save_every=100), device=torch.device("cpu"),
                      callbacks=callbacks)
     assert torch.load(tmp_path / STATE_FILE, weights_only=True)["step"] == 3
-    assert any("--resume" in m for m in callbacks.messages)
+    assert any(f"`resume={tmp_path}`" in m for m in callbacks.messages)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     straight, _ = _train(tmp_path / "straight", 10, save_every=100)
     resumed, _ = _train(tmp_path, 10, resume=True, save_every=100, task=ToyTask(seed=7))

@@ -1,2 +1,2 @@
 """The library: models, kernels, losses, training, data, files and stylization. Torch lives here; Typer,
-rich, pydantic-settings and the shell never do (``lint-imports`` checks it, transitively)."""
+rich, platformdirs and the shell never do (``lint-imports`` checks it, transitively)."""

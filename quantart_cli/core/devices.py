@@ -20,17 +20,17 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "mps":
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
-            raise NotFoundError("--device mps was requested but Apple's MPS backend is not available here; "
-                                "use --device cpu.")
+            raise NotFoundError("`device=mps` was requested but Apple's MPS backend is not available here; "
+                                "use `device=cpu`.")
         return torch.device("mps")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise NotFoundError(f"--device {name} was requested but no CUDA device is available; use --device cpu.")
+            raise NotFoundError(f"`device={name}` was requested but no CUDA device is available; use `device=cpu`.")
         if ":" in name:
             index = int(name.split(":", 1)[1])
             if index >= torch.cuda.device_count():
                 raise NotFoundError(
-                    f"--device {name} was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
+                    f"`device={name}` was requested but only {torch.cuda.device_count()} CUDA device(s) exist."
                 )
         return torch.device(name)
     raise UsageError(f"Unknown device {name!r}; allowed values are auto, cpu, cuda, cuda:N and mps.")

@@ -1,9 +1,17 @@
-"""Errors the library raises for bad input. Each carries one sentence for the user and an exit code.
+"""Errors the library raises. Each carries one sentence for the user and an exit code.
 
-The CLI renders these without a traceback (``--debug`` shows it); library users catch ``QuantartError``.
+A message names an option by its field name in backticks, as a Python caller sets it: `` `continuous_ckpt` ``,
+or with a value, `` `device=cpu` ``. The CLI shows each as the flag that sets it (``--continuous-ckpt``,
+``--device cpu``); the core itself never spells a flag. The CLI renders these errors without a traceback
+(``--debug`` shows it); library users catch ``QuantartError``, or ``ValueError`` for a bad value.
 """
 
 from __future__ import annotations
+
+import re
+
+#: An option named in a message: `name`, `table.name` or `name=value`.
+OPTION_MARK = re.compile(r"`([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)*)(?:=([^`\n]*))?`")
 
 
 class QuantartError(Exception):
@@ -15,14 +23,20 @@ class QuantartError(Exception):
         super().__init__(message)
         self.hint = hint
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The options the message and its hint name (``("visual_fidelity", "continuous_ckpt")``), in order."""
+        text = f"{self.args[0] if self.args else ''} {self.hint or ''}"
+        return tuple(dict.fromkeys(match.group(1) for match in OPTION_MARK.finditer(text)))
 
-class BadInputError(QuantartError):
+
+class BadInputError(QuantartError, ValueError):
     """The input exists but cannot be used (corrupt image, wrong kind of checkpoint, unreadable file)."""
 
     exit_code = 1
 
 
-class UsageError(QuantartError):
+class UsageError(QuantartError, ValueError):
     """An option, preset or setting has a value that is not allowed."""
 
     exit_code = 2
@@ -40,9 +54,17 @@ class NotFoundError(QuantartError):
     exit_code = 3
 
 
-class NotBuiltError(NotFoundError):
-    """A registered stage whose capability is not implemented in this version."""
-
-
 class UnsafeCheckpointError(BadInputError):
     """A checkpoint that can only be read by unpickling arbitrary Python objects."""
+
+
+class NonFiniteLossError(QuantartError):
+    """A loss turned NaN or infinite; the run stopped without overwriting the last good checkpoint."""
+
+    exit_code = 1
+
+
+class RunFolderWriteError(WriteError):
+    """Writing to the run folder failed (disk full, unwritable folder); the last complete checkpoint is kept."""
+
+    exit_code = 1

@@ -358,20 +358,3 @@ class StyleTransfer(_MemoryOrder):
     def forward(self, x: Tensor, ref: Tensor | Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
         """Stylized image: ``decode(transfer(x, ref, weights).quant_y)``."""
         return self.decode(self.transfer(x, ref, weights).quant_y)
-
-    def stylize(self, content_image: Any, style_image: Any, alpha: float = 1.0, **options: Any) -> Any:
-        """Deprecated (removed in quantart 0.3): use ``quantart_cli.stylize_images(model, content, style, ...)``.
-
-        The model no longer reaches up into the stylize engine; the engine uses the model.
-        """
-        import warnings
-
-        warnings.warn(
-            "StyleTransfer.stylize() is deprecated and goes away in quantart 0.3; call "
-            "quantart_cli.stylize_images(model, content, style, alpha=...) instead.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from quantart_cli.core.transfer.engine import stylize_images  # deprecated path, see the contract
-
-        return stylize_images(self, content_image, style_image, alpha=alpha, **options)

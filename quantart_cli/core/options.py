@@ -20,7 +20,8 @@ _Group = TypeVar("_Group", bound="OptionGroup")
 class OptionGroup(BaseModel):
     """A group of options the core reads, which a stage's settings inherit field for field."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Validators are built on the first validation, not at import: the CLI's --help reads the fields only.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     @classmethod
     def pick(cls: type[_Group], source: BaseModel) -> _Group:

@@ -76,11 +76,11 @@ def check_precision(device: torch.device, precision: str, *, training: bool = Tr
         raise UsageError(f"Unknown precision {precision!r}; use fp32, bf16 or fp16.")
     if precision == "fp16" and device.type != "cuda":
         why = "it relies on a CUDA gradient scaler" if training else "CPUs run float16 convolutions slowly"
-        raise UsageError(f"--precision fp16 needs a CUDA GPU ({why}); use bf16 or fp32 on {device.type}.")
+        raise UsageError(f"`precision=fp16` needs a CUDA GPU ({why}); use bf16 or fp32 on {device.type}.")
     import torch
 
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UsageError("--precision bf16 is not supported by this GPU; use fp16 or fp32.")
+        raise UsageError("`precision=bf16` is not supported by this GPU; use fp16 or fp32.")
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:

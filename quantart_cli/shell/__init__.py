@@ -1,4 +1,5 @@
-"""The CLI shell: the Typer app, the console, settings resolution, plugin discovery, user folders.
+"""The CLI shell: the Typer app, the console, settings (fields, presets, resolution), plugin discovery, user
+folders.
 
-The only part of quantart that imports Typer, rich, pydantic-settings or platformdirs; it imports the core,
-never the other way round."""
+The only part of quantart that imports Typer, rich or platformdirs; it imports the core, never the other way
+round."""

@@ -6,12 +6,15 @@ writes CLI code. This module must stay importable without torch: ``quantart --he
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
+import logging
 import os
 import sys
 import typing
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,19 +25,10 @@ from pydantic_core import PydanticUndefined
 from quantart_cli import __version__
 from quantart_cli.core.errors import QuantartError
 from quantart_cli.shell.console import Console
-from quantart_cli.shell.paths import get_paths
+from quantart_cli.shell.fields import field_extra, is_model, known_keys, spell_options, unwrap_optional
 from quantart_cli.shell.plugins import Discovery, LoadedStage, RunContext, Stage, discover_stages
-from quantart_cli.shell.settings import (
-    DEVICE_HELP,
-    field_extra,
-    is_model,
-    known_keys,
-    list_presets,
-    load_preset,
-    render_config,
-    resolve_settings,
-    unwrap_optional,
-)
+from quantart_cli.shell.presets import list_presets, load_preset
+from quantart_cli.shell.settings import DEVICE_HELP, render_config, resolve_settings
 
 EXIT_INTERRUPTED = 130
 
@@ -45,14 +39,19 @@ class AppState:
     quiet: bool = False
     debug: bool = False
     console: Console | None = None
+    #: Settings models whose fields name the options in library messages: the running stage's first.
+    models: list[type] = dataclass_field(default_factory=list)
 
     def reset(self) -> None:
-        self.device, self.quiet, self.debug, self.console = None, False, False, None
+        self.device, self.quiet, self.debug, self.console, self.models = None, False, False, None, []
 
     def get_console(self) -> Console:
         if self.console is None:
-            self.console = Console(quiet=self.quiet, debug=self.debug)
+            self.console = Console(quiet=self.quiet, debug=self.debug, spell=self.spell)
         return self.console
+
+    def spell(self, text: str) -> str:
+        return spell_options(text, self.models)
 
 
 _STATE = AppState()
@@ -138,7 +137,8 @@ def _run_guarded(work: typing.Callable[[], int]) -> int:
     """Run a command body; library errors become one sentence and a stable exit code."""
     console = _STATE.get_console()
     try:
-        return work()
+        with _library_logs_spelled(_STATE.spell):
+            return work()
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -161,6 +161,26 @@ def _run_guarded(work: typing.Callable[[], int]) -> int:
         else:
             console.error(f"unexpected {type(err).__name__}: {err}", "run again with --debug to see the traceback.")
         return 1
+
+
+@contextlib.contextmanager
+def _library_logs_spelled(spell: typing.Callable[[str], str]) -> typing.Iterator[None]:
+    """The core logs a skipped file with its error's sentence, which names options by field; on the command line
+    those records name flags, as every other message does."""
+    previous = logging.getLogRecordFactory()
+
+    def spelled_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.name.startswith("quantart_cli"):
+            with contextlib.suppress(Exception):  # a malformed record is logging's to report, when it is handled
+                record.msg, record.args = spell(record.getMessage()), None
+        return record
+
+    logging.setLogRecordFactory(spelled_record)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
 
 
 def _os_error_sentence(err: OSError) -> str:
@@ -197,11 +217,14 @@ def _make_command(loaded: LoadedStage, all_known: list[str]) -> typer.models.Com
     field_names = set(model.model_fields)
 
     def command(**kwargs: Any) -> None:
+        _STATE.models = [model, *(m for m in _STATE.models if m is not model)]
         code = _run_guarded(lambda: _invoke(kwargs))
         if code:
             raise typer.Exit(code)
 
     def _invoke(kwargs: dict[str, Any]) -> int:
+        from quantart_cli.shell.paths import get_paths  # platformdirs: not on the --help path
+
         console = _STATE.get_console()
         flags = {k: _plain(v) for k, v in kwargs.items() if k in field_names and v not in (None, [], ())}
         if "device" not in flags and _STATE.device is not None:
@@ -209,7 +232,7 @@ def _make_command(loaded: LoadedStage, all_known: list[str]) -> typer.models.Com
         paths = get_paths()
         resolved = resolve_settings(
             model,
-            stage=stage.presets,
+            stage=stage.name,
             preset=kwargs.get("preset"),
             flags=flags,
             set_items=kwargs.get("set_items") or (),
@@ -270,6 +293,7 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
     )
     # A root callback keeps this a command group even when only one stage is installed.
     app.callback()(_root_callback)
+    _STATE.models = [loaded.stage.settings for loaded in discovery.stages.values()]
     all_known = [key for loaded in discovery.stages.values() for key in known_keys(loaded.stage.settings)]
 
     for loaded in discovery.stages.values():
@@ -291,17 +315,20 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
     @app.command("presets")
     def presets_command(stage: str | None = typer.Argument(None, help="Only this stage's presets.")) -> None:
         """List the presets of every stage (built-in and user ones) with their descriptions."""
+        from quantart_cli.shell.paths import get_paths
+
         console = _STATE.get_console()
         user_dir = get_paths().user_presets_dir
-        groups = sorted({ld.stage.presets for ld in discovery.stages.values()})
-        if stage is not None and stage not in groups:
-            raise typer.BadParameter(f"no stage named {stage!r} (stages: {', '.join(groups)})")
+        names = sorted(discovery.stages)
+        if stage is not None and stage not in names:
+            raise typer.BadParameter(f"no stage named {stage!r} (stages: {', '.join(names)})")
         rows = []
-        for group in groups if stage is None else [stage]:
-            for name, path in list_presets(group, user_dir).items():
-                _, description = _run_or_exit(lambda p=path, g=group: load_preset(p, _settings_for(discovery, g)))
+        for name in names if stage is None else [stage]:
+            settings = discovery.stages[name].stage.settings
+            for preset, path in list_presets(name, user_dir).items():
+                _, description = _run_or_exit(lambda p=path, s=settings: load_preset(p, s))
                 origin = "user" if path.is_relative_to(user_dir) else "built-in"
-                rows.append((group, name, origin, description))
+                rows.append((name, preset, origin, description))
         console.result_table(None, ["stage", "preset", "source", "description"], rows)
 
     @app.command("paths")
@@ -309,6 +336,7 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
         """Print where quantart keeps user presets, config, cache and runs, the built-in model and the samples."""
         from quantart_cli.core.weights import BUILTIN_MODEL
         from quantart_cli.samples import SAMPLES_DIR
+        from quantart_cli.shell.paths import get_paths
 
         console = _STATE.get_console()
         shown = {**get_paths().as_dict(), "builtin-model": BUILTIN_MODEL, "samples": SAMPLES_DIR}
@@ -318,10 +346,6 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
     app.info.context_settings = {"help_option_names": ["-h", "--help"]}
     app._quantart_discovery = discovery  # type: ignore[attr-defined]
     return app
-
-
-def _settings_for(discovery: Discovery, group: str) -> type:
-    return next(ld.stage.settings for ld in discovery.stages.values() if ld.stage.presets == group)
 
 
 def _run_or_exit(work: typing.Callable[[], Any]) -> Any:

@@ -2,29 +2,24 @@
 
 stdout carries results only (paths written, JSON lines, tables a user asked for); progress, notes, warnings
 and errors go to stderr. ``--quiet`` silences notes and progress; a non-TTY stderr gets no progress bars
-(no control characters in logs), just the notes.
+(no control characters in logs), just the notes. Notes, warnings and errors pass through ``spell``, which the
+app sets to turn the options a library message names (`continuous_ckpt`) into their flags.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console as RichConsole
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def displayable(text: str) -> str:
@@ -65,9 +60,18 @@ class ProgressHandle:
 
 
 class Console:
-    def __init__(self, *, quiet: bool = False, debug: bool = False, force_terminal: bool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        quiet: bool = False,
+        debug: bool = False,
+        force_terminal: bool | None = None,
+        spell: Callable[[str], str] | None = None,
+    ) -> None:
         self.quiet = quiet
         self.debug = debug
+        #: Library messages -> the command line's words (identity unless the app sets one).
+        self.spell: Callable[[str], str] = spell or (lambda text: text)
         self.err = RichConsole(stderr=True, force_terminal=force_terminal, highlight=False, soft_wrap=True)
         self.out = RichConsole(file=sys.stdout, highlight=False, soft_wrap=True)
         if not self.out.is_terminal and "COLUMNS" not in os.environ:
@@ -84,7 +88,7 @@ class Console:
 
     def results_as_notes(self) -> Console:
         """A console for a step inside a larger job: its results become notes, stdout stays the job's own."""
-        nested = Console(quiet=self.quiet, debug=self.debug)
+        nested = Console(quiet=self.quiet, debug=self.debug, spell=self.spell)
         nested.err = self.err
         nested.result = nested.info  # type: ignore[method-assign]
         nested.result_table = nested.table  # type: ignore[method-assign]
@@ -93,15 +97,15 @@ class Console:
     # -- notes (stderr) ---------------------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(escape(displayable(message)))
+            self.err.print(escape(displayable(self.spell(message))))
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {escape(displayable(message))}")
+        self.err.print(f"[yellow]warning:[/yellow] {escape(displayable(self.spell(message)))}")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        self.err.print(f"[bold red]error:[/bold red] {escape(displayable(message))}")
+        self.err.print(f"[bold red]error:[/bold red] {escape(displayable(self.spell(message)))}")
         if hint:
-            self.err.print(f"[dim]hint:[/dim] {escape(displayable(hint))}")
+            self.err.print(f"[dim]hint:[/dim] {escape(displayable(self.spell(hint)))}")
 
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """A summary table on stderr (decoration, not a result)."""
@@ -131,6 +135,16 @@ class Console:
         if not self.shows_progress:
             yield ProgressHandle(None, None)
             return
+        from rich.progress import (  # here, not at the top: --help never draws a bar
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         columns = [
             TextColumn("[bold]{task.description}"),
             BarColumn(),

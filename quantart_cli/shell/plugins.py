@@ -48,18 +48,12 @@ class Stage:
     settings: type[StageSettings]
     run: RunFunction
     description: str = ""
-    #: Folder under ``presets/`` holding this stage's presets (defaults to the stage name).
-    preset_group: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"stage name {self.name!r} must be lowercase letters, digits and dashes")
         if not self.help or "\n" in self.help.strip():
             raise ValueError(f"stage {self.name!r} needs a one-line help")
-
-    @property
-    def presets(self) -> str:
-        return self.preset_group or self.name
 
 
 @dataclass
@@ -83,11 +77,14 @@ class Discovery:
     broken: list[BrokenPlugin] = field(default_factory=list)
 
 
-def _distribution_name(entry_point: metadata.EntryPoint) -> str:
+def _distribution_name(entry_point: metadata.EntryPoint, named: dict[int, str]) -> str:
+    """``quantart 0.1.0``; ``named`` keeps each distribution's name, read once (its metadata file is parsed)."""
     dist = getattr(entry_point, "dist", None)
     if dist is None:
         return "unknown"
-    return f"{dist.metadata['Name']} {dist.version}"
+    if id(dist) not in named:
+        named[id(dist)] = f"{dist.metadata['Name']} {dist.version}"
+    return named[id(dist)]
 
 
 def _coerce_stage(obj: Any) -> Stage:
@@ -105,12 +102,13 @@ def discover_stages(extra: list[Stage] | None = None, group: str = ENTRY_POINT_G
     """Load every stage of the entry-point group. Failures are collected, never raised."""
     found = Discovery()
     seen_values: set[tuple[str, str]] = set()
+    named: dict[int, str] = {}
     for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
         # The same distribution can be visible twice (e.g. an editable install plus a checkout on sys.path).
         if (ep.name, ep.value) in seen_values:
             continue
         seen_values.add((ep.name, ep.value))
-        dist = _distribution_name(ep)
+        dist = _distribution_name(ep, named)
         try:
             stage = _coerce_stage(ep.load())
         except Exception as err:  # a broken plugin must not break the CLI

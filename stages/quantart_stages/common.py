@@ -94,7 +94,8 @@ def resumed_settings(settings: TrainingSettings, ctx) -> TrainingSettings:
     if not (settings.resume / RUN_SETTINGS).is_file():
         return settings
     from quantart_cli.core.errors import UsageError
-    from quantart_cli.shell.settings import flatten, load_preset, option_label, set_dotted
+    from quantart_cli.shell.fields import flatten, option_label, set_dotted
+    from quantart_cli.shell.presets import load_preset
 
     model = type(settings)
     recorded, _ = load_preset(settings.resume / RUN_SETTINGS, model)

@@ -53,7 +53,7 @@ def _fresh_folder(requested: Path | None) -> Path:
 
 def _step_settings(stage: Stage, preset: str | None, flags: dict[str, Any]) -> StageSettings:
     """A sub-stage's settings: its preset and our flags only (the user's QUANTART_* variables do not leak in)."""
-    return resolve_settings(stage.settings, stage=stage.presets, preset=preset, flags=flags, environ={}).settings
+    return resolve_settings(stage.settings, stage=stage.name, preset=preset, flags=flags, environ={}).settings
 
 
 @dataclasses.dataclass

@@ -31,8 +31,6 @@ from quantart_stages.stylize import StylizeSettings, style_checkpoints
 INSTALL_HINT = 'quantart serve needs its optional web-page packages: pip install "quantart[ui]"'
 #: A page open to the world should not decode 179-megapixel images for anyone: the page's own, lower default.
 SERVE_MAX_PIXELS = 50_000_000
-#: Jobs waiting behind the running one; more are turned away with a message until the queue drains.
-QUEUE_SIZE = 16
 #: Finished jobs whose PNG stays downloadable (older job folders are removed as new jobs finish).
 KEEP_JOBS = 16
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
@@ -326,7 +324,14 @@ def run(settings: ServeSettings, ctx: RunContext) -> int:
             ctx.console.warn(warning)
         studio = Studio(settings, ctx, Path(workdir) / "jobs")
         ctx.console.info(f"model {studio.model_name} on {studio.device}, loaded in {studio.load_seconds:.1f}s")
-        serve_page.serve(studio, settings, ctx, Path(workdir))
+        try:
+            page = serve_page.launch(studio, settings, Path(workdir))
+        except OSError:  # taken in the moment since the check above; Gradio's own advice names its variables
+            problem = listen_problem(settings.host, settings.port) or "the web server could not start there"
+            raise UsageError(f"Cannot listen on {settings.host}:{settings.port}: {problem}.") from None
+        ctx.console.result(page_url(settings.host, settings.port))
+        ctx.console.info("open that address in a browser; Ctrl-C stops the server")
+        serve_page.serve_until_stopped(page, studio, ctx, Path(workdir))
     return 0
 
 

@@ -1,8 +1,9 @@
 """The page ``quantart serve`` shows, built with Gradio (the optional ``[ui]`` extra; imported only by ``serve``).
 
-Everything the page does goes through :class:`~quantart_stages.serve.Studio`; this module only lays out the
-controls, turns errors into one-sentence messages on the page, and runs the server: loopback unless told
-otherwise, no share tunnel, no analytics, no fonts or scripts from elsewhere, one job at a time with a queue.
+Everything the page does goes through :class:`~quantart_stages.serve.Studio` (handed in by ``serve``, which this
+module does not import); this module only lays out the controls, turns errors into one-sentence messages on the
+page, and runs the server: loopback unless told otherwise, no share tunnel, no analytics, no fonts or scripts
+from elsewhere, one job at a time with a queue.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from quantart_cli.core.errors import QuantartError, UsageError
+from quantart_cli.core.errors import QuantartError
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, SAMPLES_DIR
 from quantart_cli.shell.plugins import RunContext
-from quantart_stages.serve import QUEUE_SIZE, ServeSettings, Studio, listen_problem, page_url
+
+if TYPE_CHECKING:
+    from quantart_stages.serve import ServeSettings, Studio
+
+#: Jobs waiting behind the running one; more are turned away with a message until the queue drains.
+QUEUE_SIZE = 16
 
 #: Fonts the browser already has: a Google font would be fetched from outside at every visit.
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
@@ -82,7 +88,7 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
             try:
                 studio.preview(path)
             except QuantartError as err:
-                gr.Warning(str(err))
+                gr.Warning(studio.console.spell(str(err)))
         return None
 
     def check_paintings(chosen):
@@ -167,22 +173,22 @@ def theme() -> gr.themes.Base:
     return gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
 
 
-def serve(studio: Studio, settings: ServeSettings, ctx: RunContext, workdir: Path) -> None:
-    """Start the page, print its address, and serve until Ctrl-C (or SIGTERM), then stop cleanly."""
+def launch(studio: Studio, settings: ServeSettings, workdir: Path) -> gr.Blocks:
+    """Build the page and start its web server in the background; an address it cannot listen on raises
+    OSError."""
     page = build_page(studio, settings)
     page.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
-    try:
-        page.launch(
-            server_name=settings.host, server_port=settings.port, share=False, prevent_thread_lock=True,
-            quiet=True, show_error=True, max_file_size=int(settings.max_upload_mb * 1024 * 1024),
-            allowed_paths=[str(SAMPLES_DIR), str(workdir)], theme=theme(), css=CSS, footer_links=["settings"],
-            ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, inbrowser=False,
-        )
-    except OSError:  # taken in the moment since the check at start; Gradio's own advice names its variables
-        problem = listen_problem(settings.host, settings.port) or "the web server could not start there"
-        raise UsageError(f"Cannot listen on {settings.host}:{settings.port}: {problem}.") from None
-    ctx.console.result(page_url(settings.host, settings.port))
-    ctx.console.info("open that address in a browser; Ctrl-C stops the server")
+    page.launch(
+        server_name=settings.host, server_port=settings.port, share=False, prevent_thread_lock=True,
+        quiet=True, show_error=True, max_file_size=int(settings.max_upload_mb * 1024 * 1024),
+        allowed_paths=[str(SAMPLES_DIR), str(workdir)], theme=theme(), css=CSS, footer_links=["settings"],
+        ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False, inbrowser=False,
+    )
+    return page
+
+
+def serve_until_stopped(page: gr.Blocks, studio: Studio, ctx: RunContext, workdir: Path) -> None:
+    """Serve until Ctrl-C (or SIGTERM), then stop cleanly: the running job finishes, no new one starts."""
     try:
         with _sigterm_as_interrupt():
             while True:

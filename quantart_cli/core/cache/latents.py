@@ -195,7 +195,7 @@ def _mismatch(manifest: dict[str, Any], spec: CacheSpec) -> str | None:
     if manifest.get("size") != spec.size:
         return f"image size {manifest.get('size')} instead of {spec.size}"
     if manifest.get("resize") != spec.resize:
-        return f"resize mode {manifest.get('resize')!r} instead of {spec.resize!r} (--random-crop changes it)"
+        return f"resize mode {manifest.get('resize')!r} instead of {spec.resize!r} (`random_crop` changes it)"
     if manifest.get("resize_filter", "antialias") != spec.resize_filter:
         return f"resize filter {manifest.get('resize_filter', 'antialias')!r} instead of {spec.resize_filter!r}"
     if manifest.get("shard_size") != spec.shard_size:
@@ -348,15 +348,15 @@ def build_latent_cache(
     )
     if info.is_main:
         if folder.exists() and not folder.is_dir():
-            raise UsageError(f"{folder} is a file; --cache needs a folder.")
+            raise UsageError(f"{folder} is a file; `cache` needs a folder.")
         folder.mkdir(parents=True, exist_ok=True)
         manifest = _read_manifest(folder)
         if manifest is not None:
             differs = _mismatch(manifest, spec)
             if differs is not None and not rebuild:
                 raise UsageError(
-                    f"The latent cache {folder} was made from {differs}; use another --cache folder "
-                    "or add --rebuild-cache to re-encode it."
+                    f"The latent cache {folder} was made from {differs}; use another `cache` folder "
+                    "or add `rebuild_cache` to re-encode it."
                 )
             if differs is not None:
                 callbacks.on_message(f"Rebuilding the latent cache {folder}: it was made from {differs}.")
@@ -366,7 +366,7 @@ def build_latent_cache(
             # the manifest is written before any shard, so these were not made by a cache build: not ours to delete
             raise UsageError(
                 f"{folder} holds content-/style-*.safetensors files but no latent-cache manifest, so quantart did not "
-                "write them; use an empty --cache folder (nothing there was deleted)."
+                "write them; use an empty `cache` folder (nothing there was deleted)."
             )
         if manifest is None:
             _write_json_atomic(folder / MANIFEST, _manifest_dict(spec, checkpoints))

@@ -31,7 +31,6 @@ FORMAT_VERSION = 1
 KINDS = ("vqgan", "style-transfer")
 NATIVE_SUFFIXES = (".pt", ".pth")
 SAFETENSORS_SUFFIX = ".safetensors"
-TRUST_FLAG = "--trust-checkpoint"
 
 USAGE_PREFIX = "codebook_usage/"
 EXTRA_PREFIX = "extra_state_dicts/"

@@ -25,7 +25,6 @@ from quantart_cli.core.io.checkpoint_format import (
     KINDS,
     SAFETENSORS_MAX_HEADER,
     SAFETENSORS_SUFFIX,
-    TRUST_FLAG,
     USAGE_PREFIX,
     LoadedCheckpoint,
     ModelConfig,
@@ -104,8 +103,8 @@ def torch_load(path: Path, *, device: torch.device, trust: bool, mmap: bool = Fa
         if not trust:
             raise UnsafeCheckpointError(
                 f"{path} contains pickled Python objects that can run arbitrary code when loaded; "
-                f"if you trust where it came from, load it with {TRUST_FLAG}.",
-                hint="Convert it once with --trust-checkpoint to a .pt or .safetensors file that loads safely.",
+                "if you trust where it came from, load it with `trust_checkpoint=true`.",
+                hint="Convert it once with `trust_checkpoint=true` to a .pt or .safetensors file that loads safely.",
             ) from err
         refusal = err
     except Exception as err:  # the weights-only loader runs no foreign code: any failure means a damaged file

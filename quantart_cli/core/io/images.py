@@ -130,7 +130,7 @@ def _open_checked(path: Path, handle, max_pixels: int | None) -> Image.Image:
     if max_pixels is not None and width * height > max_pixels:
         raise BadInputError(
             f"Image {path} is {width}x{height} ({_pixels(width * height)}), above the limit of "
-            f"{_pixels(max_pixels)}; raise --max-pixels if the file is trusted."
+            f"{_pixels(max_pixels)}; raise `max_pixels` if the file is trusted."
         )
     if width < 1 or height < 1:
         raise BadInputError(f"Image {path} declares an empty size {width}x{height}.")

@@ -15,7 +15,7 @@ import lpips
 from torch import nn
 
 from quantart_cli.core.errors import NotFoundError
-from quantart_cli.core.io.pretrained import build_pretrained, hub_checkpoint_path, quiet_construction
+from quantart_cli.core.io.pretrained import build_pretrained, quiet_construction
 
 LpipsNet = Literal["vgg", "alex"]
 
@@ -25,11 +25,6 @@ def backbone_weights_url(net: LpipsNet = "vgg") -> str:
     from torchvision.models import AlexNet_Weights, VGG16_Weights
 
     return (VGG16_Weights if net == "vgg" else AlexNet_Weights).IMAGENET1K_V1.url
-
-
-def vgg16_weights_path() -> Path:
-    """Where torchvision looks for (and caches) the VGG16 weights."""
-    return hub_checkpoint_path(backbone_weights_url("vgg"))
 
 
 def lpips_linear_weights_path(net: LpipsNet = "vgg") -> Path:

@@ -31,14 +31,14 @@ def run_folder_lock(folder: Path) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        raise WriteError(f"Cannot create the run folder {folder} ({err.strerror or err}); pick another --out.") from err
+        raise WriteError(f"Cannot create the run folder {folder} ({err.strerror or err}); pick another `out`.") from err
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip() or "another process"
             raise UsageError(
-                f"{folder} is in use by a run in process {holder}; wait for it to finish or pick another --out."
+                f"{folder} is in use by a run in process {holder}; wait for it to finish or pick another `out`."
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 
-from quantart_cli.core.errors import BadInputError, QuantartError, UsageError, WriteError
+from quantart_cli.core.errors import (
+    BadInputError,
+    NonFiniteLossError,
+    QuantartError,
+    RunFolderWriteError,
+    UsageError,
+)
 from quantart_cli.core.precision import check_precision
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.ddp import DistInfo, any_rank, stop_agreed
@@ -48,18 +54,6 @@ from quantart_cli.core.train.signals import StopRequest
 from quantart_cli.core.train.task import StepContext, TrainingCallbacks, TrainingResult, TrainingTask
 
 
-class NonFiniteLossError(QuantartError):
-    """A loss turned NaN or infinite; the run stopped without overwriting the last good checkpoint."""
-
-    exit_code = 1
-
-
-class RunFolderWriteError(WriteError):
-    """Writing to the run folder failed (disk full, unwritable folder); the last complete checkpoint is kept."""
-
-    exit_code = 1
-
-
 def _write_failure(err: BaseException, out_dir: Path, complete_step: int | None) -> RunFolderWriteError:
     reason = str(err).strip().rstrip(".") if isinstance(err, QuantartError) else (
         f"cannot write to {out_dir} ({getattr(err, 'strerror', None) or err})"
@@ -67,7 +61,7 @@ def _write_failure(err: BaseException, out_dir: Path, complete_step: int | None)
     if complete_step is None:
         kept = "no checkpoint had been written yet"
     else:
-        kept = f"the last complete checkpoint (step {complete_step}) is kept; continue with --resume {out_dir}"
+        kept = f"the last complete checkpoint (step {complete_step}) is kept; continue with `resume={out_dir}`"
     return RunFolderWriteError(f"{reason}; training stopped and {kept}.")
 
 
@@ -151,7 +145,7 @@ def _run_training(
             )
         if step >= options.steps:
             raise UsageError(
-                f"{out_dir} already reached step {step} of {options.steps}; raise --steps to train further."
+                f"{out_dir} already reached step {step} of {options.steps}; raise `steps` to train further."
             )
         callbacks.on_message(f"Resuming from step {step} (epoch {stream.epoch}).")
 
@@ -160,7 +154,7 @@ def _run_training(
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunFolderWriteError(
-                f"Cannot create the run folder {out_dir} ({err.strerror or err}); pick another --out."
+                f"Cannot create the run folder {out_dir} ({err.strerror or err}); pick another `out`."
             ) from err
         # Leftovers of a killed run: temp files nobody will finish, and metrics past the step we start from
         # (a fresh start in a folder whose first save never completed starts its metrics afresh too).
@@ -283,7 +277,7 @@ def _run_training(
         except KeyboardInterrupt:
             if saved_step != step:
                 save(step, periodic=False)
-            callbacks.on_message(f"Interrupted: saved step {step} to {last_path}; continue with --resume {out_dir}.")
+            callbacks.on_message(f"Interrupted: saved step {step} to {last_path}; continue with `resume={out_dir}`.")
             raise
     return TrainingResult(
         start_step=start_step,
@@ -307,7 +301,7 @@ def _check_finite(losses: list[torch.Tensor], step: int, info: DistInfo, device:
         )
         raise NonFiniteLossError(
             f"The loss became {kind} at step {step + 1}; training stopped and {kept}.",
-            hint="Try a lower --lr, --grad-clip, or --precision fp32.",
+            hint="Try a lower `lr`, `grad_clip`, or `precision=fp32`.",
         )
 
 

@@ -54,14 +54,14 @@ def load_training_state(path: Path) -> dict[str, Any]:
     import pickle
 
     if not path.is_file():
-        raise NotFoundError(f"{path} does not exist; --resume needs a run folder with last.pt and state.pt.")
+        raise NotFoundError(f"{path} does not exist; `resume` needs a run folder with last.pt and state.pt.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only load failed" in str(err).lower():
             raise UnsafeCheckpointError(
                 f"{path} contains pickled Python objects that could run code when loaded, which quantart never "
-                "writes into a training state, so it is refused (--trust-checkpoint does not apply to state.pt)."
+                "writes into a training state, so it is refused (`trust_checkpoint` does not apply to state.pt)."
             ) from err
         raise BadInputError(f"{path} is truncated or corrupt; it is not a readable quantart training state.") from err
     except Exception as err:  # damaged file, or not written by us
@@ -177,7 +177,7 @@ def load_resume_model(task: TrainingTask, out_dir: Path, step: int, info: DistIn
             _link_or_copy(path, last_path)
         return model_step, path
     if not found:
-        raise NotFoundError(f"{last_path} does not exist; --resume needs a run folder with last.pt and state.pt.")
+        raise NotFoundError(f"{last_path} does not exist; `resume` needs a run folder with last.pt and state.pt.")
     raise BadInputError(
         f"{out_dir / STATE_FILE} is from step {step} but no model checkpoint of that step is in {out_dir} "
         f"({'; '.join(found)}); the run folder is inconsistent."

@@ -110,7 +110,7 @@ def interpolate_decoder(discrete: StyleTransfer, continuous: StyleTransfer, a: f
                 if key not in other or other[key].shape != param.shape:
                     raise UsageError(
                         "the continuous model's decoder does not match the discrete model's; "
-                        "train it with train-sga --continuous from the same VQGANs"
+                        "train it with train-sga `continuous=true` from the same VQGANs"
                     )
                 param.lerp_(other[key].to(param.device, param.dtype), 1.0 - a)
         modules.append(mixed)
@@ -120,11 +120,11 @@ def interpolate_decoder(discrete: StyleTransfer, continuous: StyleTransfer, a: f
 def _check_continuous(model: StyleTransfer, continuous: StyleTransfer) -> None:
     if not continuous.config.continuous:
         raise UsageError(
-            "--continuous-ckpt must be a continuous model (trained with train-sga --continuous), "
+            "`continuous_ckpt` must be a continuous model (trained with train-sga `continuous=true`), "
             "but the given checkpoint is a discrete one"
         )
     if model.config.continuous:
-        raise UsageError("--ckpt must be the discrete (quantized) model when --continuous-ckpt is given")
+        raise UsageError("`ckpt` must be the discrete (quantized) model when `continuous_ckpt` is given")
     if (
         model.config.style.autoencoder != continuous.config.style.autoencoder
         or model.config.embed_dim != continuous.config.embed_dim
@@ -215,13 +215,13 @@ class Stylizer:
             self.options = options = options.model_copy(update={"precision": precision})
         style_list = [styles] if isinstance(styles, Tensor) else list(styles)
         if not style_list:
-            raise UsageError("stylize needs at least one style image (--style)")
+            raise UsageError("stylize needs at least one style image (`style`)")
         weights = None if options.style_weights is None else normalize_weights(options.style_weights, len(style_list))
         a = options.visual_fidelity
         if a < 1.0 and continuous_model is None:
             raise UsageError(
-                f"--visual-fidelity {a:g} needs --continuous-ckpt, a model trained with "
-                "train-sga --continuous (values below 1 mix in its continuous latents)"
+                f"`visual_fidelity={a:g}` needs `continuous_ckpt`, a model trained with "
+                "train-sga `continuous=true` (values below 1 mix in its continuous latents)"
             )
         self.continuous_model = continuous_model if a < 1.0 else None
         if self.continuous_model is not None:
@@ -395,10 +395,6 @@ def stylize_images(
     device with the content's number of dimensions.
     """
     styles = list(style_image) if isinstance(style_image, (list, tuple)) else [style_image]
-    if "norm_stats" in knobs:
-        warnings.warn("stylize_images(norm_stats=...) is now tile_norm=...; the old name goes away in quantart 0.3.",
-                      DeprecationWarning, stacklevel=2)
-        knobs["tile_norm"] = knobs.pop("norm_stats")
     if options is not None and knobs:
         raise UsageError("stylize_images takes either options= or separate knobs, not both")
     options = StylizeOptions(**knobs) if options is None else options

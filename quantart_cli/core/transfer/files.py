@@ -83,7 +83,7 @@ def plan_outputs(naming: OutputNaming, inputs: list[Path], roots: Sequence[Path]
     if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
         if len(inputs) != 1:
             raise UsageError(
-                f"--out {out} names one file but there are {len(inputs)} content images; give a folder instead."
+                f"`out={out}` names one file but there are {len(inputs)} content images; give a folder instead."
             )
         return [(inputs[0], out)]
     resolved_roots = [r.resolve() for r in roots]
@@ -93,7 +93,7 @@ def plan_outputs(naming: OutputNaming, inputs: list[Path], roots: Sequence[Path]
         target = out / _subfolder(source, resolved_roots) / f"{source.stem}{naming.suffix}{naming.extension(source)}"
         if target in claimed:
             raise UsageError(
-                f"{source} and {claimed[target]} would both write {target}; stylize them into different --out folders."
+                f"{source} and {claimed[target]} would both write {target}; stylize them into different `out` folders."
             )
         claimed[target] = source
         pairs.append((source, target))
@@ -163,10 +163,10 @@ def check_outputs(pairs: Sequence[tuple[Path, Path]], protected: Sequence[Path],
         resolved = target.resolve()
         if resolved in reads:
             raise UsageError(
-                f"{target} would overwrite {reads[resolved]}, which this run reads; pick another --out or --suffix."
+                f"{target} would overwrite {reads[resolved]}, which this run reads; pick another `out` or `suffix`."
             )
         if resolved != folder and folder not in resolved.parents:
-            raise UsageError(f"{target} lies outside the output folder {out}; --suffix cannot contain a path.")
+            raise UsageError(f"{target} lies outside the output folder {out}; `suffix` cannot contain a path.")
 
 
 def is_earlier_output(naming: OutputNaming, source: Path) -> bool:

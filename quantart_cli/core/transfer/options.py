@@ -77,7 +77,7 @@ class StylizeOptions(OptionGroup):
     @model_validator(mode="after")
     def _overlap_fits_the_tile(self) -> StylizeOptions:
         if self.tile_norm == "tile" and self.overlap * 2 >= self.tile:
-            raise ValueError("--overlap must be less than half of --tile with --tile-norm tile")
+            raise ValueError("`overlap` must be less than half of `tile` with `tile_norm=tile`")
         return self
 
     @property

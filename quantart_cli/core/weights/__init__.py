@@ -34,7 +34,7 @@ def builtin_model_path() -> Path:
     if not BUILTIN_MODEL.is_file():
         raise NotFoundError(
             f"The built-in model {BUILTIN_MODEL} is missing from this installation; reinstall quantart, "
-            "or pass --ckpt MODEL.pt."
+            "or pass `ckpt=MODEL.pt`."
         )
     return BUILTIN_MODEL
 
