@@ -65,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,6 +342,8 @@ class Check:
                 note = "tiled" if record["tiled"] else "untiled"
                 if record.get("diff_fp32_255") is not None:
                     note += f", {record['diff_fp32_255']:.2f} grey levels from fp32"
+                if record.get("ran_as") is not None:
+                    note += f", ran as {record['ran_as']} (no native {precision} here)"
                 rows.append(Row("stylize", label, "ok", record["seconds"], peak_mib=record.get("peak_mib"), note=note,
                                 details=record))
         return rows
@@ -526,8 +529,14 @@ def child_stylize(args: argparse.Namespace) -> None:
     photo = image_to_tensor(load_image(sorted(CONTENT_DIR.glob("*.jpg"))[0]))
     style = image_to_tensor(load_image(PAINTINGS_DIR / "monet_water_lilies_1919.jpg")).to(device)
 
+    ran: dict[str, str] = {}
+
     def once(content, precision: str):  # noqa: ANN001, ANN202
-        out = Stylizer(model, [style], StylizeOptions(precision=precision))(content)
+        with warnings.catch_warnings():  # bf16 on a CPU without it runs fp32 (recorded below)
+            warnings.simplefilter("ignore", UserWarning)
+            stylizer = Stylizer(model, [style], StylizeOptions(precision=precision))
+        ran[precision] = stylizer.options.precision
+        out = stylizer(content)
         _sync(device)
         return out
 
@@ -547,6 +556,8 @@ def child_stylize(args: argparse.Namespace) -> None:
             record["stages"] = {k: round(v, 3) for k, v in out.timings.items()}
             if not bool(torch.isfinite(out.image).all()):
                 record["error"] = "the output holds NaN or infinite pixels"
+            elif ran[args.precision] != args.precision:
+                record["ran_as"] = ran[args.precision]  # e.g. bf16 on a CPU without native bf16
             elif args.precision != "fp32":
                 exact = once(content, "fp32").image
                 record["diff_fp32_255"] = round(float((out.image - exact).abs().mean()) * 127.5, 3)
