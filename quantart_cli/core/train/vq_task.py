@@ -134,13 +134,13 @@ class VQGANTask(AdversarialTask):
         def generator_loss(out: _Reconstruction):
             return self.loss.generator_loss(x, out.rec, out.vq_loss, step, last_layer=self.model.last_layer)
 
+        self._last_input = x  # the reals of this micro-batch's discriminator step (read inside adversarial_step)
         logs, out = self.adversarial_step(ctx, step, optimizers, lambda: self.forward_module(x), generator_loss)
         if self.generator_name in optimizers:  # codebook usage of the forward that trains the generator
             usage = out.usage.detach()
             self._usage_since_log += usage
             self._window_usage += usage
             self._recent_latent = out.latent
-        self._last_input = x
         return logs
 
     def discriminator_inputs(self, out: _Reconstruction) -> tuple[Tensor, Tensor]:
