@@ -19,6 +19,8 @@ convention) and needs no download:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,6 +29,7 @@ from quantart_cli.core.errors import BadInputError
 
 __all__ = [
     "ColourProfiles",
+    "KeptProfiles",
     "SWD_MAX_PIXELS",
     "color_histogram_distance",
     "color_quantiles",
@@ -98,16 +101,24 @@ def swd_between(profile_a: Tensor, profile_b: Tensor) -> float:
     return float((profile_a - profile_b).abs().mean())
 
 
-class ColourProfiles:
-    """:func:`color_quantiles` of images by a caller's key, each made once however often it is compared."""
+class KeptProfiles:
+    """``profile(image)`` of images by a caller's key, each made once however often it is compared."""
 
-    def __init__(self) -> None:
+    def __init__(self, profile: Callable[[Tensor], Tensor]) -> None:
+        self._profile = profile
         self._by_key: dict[object, Tensor] = {}
 
     def __call__(self, key: object, image: Tensor) -> Tensor:
         if key not in self._by_key:
-            self._by_key[key] = color_quantiles(image)
+            self._by_key[key] = self._profile(image)
         return self._by_key[key]
+
+
+class ColourProfiles(KeptProfiles):
+    """:func:`color_quantiles` of images by a caller's key, each made once however often it is compared."""
+
+    def __init__(self) -> None:
+        super().__init__(color_quantiles)
 
     def swd(self, key_a: object, a: Tensor, key_b: object, b: Tensor) -> float:
         """``color_swd(a, b)``, from the kept profiles."""

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from quantart_cli.core.errors import BadInputError
-from quantart_cli.core.metrics.style import _as_image, luminance
+from quantart_cli.core.metrics.style import KeptProfiles, _as_image, luminance, swd_between
 
 __all__ = [
     "DETAIL_SIZE",
@@ -137,8 +137,8 @@ def _row_quantiles(values: Tensor, count: int) -> Tensor:
 
 def texture_swd_between(profile_a: Tensor, profile_b: Tensor) -> float:
     """Texture distance between two :func:`texture_profile` results (same arguments): the mean over levels of
-    each level's sliced Wasserstein-1 distance."""
-    return float((profile_a - profile_b).abs().mean())
+    each level's sliced Wasserstein-1 distance (the mean absolute difference of the profiles, as for colours)."""
+    return swd_between(profile_a, profile_b)
 
 
 def texture_swd(a: Tensor, b: Tensor, **options) -> float:
@@ -148,16 +148,11 @@ def texture_swd(a: Tensor, b: Tensor, **options) -> float:
                                texture_profile(b, what="second image", **options))
 
 
-class TextureProfiles:
+class TextureProfiles(KeptProfiles):
     """:func:`texture_profile` of images by a caller's key, each made once however often it is compared."""
 
     def __init__(self) -> None:
-        self._by_key: dict[object, Tensor] = {}
-
-    def __call__(self, key: object, image: Tensor) -> Tensor:
-        if key not in self._by_key:
-            self._by_key[key] = texture_profile(image)
-        return self._by_key[key]
+        super().__init__(texture_profile)
 
 
 def texture_ratio(output: Tensor, photo: Tensor, painting: Tensor) -> float:
