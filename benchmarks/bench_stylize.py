@@ -138,8 +138,8 @@ def child(args: argparse.Namespace) -> dict:
             padded = content
             z_whole = whole.latent(padded, tiled=False)
             z_tiled = parts.latent(padded, tiled=True)
-            zq_whole = whole.paths[0].encode_content(padded, tiled=False)
-            zq_tiled = parts.paths[0].encode_content(padded, tiled=True)
+            zq_whole = whole.branches[0].encode_content(padded, tiled=False)
+            zq_tiled = parts.branches[0].encode_content(padded, tiled=True)
             start = time.perf_counter()
             dec_whole = model.decoder(model.post_quant_conv(z_whole)).clamp(-1, 1)
             record["untiled_decode_seconds"] = round(time.perf_counter() - start, 3)

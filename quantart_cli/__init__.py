@@ -26,6 +26,7 @@ _LAZY = {
     "QuantartError": "quantart_cli.core.errors",
     "StylizeOptions": "quantart_cli.core.transfer.options",
     "stylize_images": "quantart_cli.core.transfer.engine",
+    "StylizeSession": "quantart_cli.core.transfer.session",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -103,7 +103,7 @@ def test_parser_mistakes_are_one_error_line_like_every_other_mistake(capsys, arg
 def test_a_rule_between_two_options_names_them_not_settings(capsys):
     result = run_cli(capsys, "stylize", "photo.jpg", "--style", "a.png", "--style-weights", "0.5,0.2,0.3")
     assert result.code == 2
-    assert result.err == "error: --style-weights has 3 values for 1 --style images.\n"
+    assert result.err == "error: --style-weights has 3 values for 1 style images; give one weight per style image.\n"
 
 
 def test_no_arguments_still_shows_the_help(capsys):

@@ -152,7 +152,7 @@ def test_page_options_are_checked_in_one_sentence(studio):
         studio.stylize(None, [PAINTING], studio.options())
     with pytest.raises(UsageError, match="at least one painting"):
         studio.stylize(PHOTO, [], studio.options())
-    with pytest.raises(UsageError, match=r"^Got 2 style weights for 1 style references; give one weight per"):
+    with pytest.raises(UsageError, match=r"^Blend weights has 2 values for 1 style images; give one weight per"):
         studio.stylize(PHOTO, [PAINTING], studio.options(weights="1,2"))
 
 
@@ -177,7 +177,7 @@ def test_settings_no_job_could_run_with_are_refused_at_start(tmp_path):
     with pytest.raises(UsageError, match="`precision=fp16` needs a CUDA GPU"):
         serve.Studio(settings, ctx, tmp_path)
     settings, ctx = _context(visual_fidelity=0.5)
-    with pytest.raises(UsageError, match="--visual-fidelity 0.5 needs --continuous-ckpt"):
+    with pytest.raises(UsageError, match="`visual_fidelity=0.5` needs `continuous_ckpt`"):
         serve.Studio(settings, ctx, tmp_path)
 
 

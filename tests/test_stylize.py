@@ -198,7 +198,7 @@ def test_single_tile_equals_untiled_and_tiles_change_little(model: StyleTransfer
     one_tile = _run(model, content=content, alpha=0.0, tiling="always", tile=128, overlap=32)
     assert torch.allclose(one_tile, untiled, atol=1e-5)
     stylizer = Stylizer(model, [STYLE], StylizeOptions(tiling="auto", tile_threshold=32))
-    assert stylizer.use_tiles(64, 64) and not stylizer.use_tiles(32, 32)
+    assert stylizer.options.tiles(64, 64) and not stylizer.options.tiles(32, 32)
     tiled = stylizer(content)
     assert tiled.tiled and tuple(tiled.image.shape) == (1, 3, 64, 64)
 

@@ -5,7 +5,9 @@ package (none of them seen in training) with the built-in model, plus an alpha s
 writes one contact sheet. ``--train`` also runs every training stage on the samples with the ``tiny``
 presets (a photo VQGAN, an art VQGAN fine-tuned from it, an SGA module from a latent cache) and adds that
 model's results to the sheet, labelled as such: it shows that each stage runs, not what a trained model
-does. Every step is the real stage (``stylize``, ``train-vq``, ``train-sga``): nothing is special-cased.
+does. Training runs the real stages (``train-vq``, ``train-sga``); stylizing runs the stylization session
+``quantart stylize`` runs (:class:`~quantart_cli.core.transfer.session.StylizeSession`), with each model loaded
+once, so the outputs are the very files ``quantart stylize`` would write.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from quantart_cli.core.errors import UsageError
+from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.options import cli_option
 from quantart_cli.shell.plugins import RunContext, Stage
 from quantart_cli.shell.settings import StageSettings, resolve_settings
@@ -67,9 +69,10 @@ class _Panel:
 def run(settings: DemoSettings, ctx: RunContext) -> int:
     import time
 
-    from quantart_cli.core.weights import builtin_model_path
+    from quantart_cli.core.io.images import image_to_tensor, load_image
+    from quantart_cli.core.transfer.files import OutputNaming, plan_outputs, stylize_file
+    from quantart_cli.core.transfer.session import StylizeSession
     from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, STYLE_DIR
-    from quantart_stages import stylize
 
     for alpha in settings.alphas:
         if not 0.0 <= alpha <= 1.0:
@@ -94,17 +97,20 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
             raise UsageError(f"the demo step '{label}' failed (exit code {code}).")
         timings.append((label, time.perf_counter() - start))
 
-    def stylize_with(ckpt: Path, folder: Path, panel: _Panel, painting_list: list[Path], size: int | None) -> int:
+    def stylize_with(session, folder: Path, panel: _Panel, painting_list: list[Path], size: int | None) -> int:
+        """Every photo after each painting at alpha 1, and after the strip's painting at the strip's alphas, as
+        ``quantart stylize`` writes them (one model load for all)."""
         jobs = [(p, 1.0) for p in painting_list] + [(strip_painting, a) for a in settings.alphas if a != 1.0]
         for painting, alpha in jobs:
             suffix = f"_{painting.stem}_alpha{alpha:g}"
-            flags = {"device": settings.device, "content": [str(p) for p in photos], "style": [painting],
-                     "ckpt": ckpt, "alpha": alpha, "out": folder, "suffix": suffix}
-            if size is not None:
-                flags.update(size=size, style_size=size)
-            code = stylize.run(_step_settings(stylize.stage, None, flags), step_ctx)
-            if code:
-                return code
+            options = session.with_options(alpha=alpha, **({} if size is None else {"size": size, "style_size": size}))
+            plan = session.plan(plan_outputs(OutputNaming(out=folder, suffix=suffix), photos),
+                                session.recipe([painting], options))
+            stylizer = session.stylizer([image_to_tensor(load_image(painting))], options)
+            for source, target, note in plan.todo:
+                record = stylize_file(stylizer, source, target, note)
+                if isinstance(record, str):
+                    raise BadInputError(record)
             for photo in photos:
                 panel.images[(photo.stem, painting.stem, alpha)] = folder / f"{photo.stem}{suffix}.png"
         return 0
@@ -114,7 +120,8 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
     count = len(photos) * (len(paintings) + len([a for a in settings.alphas if a != 1.0]))
     timed(f"stylizing {len(photos)} photos after {len(paintings)} paintings and an alpha strip with the built-in "
           f"model ({count} images)",
-          lambda: stylize_with(builtin_model_path(), out / "stylized", builtin, paintings, BUILTIN_SIZE))
+          lambda: stylize_with(StylizeSession(device=settings.device), out / "stylized", builtin, paintings,
+                               BUILTIN_SIZE))
     written.append(("stylized images (built-in model)", out / "stylized"))
     panels = [builtin]
 
@@ -124,7 +131,8 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
                             f"{settings.sga_steps} steps): a pipeline check, not a stylizer")
         train_size = 64  # the tiny presets' training size: such models only know that scale
         timed("stylizing with the tiny model",
-              lambda: stylize_with(tiny, out / "stylized-tiny", tiny_panel, paintings[:2], train_size))
+              lambda: stylize_with(StylizeSession(tiny, device=settings.device), out / "stylized-tiny", tiny_panel,
+                                   paintings[:2], train_size))
         written.append(("stylized images (tiny model)", out / "stylized-tiny"))
         panels.append(tiny_panel)
 

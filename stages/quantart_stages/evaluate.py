@@ -95,7 +95,11 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
         triples = inputs.triples_from_manifest(rows, settings.size, max_pixels=settings.max_pixels)
     else:
         photos, paintings = collect_images(settings.content), collect_images(settings.style)
-        model = _load_model(settings, device, ctx)
+        from quantart_cli.core.transfer.session import StylizeSession
+
+        session = StylizeSession(settings.ckpt, device=device, trust=settings.trust_checkpoint)
+        session.load()
+        ctx.console.info(f"model {session.name} on {session.device}")
         pairs = len(photos) * len(paintings)
         total = min(pairs, settings.limit or pairs) * len(settings.alpha)
 
@@ -104,7 +108,7 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
             ctx.console.info(f"outputs and {path} written; score them again with "
                              f"quantart evaluate --manifest {path}")
 
-        triples = inputs.stylize_triples(model, photos, paintings, settings.alpha, size=settings.size,
+        triples = inputs.stylize_triples(session, photos, paintings, settings.alpha, size=settings.size,
                                          limit=settings.limit, save_to=settings.save_stylized, on_manifest=saved,
                                          max_pixels=settings.max_pixels)
     networks = load_networks(settings.networks, device)
@@ -121,16 +125,6 @@ def run(settings: EvaluateSettings, ctx: RunContext) -> int:
     else:
         _print_tables(ctx, result, settings.per_image)
     return 0
-
-
-def _load_model(settings: EvaluateSettings, device, ctx: RunContext):
-    from quantart_cli.core.io.checkpoints import load_model
-    from quantart_cli.core.weights import BUILTIN_MODEL_NAME, builtin_model_path
-
-    ckpt = settings.ckpt or builtin_model_path()
-    model = load_model(ckpt, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint)
-    ctx.console.info(f"model {BUILTIN_MODEL_NAME if settings.ckpt is None else ckpt} on {device}")
-    return model
 
 
 def _fmt(value: Any) -> str:

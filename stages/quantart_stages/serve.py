@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantart_cli.core.errors import BadInputError, QuantartError, UsageError
+from quantart_cli.core.errors import OPTION_MARK, BadInputError, QuantartError, UsageError
 from quantart_cli.core.options import cli_option
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.shell.plugins import RunContext, Stage
 from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
-from quantart_stages.stylize import StylizeSettings, style_checkpoints
+from quantart_stages.stylize import StylizeSettings, open_session
 
 #: What to run when the ``[ui]`` extra is missing: the one sentence ``quantart serve`` answers with.
 INSTALL_HINT = 'quantart serve needs its optional web-page packages: pip install "quantart[ui]"'
@@ -136,6 +136,8 @@ def sentence(err: BaseException | str, names: dict[Path, str] | None = None) -> 
     text = str(err).strip() or type(err).__name__
     for path, name in sorted((names or {}).items(), key=lambda item: -len(str(item[0]))):
         text = text.replace(str(path), name)
+    # an option the core names by its field is named as the page labels its control
+    text = OPTION_MARK.sub(lambda match: PAGE_LABELS.get(match.group(1), match.group(1).replace("_", " ")), text)
     text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
 
@@ -160,34 +162,11 @@ class Studio:
     """
 
     def __init__(self, settings: ServeSettings, ctx: RunContext, workdir: Path) -> None:
-        from quantart_cli.core.devices import resolve_device
-        from quantart_cli.core.io.checkpoints import load_model
-        from quantart_cli.core.io.digest import file_sha256
-        from quantart_cli.core.precision import check_precision, stylize_precision
-        from quantart_cli.core.weights import BUILTIN_MODEL_NAME
-
         self.settings = settings
         self.console = ctx.console
         self.workdir = workdir
-        self.defaults = StylizeOptions.pick(settings)
-        ckpt, continuous_ckpt = style_checkpoints(settings, ctx)
-        self.device = resolve_device(settings.device)
-        check_precision(self.device, self.defaults.precision, training=False)  # at start, not in every job
-        precision, note = stylize_precision(self.device, self.defaults.precision)
-        if note is not None:  # said once here; every job then runs (and records) fp32
-            self.console.info(note)
-            self.defaults = self.defaults.model_copy(update={"precision": precision})
-        start = time.perf_counter()
-        self.model = load_model(ckpt, device=self.device, expected_kind="style-transfer",
-                                trust=settings.trust_checkpoint)
-        self.continuous = None
-        if continuous_ckpt is not None:
-            self.continuous = load_model(continuous_ckpt, device=self.device, expected_kind="style-transfer",
-                                         trust=settings.trust_checkpoint)
-        self.model_sha256 = file_sha256(ckpt)
-        self.continuous_sha256 = file_sha256(continuous_ckpt) if continuous_ckpt is not None else None
-        self.model_name = BUILTIN_MODEL_NAME if settings.ckpt is None else str(ckpt)
-        self.load_seconds = time.perf_counter() - start
+        self.session = open_session(settings, ctx)  # every check a job could fail on is made here, at start
+        self.session.load()
         self._lock = threading.Lock()  # the queue runs one job at a time; this makes it true for any caller
         self._jobs = 0
         self._closed = False
@@ -197,7 +176,7 @@ class Studio:
         """The server's options with the page's controls applied; ``size`` 0 or None keeps the photo's size."""
         from pydantic import ValidationError
 
-        values = self.defaults.model_dump()
+        values: dict[str, Any] = {}
         if alpha is not None:
             values["alpha"] = float(alpha)
         if size is not None:
@@ -207,7 +186,7 @@ class Studio:
         if weights is not None:
             values["style_weights"] = parse_weights(weights) if isinstance(weights, str) else list(weights)
         try:
-            return StylizeOptions(**values)
+            return self.session.with_options(**values)
         except ValidationError as err:
             first = err.errors()[0]
             field = str(first["loc"][0]) if first["loc"] else "options"
@@ -233,8 +212,7 @@ class Studio:
         with these options would: same reading, same engine, same PNG (recipe included)."""
         from quantart_cli.core.io.digest import file_sha256
         from quantart_cli.core.io.images import image_to_tensor, load_image
-        from quantart_cli.core.transfer.engine import Stylizer
-        from quantart_cli.core.transfer.files import OutputNaming, Recipe, plan_outputs, stylize_file
+        from quantart_cli.core.transfer.files import OutputNaming, plan_outputs, stylize_file
 
         if not photo:
             raise UsageError("Pick a photo first: upload one or click a sample photo.")
@@ -253,12 +231,11 @@ class Studio:
                           for p in painting_paths]
                 step(0.15, "encoding the painting(s)")
                 start = time.perf_counter()
-                stylizer = Stylizer(self.model, styles, options, self.continuous)
+                stylizer = self.session.stylizer(styles, options)
                 self._jobs += 1
                 folder = self.workdir / f"job-{self._jobs:05d}"
                 ((_, target),) = plan_outputs(OutputNaming(out=folder), [photo])
-                recipe = Recipe.of(self.model_sha256, [file_sha256(p) for p in painting_paths], options,
-                                   self.continuous_sha256)
+                recipe = self.session.recipe(painting_paths, options)
                 step(0.3, "stylizing the photo")
                 record = stylize_file(stylizer, photo, target, recipe.note(file_sha256(photo)),
                                       max_pixels=self.settings.max_pixels)
@@ -323,7 +300,8 @@ def run(settings: ServeSettings, ctx: RunContext) -> int:
         if warning:
             ctx.console.warn(warning)
         studio = Studio(settings, ctx, Path(workdir) / "jobs")
-        ctx.console.info(f"model {studio.model_name} on {studio.device}, loaded in {studio.load_seconds:.1f}s")
+        session = studio.session
+        ctx.console.info(f"model {session.name} on {session.device}, loaded in {session.load_seconds:.1f}s")
         try:
             page = serve_page.launch(studio, settings, Path(workdir))
         except OSError:  # taken in the moment since the check above; Gradio's own advice names its variables

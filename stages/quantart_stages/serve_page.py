@@ -63,7 +63,7 @@ def _paths(gallery: Any) -> list[str]:
 def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
     photos = [str(p) for p in sorted(CONTENT_DIR.glob("*.jpg"))]
     paintings = [str(p) for p in sorted(PAINTINGS_DIR.glob("*.jpg"))]
-    defaults = studio.defaults
+    defaults = studio.session.options
 
     def stylize(photo, chosen, alpha, size, preserve_color, weights, progress=gr.Progress()):
         try:

@@ -25,7 +25,7 @@ from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
 from quantart_cli.core.metrics.scoring import Triple
 
 if TYPE_CHECKING:
-    from quantart_cli.core.models import StyleTransfer
+    from quantart_cli.core.transfer.session import StylizeSession
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -158,7 +158,7 @@ def triples_from_manifest(
 
 
 def stylize_triples(
-    model: StyleTransfer,
+    session: StylizeSession,
     photos: Sequence[Path],
     paintings: Sequence[Path],
     alphas: Sequence[float],
@@ -169,15 +169,13 @@ def stylize_triples(
     on_manifest: Callable[[list[ManifestRow]], None] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[Triple]:
-    """Stylize every photo x painting pair (the first ``limit`` pairs, photo-major) at each alpha and yield it.
+    """Stylize every photo x painting pair (the first ``limit`` pairs, photo-major) at each alpha with the
+    session's model and options and yield it.
 
     Each output is rounded to 8 bits per channel, exactly what a saved PNG holds; with ``save_to`` it is
     written there as PNG (``<photo>__<painting>__a<alpha>.png``) and ``on_manifest`` receives the rows of
     the manifest that scores them again.
     """
-    from quantart_cli.core.transfer.engine import Stylizer
-    from quantart_cli.core.transfer.options import StylizeOptions
-
     pairs = [(p, s) for p in photos for s in paintings]
     if limit is not None:
         pairs = pairs[:limit]
@@ -185,7 +183,7 @@ def stylize_triples(
     rows: list[ManifestRow] = []
     for painting in dict.fromkeys(s for _, s in pairs):
         # One encoding of the painting, one of each photo, one SGA pass per pair; a decode per alpha.
-        stylizer = Stylizer(model, [images(painting)], StylizeOptions(alpha=max(alphas)))
+        stylizer = session.stylizer([images(painting)], session.with_options(alpha=max(alphas)))
         for photo in [p for p, s in pairs if s == painting]:
             for alpha, result in zip(alphas, stylizer.sweep(images(photo), alphas), strict=True):
                 output = image_to_tensor(tensor_to_image(result.image.cpu()))

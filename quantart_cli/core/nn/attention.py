@@ -60,9 +60,10 @@ def normalize_weights(weights: Sequence[float] | None, count: int) -> tuple[floa
         return (1.0 / count,) * count
     values = tuple(float(w) for w in weights)
     if len(values) != count:
-        raise UsageError(f"got {len(values)} style weights for {count} style references; give one weight per reference")
+        raise UsageError(f"`style_weights` has {len(values)} values for {count} style images; give one weight per "
+                         "style image.")
     if any(w < 0 for w in values) or sum(values) <= 0:
-        raise UsageError(f"style weights must be non-negative and not all zero, got {list(values)}")
+        raise UsageError(f"`style_weights` must be non-negative and not all zero, got {list(values)}")
     total = sum(values)
     return tuple(w / total for w in values)
 

@@ -1,14 +1,15 @@
 """Image -> image style transfer at any size: the paper's fidelity knobs, colour preservation, tiling.
 
-The latent that is decoded (DESIGN.md, "Inference knobs")::
+The latent that is decoded (the paper's Sec. 3.4, "inference knobs"; docs/stylize.md)::
 
     z = a * (b * zq_y + (1 - b) * zq_c) + (1 - a) * (b * z_y + (1 - b) * z_c)
 
 with ``b`` = ``alpha`` (style fidelity) and ``a`` = ``visual_fidelity``. ``zq_c`` is the discrete
 model's quantized content latent and ``zq_y = quantize_dec(SGA(zq_c, zq_ref))``; ``z_c`` and ``z_y``
-are the same from the continuous model (no quantizers). The decoder (``post_quant_conv`` and
+are the same from the continuous model (no quantizers). Each model's share of this computation is a *branch*
+(:class:`_Branch`): the discrete one, and the continuous one when ``a < 1``. The decoder (``post_quant_conv`` and
 ``decoder``) has its weights interpolated with the same ``a``: ``a * W_discrete + (1 - a) * W_continuous``.
-With ``a = 1`` only the discrete model runs; with ``b = 0`` the SGA module is skipped.
+With ``a = 1`` only the discrete branch runs; with ``b = 0`` the SGA module is skipped.
 
 Any size: the content is reflect-padded to a multiple of the downsampling factor (and to at least two latent cells
 per side: a 1x1 latent cannot be normalized by one-channel GroupNorm groups) and cropped back.
@@ -48,7 +49,7 @@ from quantart_cli.core.nn.attention import normalize_weights, set_query_chunk_si
 from quantart_cli.core.nn.autoencoder import Encoder
 from quantart_cli.core.nn.sga import PreparedReference
 from quantart_cli.core.precision import autocast_context, check_precision, stylize_precision
-from quantart_cli.core.transfer.options import StylizeOptions
+from quantart_cli.core.transfer.options import StylizeOptions, check_visual_fidelity
 from quantart_cli.core.transfer.tiling import decode_tiled, encode_tiled
 
 if TYPE_CHECKING:
@@ -99,8 +100,11 @@ def _as_batch(x: Tensor, what: str) -> Tensor:
 # ------------------------------------------------------------------------------------ model pieces
 
 
-def interpolate_decoder(discrete: StyleTransfer, continuous: StyleTransfer, a: float) -> tuple[nn.Module, nn.Module]:
-    """Copies of ``post_quant_conv`` and ``decoder`` with weights ``a * discrete + (1 - a) * continuous``."""
+def interpolate_decoder(
+    discrete: StyleTransfer, continuous: StyleTransfer, visual_fidelity: float
+) -> tuple[nn.Module, nn.Module]:
+    """Copies of ``post_quant_conv`` and ``decoder`` with weights ``a * discrete + (1 - a) * continuous``, where
+    ``a`` is ``visual_fidelity``."""
     modules = []
     for name in ("post_quant_conv", "decoder"):
         mixed = copy.deepcopy(getattr(discrete, name))
@@ -112,7 +116,7 @@ def interpolate_decoder(discrete: StyleTransfer, continuous: StyleTransfer, a: f
                         "the continuous model's decoder does not match the discrete model's; "
                         "train it with train-sga `continuous=true` from the same VQGANs"
                     )
-                param.lerp_(other[key].to(param.device, param.dtype), 1.0 - a)
+                param.lerp_(other[key].to(param.device, param.dtype), 1.0 - visual_fidelity)
         modules.append(mixed)
     return modules[0], modules[1]
 
@@ -139,8 +143,9 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-class _Path:
-    """One model's share of the computation: its encoders, quantizers, SGA and prepared reference."""
+class _Branch:
+    """One model's share of the computation (the discrete or the continuous branch): its encoders, quantizers,
+    SGA module and prepared style reference."""
 
     def __init__(self, model: StyleTransfer, options: StylizeOptions) -> None:
         self.model = model
@@ -173,12 +178,11 @@ class _Path:
         quant, _ = self.model.encode_content(x, self._run_encoder(tiled))
         return quant.contiguous(memory_format=self.memory_format)
 
-    def prepare(self, styles: Sequence[Tensor], weights: Sequence[float] | None, tiled_above: int | None) -> None:
+    def prepare(self, styles: Sequence[Tensor], weights: Sequence[float] | None) -> None:
         latents = []
         for ref in styles:
             padded, _ = pad_to_multiple(ref, self.style_factor, "reflect", min_size=MIN_LATENT_SIDE * self.style_factor)
-            tiled = tiled_above is not None and max(padded.shape[-2:]) > tiled_above
-            quant, _ = self.model.encode_style(padded, self._run_encoder(tiled))
+            quant, _ = self.model.encode_style(padded, self._run_encoder(self.options.tiles(*padded.shape[-2:])))
             latents.append(quant.contiguous(memory_format=self.memory_format))
         self.reference = self.model.model_x2y.prepare_reference(latents, weights)
 
@@ -217,23 +221,18 @@ class Stylizer:
         if not style_list:
             raise UsageError("stylize needs at least one style image (`style`)")
         weights = None if options.style_weights is None else normalize_weights(options.style_weights, len(style_list))
-        a = options.visual_fidelity
-        if a < 1.0 and continuous_model is None:
-            raise UsageError(
-                f"`visual_fidelity={a:g}` needs `continuous_ckpt`, a model trained with "
-                "train-sga `continuous=true` (values below 1 mix in its continuous latents)"
-            )
-        self.continuous_model = continuous_model if a < 1.0 else None
+        visual_fidelity = options.visual_fidelity
+        check_visual_fidelity(visual_fidelity, continuous_model is not None)
+        self.continuous_model = continuous_model if visual_fidelity < 1.0 else None
         if self.continuous_model is not None:
             _check_continuous(model, self.continuous_model)
-        self.paths = [_Path(model, options)]
+        self.branches = [_Branch(model, options)]
         if self.continuous_model is not None:
-            self.paths.append(_Path(self.continuous_model, options))
-        self.factor = self.paths[0].factor
+            self.branches.append(_Branch(self.continuous_model, options))
+        self.factor = self.branches[0].factor
         if options.query_chunk_size is not None:
-            for path in self.paths:
-                set_query_chunk_size(path.model.model_x2y, options.query_chunk_size)
-        tiled_above = {"always": 0, "never": None, "auto": options.tile_threshold}[options.tiling]
+            for branch in self.branches:
+                set_query_chunk_size(branch.model.model_x2y, options.query_chunk_size)
         start = time.perf_counter()
         with torch.inference_mode(), self._autocast():
             refs = []
@@ -243,10 +242,10 @@ class Stylizer:
                     ref = resize_longer_side(ref, options.style_size)
                 refs.append(ref)
             if options.alpha > 0.0:
-                for path in self.paths:
-                    path.prepare(refs, weights, tiled_above)
+                for branch in self.branches:
+                    branch.prepare(refs, weights)
             if self.continuous_model is not None:
-                self.post_quant_conv, self.decoder = interpolate_decoder(model, self.continuous_model, a)
+                self.post_quant_conv, self.decoder = interpolate_decoder(model, self.continuous_model, visual_fidelity)
             else:
                 self.post_quant_conv, self.decoder = model.post_quant_conv, model.decoder
         self.style_seconds = time.perf_counter() - start
@@ -254,45 +253,39 @@ class Stylizer:
     def _autocast(self) -> Any:
         return autocast_context(self.device, self.options.precision)
 
-    def use_tiles(self, height: int, width: int) -> bool:
-        """Whether a padded content image of this size runs tiled under the current options."""
-        mode = self.options.tiling
-        if mode == "auto":
-            return max(height, width) > self.options.tile_threshold
-        return mode == "always"
-
     def latent(self, x: Tensor, tiled: bool, timings: dict[str, float] | None = None) -> Tensor:
         """The mixed latent ``z`` of a padded content batch (see the module docstring)."""
         with self._autocast():
-            parts = self._path_latents(x, tiled, self.options.alpha > 0.0, timings)
+            parts = self._branch_latents(x, tiled, self.options.alpha > 0.0, timings)
         return self._mix(parts, self.options.alpha)
 
-    def _path_latents(
+    def _branch_latents(
         self, x: Tensor, tiled: bool, stylize: bool, timings: dict[str, float] | None
     ) -> list[tuple[Tensor, Tensor | None]]:
-        """Per model path: (content latent ``z_c``, stylized latent ``z_y`` or None when not ``stylize``)."""
+        """Per branch: (content latent ``z_c``, stylized latent ``z_y`` or None when not ``stylize``)."""
         timings = {} if timings is None else timings
         parts = []
-        for path in self.paths:
+        for branch in self.branches:
             start = time.perf_counter()
-            z_c = path.encode_content(x, tiled)
+            z_c = branch.encode_content(x, tiled)
             timings["encode"] = timings.get("encode", 0.0) + _elapsed(start, x)
             start = time.perf_counter()
-            z_y = path.stylize_latent(z_c) if stylize else None
+            z_y = branch.stylize_latent(z_c) if stylize else None
             timings["sga"] = timings.get("sga", 0.0) + _elapsed(start, x)
             parts.append((z_c, z_y))
         return parts
 
-    def _mix(self, parts: list[tuple[Tensor, Tensor | None]], b: float) -> Tensor:
-        """``a * (b zq_y + (1-b) zq_c) + (1-a) * (b z_y + (1-b) z_c)`` from :meth:`_path_latents`."""
-        a = self.options.visual_fidelity
+    def _mix(self, parts: list[tuple[Tensor, Tensor | None]], alpha: float) -> Tensor:
+        """``a * (b zq_y + (1-b) zq_c) + (1-a) * (b z_y + (1-b) z_c)`` from :meth:`_branch_latents`, with ``b`` =
+        ``alpha`` and ``a`` = ``visual_fidelity``: each branch's blend, weighted by its share."""
+        visual_fidelity = self.options.visual_fidelity
         mixed: Tensor | None = None
-        for (z_c, z_y), share in zip(parts, (a, 1.0 - a), strict=False):
-            if b == 0.0:
+        for (z_c, z_y), share in zip(parts, (visual_fidelity, 1.0 - visual_fidelity), strict=False):
+            if alpha == 0.0:
                 z = z_c
             else:
                 assert z_y is not None
-                z = z_y if b == 1.0 else b * z_y + (1.0 - b) * z_c
+                z = z_y if alpha == 1.0 else alpha * z_y + (1.0 - alpha) * z_c
             if share != 1.0:
                 z = share * z
             mixed = z if mixed is None else mixed + z
@@ -331,10 +324,10 @@ class Stylizer:
         ``alpha`` (same options otherwise). Alphas above 0 need a Stylizer built with an alpha above 0 (its
         style references are encoded only then).
         """
-        values = [float(b) for b in alphas]
-        if not values or any(not 0.0 <= b <= 1.0 for b in values):
+        values = [float(alpha) for alpha in alphas]
+        if not values or any(not 0.0 <= alpha <= 1.0 for alpha in values):
             raise UsageError(f"alphas must be one or more values between 0 and 1, got {values}")
-        if any(b > 0.0 for b in values) and self.paths[0].reference is None:
+        if any(alpha > 0.0 for alpha in values) and self.branches[0].reference is None:
             raise UsageError("this Stylizer was built with alpha 0, so its style references were not encoded; "
                              "build it with the largest alpha of the sweep")
         outputs = []
@@ -344,14 +337,14 @@ class Stylizer:
             if self.options.size is not None:
                 x = resize_longer_side(x, self.options.size)
             padded, padding = pad_to_multiple(x, self.factor, "reflect", min_size=MIN_LATENT_SIDE * self.factor)
-            tiled = self.use_tiles(*padded.shape[-2:])
+            tiled = self.options.tiles(*padded.shape[-2:])
             shared: dict[str, float] = {}
             with self._autocast():
-                parts = self._path_latents(padded, tiled, any(b > 0.0 for b in values), shared)
-            for b in values:
+                parts = self._branch_latents(padded, tiled, any(alpha > 0.0 for alpha in values), shared)
+            for alpha in values:
                 timings = dict(shared) if not outputs else {"encode": 0.0, "sga": 0.0}
                 start = time.perf_counter()
-                image = crop_padding(self.decode(self._mix(parts, b), tiled), padding)
+                image = crop_padding(self.decode(self._mix(parts, alpha), tiled), padding)
                 timings["decode"] = _elapsed(start, image)
                 if self.options.preserve_color:
                     image = preserve_content_color(image, x)

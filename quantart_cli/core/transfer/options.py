@@ -11,10 +11,11 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from quantart_cli.core.errors import UsageError
 from quantart_cli.core.options import OptionGroup, cli_option
 from quantart_cli.core.precision import Precision
 
-__all__ = ["DEFAULT_TILE_MEMORY_GIB", "NormStats", "StylizeOptions", "TilingMode"]
+__all__ = ["DEFAULT_TILE_MEMORY_GIB", "NormStats", "StylizeOptions", "TilingMode", "check_visual_fidelity"]
 
 TilingMode = Literal["auto", "always", "never"]
 NormStats = Literal["image", "tile"]
@@ -80,7 +81,23 @@ class StylizeOptions(OptionGroup):
             raise ValueError("`overlap` must be less than half of `tile` with `tile_norm=tile`")
         return self
 
+    def tiles(self, height: int, width: int) -> bool:
+        """Whether an image of this (padded) size is encoded and decoded in tiles: the tiling policy, in one place."""
+        if self.tiling == "auto":
+            return max(height, width) > self.tile_threshold
+        return self.tiling == "always"
+
     @property
     def buffer_bytes(self) -> int:
         """:attr:`tile_memory` in bytes."""
         return int(self.tile_memory * 1024**3)
+
+
+def check_visual_fidelity(visual_fidelity: float, has_continuous_model: bool) -> None:
+    """``visual_fidelity`` below 1 mixes in a continuous model's latents, so it needs one (the one check, made by
+    the session before any weight is read and by the engine for direct callers)."""
+    if visual_fidelity < 1.0 and not has_continuous_model:
+        raise UsageError(
+            f"`visual_fidelity={visual_fidelity:g}` needs `continuous_ckpt`, a model trained with "
+            "`quantart train-sga --continuous`; without one leave `visual_fidelity` at 1."
+        )
