@@ -13,8 +13,6 @@ import pytest
 # inherit it too.
 os.environ["OMP_NUM_THREADS"] = "1"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--slow", action="store_true", help="also run the slow tier (tests marked slow); CI runs both")

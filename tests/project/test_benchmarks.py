@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from repo_root import REPO
 
 
 def _run(script: str, *args: str) -> str:
@@ -123,12 +122,12 @@ def _gpu_check(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess,
 def test_every_test_that_needs_cuda_carries_the_gpu_marker() -> None:
     """The GPU check runs the tests marked gpu; a CUDA test without the marker would never run there."""
     unmarked = []
-    for path in sorted((REPO / "tests").glob("test_*.py")):
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_"):
                 decorators = [ast.unparse(d) for d in node.decorator_list]
                 if any("cuda.is_available" in d for d in decorators) and not any("mark.gpu" in d for d in decorators):
-                    unmarked.append(f"{path.name}::{node.name}")
+                    unmarked.append(f"{path.relative_to(REPO).as_posix()}::{node.name}")
     assert not unmarked, f"CUDA tests without @pytest.mark.gpu: {unmarked}"
 
 

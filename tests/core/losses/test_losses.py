@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from golden_files import SPEC_KEYS
+from repo_root import REPO
 from torch import nn
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
@@ -20,8 +21,6 @@ from quantart_cli.core.losses.gan import adaptive_gan_weight, adopt_weight, hing
 from quantart_cli.core.losses.style_transfer import StyleTransferLoss, style_statistics
 from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.nn.discriminator import NLayerDiscriminator
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # (key, shape) of the original `loss.discriminator.*` entries, prefix stripped (spec/*_keys.txt).
 STAGE1_DISC_KEYS = {
@@ -63,7 +62,7 @@ STAGE2_DISC_KEYS = {
 
 
 def _spec_dir() -> Path | None:
-    for candidate in (SPEC_KEYS, REPO_ROOT.parent / "shared" / "spec"):
+    for candidate in (SPEC_KEYS, REPO.parent / "shared" / "spec"):
         if (candidate / "taming_vqgan_f16_keys.txt").is_file():
             return candidate
     return None

@@ -30,8 +30,6 @@ from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.vq_task import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
 from quantart_cli.samples import CONTENT_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 TINY_PRESET = """\
 steps = 4
 batch_size = 2
@@ -341,7 +339,7 @@ shutdown_distributed()
 @pytest.mark.slow
 def test_ddp_on_gloo_keeps_both_ranks_identical(images, tmp_path):
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(DDP_WORKER.format(tests=str(REPO_ROOT / "tests"), images=str(images),
+    script.write_text(textwrap.dedent(DDP_WORKER.format(tests=str(Path(__file__).resolve().parent), images=str(images),
                                                         out=str(tmp_path))))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",

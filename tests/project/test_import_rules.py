@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_root import REPO
+
 CORE = REPO / "quantart_cli" / "core"
 STAGES = REPO / "stages" / "quantart_stages"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")

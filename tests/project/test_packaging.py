@@ -9,8 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from repo_root import REPO
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from cli_support import run_cli
 from PIL import Image
 from quantart_stages import serve
 from quantart_stages.stylize import StylizeSettings
+from repo_root import REPO
 
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.transfer.options import StylizeOptions
@@ -33,7 +34,6 @@ from quantart_cli.shell.paths import get_paths
 from quantart_cli.shell.plugins import RunContext
 from quantart_cli.shell.settings import resolve_settings
 
-REPO = Path(__file__).resolve().parents[1]
 PHOTO = CONTENT_DIR / "lhq_1.jpg"
 PAINTING = PAINTINGS_DIR / "hokusai_great_wave.jpg"
 
