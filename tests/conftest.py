@@ -1,8 +1,10 @@
-"""Shared pytest fixtures (keep this small; tests build their own tiny models)."""
+"""Shared pytest fixtures: the two tiers, an isolated QUANTART_* environment per test, ``one_thread``, and small
+image folders. Tiny models come from ``tiny_models.py``, images from ``image_files.py`` (beside this file)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,19 @@ def isolated_quantart_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     return base
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread for a whole module, whatever the caller set (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``; it is set up before the module's other fixtures). Tiny
+    tensors run many times slower with two OpenMP threads when other processes share the cores (barriers wait for
+    descheduled threads), and CPU kernels sum in an order that depends on the count, so pinned results stay
+    reproducible."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

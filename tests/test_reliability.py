@@ -20,14 +20,17 @@ from pathlib import Path
 import pytest
 import torch
 from cli_support import run_cli
+from image_files import smooth_images
 from PIL import Image
+from tiny_models import tiny_st_config, tiny_vq_config
 
-from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.errors import WriteError
 from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
 from quantart_cli.core.io.images import save_image_atomic
 from quantart_cli.core.models import VQGAN, StyleTransfer
 from quantart_cli.core.train.resume import load_training_state
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_PRESET = """\
 steps = {steps}
@@ -59,35 +62,9 @@ n_embed = 16
 embed_dim = 8
 """
 
-def tiny_vq_config() -> VQGANConfig:
-    return VQGANConfig(
-        autoencoder=AutoencoderConfig(
-            ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=32, z_channels=8
-        ),
-        quantizer=QuantizerConfig(n_embed=16, embed_dim=8),
-    )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One OpenMP thread: much faster on a busy 2-core machine, and subprocesses get the same via the env."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    g = torch.Generator().manual_seed(0)
-    for i in range(4):
-        coarse = torch.rand(3, 4, 4, generator=g)
-        smooth = torch.nn.functional.interpolate(coarse[None], size=(32, 32), mode="bicubic", align_corners=False)[0]
-        pixels = (smooth.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        Image.fromarray(pixels).save(folder / f"img_{i}.png")
-    return folder
+    return smooth_images(tmp_path / "images", 4)
 
 
 def make_preset(folder: Path, steps: int) -> Path:
@@ -105,7 +82,7 @@ def tiny_vq(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_style_transfer(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    config = StyleTransferConfig(content=tiny_vq_config(), style=tiny_vq_config(), sga_blocks=1)
+    config = tiny_st_config()
     return save_checkpoint(StyleTransfer(config), tmp_path / "tiny_st.pt", step=0)
 
 
@@ -793,7 +770,7 @@ def test_inspect_codebook_does_not_replace_an_existing_picture(capsys, tmp_path,
 
 def test_a_checkpoint_with_nan_weights_is_refused_naming_the_tensor(capsys, tmp_path, images):
     torch.manual_seed(0)
-    config = StyleTransferConfig(content=tiny_vq_config(), style=tiny_vq_config(), sga_blocks=1)
+    config = tiny_st_config()
     model = StyleTransfer(config)
     with torch.no_grad():
         model.decoder.conv_out.weight[0, 0, 0, 0] = float("nan")

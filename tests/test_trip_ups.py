@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 from cli_support import run_cli
+from image_files import noise_image
 from PIL import Image
 
 from quantart_cli.core.data.sources import collect_images
@@ -19,19 +19,14 @@ STYLE = PAINTINGS_DIR / "munch_the_scream.jpg"
 FAST = ["--size", "32", "--device", "cpu"]
 
 
-def _noise(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), mode="RGB").convert(mode)
-
-
 # ------------------------------------------------------------------------------------------------- GIF files
 
 
 def test_a_gif_in_a_folder_is_found_as_it_is_when_named(capsys, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
-    _noise(24, 16).save(folder / "a.png")
-    _noise(24, 16, 1).convert("P").save(folder / "b.gif")
+    noise_image(24, 16).save(folder / "a.png")
+    noise_image(24, 16, 1).convert("P").save(folder / "b.gif")
     assert [p.name for p in collect_images(folder)] == ["a.png", "b.gif"]
     result = run_cli(capsys, "stylize", str(folder), "--style", str(STYLE), "-o", str(tmp_path / "out"), *FAST)
     assert result.code == 0, result.err
@@ -47,7 +42,7 @@ def listed(tmp_path: Path) -> Path:
     folder = tmp_path / "photos"
     folder.mkdir()
     for index in range(2):
-        _noise(24, 16, index).save(folder / f"p{index}.png")
+        noise_image(24, 16, index).save(folder / f"p{index}.png")
     listing = tmp_path / "todo.txt"
     listing.write_text("# to stylize\nphotos/p0.png\n\nphotos/p1.png\n")
     return listing
@@ -109,10 +104,10 @@ def test_a_web_address_is_refused_as_one_not_as_a_missing_path(capsys, tmp_path,
 
 
 def test_transparency_flattened_onto_white_is_said(capsys, tmp_path):
-    clear = _noise(24, 16, 0, "RGBA")
+    clear = noise_image(24, 16, 0, "RGBA")
     clear.putalpha(Image.linear_gradient("L").resize((24, 16)))
     clear.save(tmp_path / "logo.png")
-    opaque = _noise(24, 16, 1, "RGBA")  # an alpha channel, all opaque: nothing is lost
+    opaque = noise_image(24, 16, 1, "RGBA")  # an alpha channel, all opaque: nothing is lost
     opaque.save(tmp_path / "opaque.png")
     result = run_cli(capsys, "stylize", str(tmp_path / "logo.png"), str(tmp_path / "opaque.png"), "--style",
                      str(STYLE), "-o", str(tmp_path / "out"), *FAST)

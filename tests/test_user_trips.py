@@ -11,6 +11,7 @@ import pytest
 import torch
 from cli_support import run_cli
 from PIL import Image
+from tiny_models import seeded_style_transfer, tiny_st_config
 
 from quantart_cli.core import precision
 from quantart_cli.core.io.images import read_image_note, save_image_atomic
@@ -126,12 +127,9 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, monkeypatch):
 
 
 def _tiny_model():
-    from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
-    from quantart_cli.core.models import StyleTransfer
+    from quantart_cli.core.config import tiny_vqgan_config
 
-    torch.manual_seed(0)
-    config = StyleTransferConfig(content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1)
-    return StyleTransfer(config).eval()
+    return seeded_style_transfer(tiny_st_config(tiny_vqgan_config()), 0).eval()
 
 
 def test_bf16_without_native_bf16_runs_fp32_with_a_note_in_python(monkeypatch):

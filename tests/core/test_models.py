@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from golden_files import SPEC_KEYS
+from tiny_models import tiny_st_config
 
 from quantart_cli.core.config import StyleTransferConfig, VQGANConfig, tiny_vqgan_config
 from quantart_cli.core.errors import BadInputError, UsageError
@@ -208,9 +209,7 @@ def test_continuous_variant(tiny_pair):
 
 
 def test_non_residual_sga_config():
-    config = StyleTransferConfig(
-        content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=2, use_residual=False
-    )
+    config = tiny_st_config(tiny_vqgan_config(), sga_blocks=2, use_residual=False)
     model = StyleTransfer(config)
     assert len(model.model_x2y.blocks) == 2
     assert not model.model_x2y.blocks[0].attn_block.residual

@@ -20,19 +20,15 @@ import pytest
 import torch
 from cli_support import run_cli
 from doc_commands import REPO, all_commands
+from tiny_models import tiny_st_config, tiny_vq_config
 
-from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.io.checkpoints import save_checkpoint
 from quantart_cli.core.models import VQGAN, StyleTransfer
 from quantart_cli.samples import CONTENT_DIR, STYLE_DIR
 
 pytestmark = pytest.mark.slow
 
-TINY = VQGANConfig(
-    autoencoder=AutoencoderConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), resolution=32,
-                                  z_channels=32),
-    quantizer=QuantizerConfig(n_embed=64, embed_dim=32),
-)
+TINY = tiny_vq_config(ch=32, ch_mult=(1, 2, 2), z_channels=32, n_embed=64)
 #: Shrinks every preset: the environment sits above presets and below the flags the docs write.
 TINY_ENV = {
     "QUANTART_STEPS": "2", "QUANTART_SIZE": "32", "QUANTART_BATCH_SIZE": "2", "QUANTART_WORKERS": "0",
@@ -108,9 +104,9 @@ def _make_sandbox(root: Path) -> Path:
     for name in ("imagenet_vq.pt", "photo_vq.pt", "art_vq.pt", "vq.pt", "runs/vq/last.pt"):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(vq, work / name)
-    style_transfer = StyleTransfer(StyleTransferConfig(content=TINY, style=TINY, sga_blocks=1))
+    style_transfer = StyleTransfer(tiny_st_config(TINY))
     save_checkpoint(style_transfer, work / "stage2.safetensors")
-    continuous = StyleTransfer(StyleTransferConfig(content=TINY, style=TINY, sga_blocks=1, continuous=True))
+    continuous = StyleTransfer(tiny_st_config(TINY, continuous=True))
     _original(vq, work / "vqgan_imagenet_f16_16384.ckpt", pickled_extras=False)
     _original(vq, work / "vqgan_wikiart_f16_1024.ckpt", pickled_extras=True)
     _original(style_transfer, work / "landscape2art/checkpoints/last.ckpt", pickled_extras=True)

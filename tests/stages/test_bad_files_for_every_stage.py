@@ -23,16 +23,12 @@ import torch
 from cli_support import run_cli
 from PIL import Image
 from safetensors.torch import save_file
+from tiny_models import tiny_st_config, tiny_vq_config
 
-from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.io.checkpoints import save_checkpoint
 from quantart_cli.core.models import VQGAN, StyleTransfer
 
-TINY = VQGANConfig(
-    autoencoder=AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=32,
-                                  z_channels=16),
-    quantizer=QuantizerConfig(n_embed=16, embed_dim=16),
-)
+TINY = tiny_vq_config(ch=32, z_channels=16)
 
 
 class _Executes:
@@ -132,7 +128,7 @@ def sandbox(tmp_path_factory) -> dict[str, Path]:
         Image.new("RGB", (32, 32), (40 * i, 90, 160)).save(photos / f"p{i}.png")
     torch.manual_seed(0)
     vq = save_checkpoint(VQGAN(TINY), root / "vq.pt")
-    st = save_checkpoint(StyleTransfer(StyleTransferConfig(content=TINY, style=TINY, sga_blocks=1)), root / "st.pt")
+    st = save_checkpoint(StyleTransfer(tiny_st_config(TINY)), root / "st.pt")
     return {"root": root, "photos": photos, "photo": photos / "p0.png", "vq": vq, "st": st}
 
 

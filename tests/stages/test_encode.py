@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from cli_support import run_cli
+from image_files import random_pixel_images
 from PIL import Image
+from tiny_models import tiny_st_config, tiny_vq_config
 
 from quantart_cli.core.config import (
-    AutoencoderConfig,
-    QuantizerConfig,
-    StyleTransferConfig,
     VQGANConfig,
     tiny_vqgan_config,
 )
@@ -32,13 +31,8 @@ def vq_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def images(tmp_path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    generator = torch.Generator().manual_seed(1)
-    for name, size in (("a.png", (48, 32)), ("odd.jpg", (50, 37)), ("b.png", (48, 32))):
-        pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=generator, dtype=torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / name)
-    return folder
+    return random_pixel_images(tmp_path / "images", {"a.png": (48, 32), "odd.jpg": (50, 37), "b.png": (48, 32)},
+                               seed=1)
 
 
 def test_encode_then_decode_round_trip(capsys, vq_ckpt, images, tmp_path):
@@ -72,11 +66,7 @@ def test_a_tiny_image_round_trips_with_a_one_channel_per_group_model(capsys, tmp
     """The lowest level has 32 channels in 32 GroupNorm groups: a 1x1 latent cannot be normalized, so the padding
     reaches two latent cells per side (issue 25)."""
     torch.manual_seed(0)
-    config = VQGANConfig(
-        autoencoder=AutoencoderConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolutions=(),
-                                      resolution=64, z_channels=32),
-        quantizer=QuantizerConfig(n_embed=64, embed_dim=32),
-    )
+    config = tiny_vq_config(ch=32, ch_mult=(1, 1, 1, 1), resolution=64, z_channels=32, n_embed=64)
     ckpt = save_checkpoint(VQGAN(config), tmp_path / "vq.pt")
     Image.new("RGB", (7, 5), (30, 120, 200)).save(tmp_path / "tiny.png")
     result = run_cli(capsys, "encode", str(tmp_path / "tiny.png"), "--ckpt", str(ckpt), "--out",
@@ -112,7 +102,7 @@ def test_single_file_for_a_dataset(capsys, vq_ckpt, images, tmp_path):
 
 
 def test_encode_needs_a_vqgan_checkpoint(capsys, images, tmp_path):
-    config = StyleTransferConfig(content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1)
+    config = tiny_st_config(tiny_vqgan_config())
     st_path = tmp_path / "st.pt"
     save_checkpoint(StyleTransfer(config), st_path)
     result = run_cli(capsys, "encode", str(images), "--ckpt", str(st_path), "--out", str(tmp_path / "c"))

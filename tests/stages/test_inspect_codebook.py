@@ -12,7 +12,9 @@ import pytest
 import torch
 from cli_support import run_cli
 from golden_files import FORWARD
+from image_files import random_pixel_images
 from PIL import Image
+from tiny_models import tiny_st_config
 
 from quantart_cli.core.codebook.atlas import FRAME, UNUSED_FRAME, atlas_layout, render_rank_plot
 from quantart_cli.core.codebook.stats import (
@@ -22,24 +24,16 @@ from quantart_cli.core.codebook.stats import (
     usage_order,
     usage_stats,
 )
-from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
+from quantart_cli.core.config import tiny_vqgan_config
 from quantart_cli.core.data.transforms import transform_image
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
 from quantart_cli.core.io.images import load_image
 from quantart_cli.core.models import VQGAN, StyleTransfer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_CODES = 128  # tiny_vqgan_config's book
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run ~10x slower with 2 threads when other processes share the CPU (OpenMP
-    barriers wait for descheduled threads); one thread keeps this file fast and its timing steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- figures on hand-made books ---------------------------------------------------------------------------------
@@ -199,7 +193,7 @@ def vq_ckpt(tmp_path_factory, vq_model, stored_usage) -> Path:
 @pytest.fixture(scope="module")
 def st_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(2)
-    config = StyleTransferConfig(content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1)
+    config = tiny_st_config(tiny_vqgan_config())
     model = StyleTransfer(config)
     with torch.no_grad():
         model.quantize_enc.embedding.weight.normal_()
@@ -209,12 +203,9 @@ def st_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    generator = torch.Generator().manual_seed(3)
-    for index, size in enumerate([(40, 32), (32, 48), (64, 64), (35, 33), (32, 32)]):
-        pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=generator, dtype=torch.uint8).numpy()
-        Image.fromarray(pixels).save(folder / f"img{index}.png")
-    return folder
+    sizes = [(40, 32), (32, 48), (64, 64), (35, 33), (32, 32)]
+    return random_pixel_images(tmp_path_factory.mktemp("images"), {f"img{i}.png": size for i, size in enumerate(sizes)},
+                               seed=3)
 
 
 def _expected_usage(encode, folder: Path, size: int) -> torch.Tensor:
@@ -366,8 +357,7 @@ def test_bad_input_is_one_sentence(capsys, vq_ckpt, vq_model, tmp_path, args, co
     corrupt.write_bytes(b"PK\x03\x04" + b"not a checkpoint" * 20)
     fill = {"tmp": str(tmp_path), "corrupt": str(corrupt), "ckpt": str(vq_ckpt)}
     if "{continuous}" in args:
-        config = StyleTransferConfig(content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1,
-                                     continuous=True)
+        config = tiny_st_config(tiny_vqgan_config(), continuous=True)
         fill["continuous"] = str(save_checkpoint(StyleTransfer(config), tmp_path / "cont.pt"))
     if "{bare}" in args:
         fill["bare"] = str(save_checkpoint(vq_model, tmp_path / "bare.pt"))

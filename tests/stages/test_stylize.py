@@ -10,13 +10,10 @@ import pytest
 import torch
 from cli_support import run_cli
 from PIL import Image
+from tiny_models import tiny_st_config, tiny_vq_config
 
 from quantart_cli.core.color_space import rgb_to_ycbcr
 from quantart_cli.core.config import (
-    AutoencoderConfig,
-    QuantizerConfig,
-    StyleTransferConfig,
-    VQGANConfig,
     tiny_vqgan_config,
 )
 from quantart_cli.core.errors import UsageError
@@ -25,12 +22,12 @@ from quantart_cli.core.models import VQGAN, StyleTransfer
 from quantart_cli.core.transfer.engine import Stylizer, preserve_content_color
 from quantart_cli.core.transfer.options import StylizeOptions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _tiny_model(seed: int, continuous: bool = False) -> StyleTransfer:
     torch.manual_seed(seed)
-    config = StyleTransferConfig(
-        content=tiny_vqgan_config(), style=tiny_vqgan_config(), sga_blocks=1, continuous=continuous
-    )
+    config = tiny_st_config(tiny_vqgan_config(), continuous=continuous)
     return StyleTransfer(config).eval()
 
 
@@ -174,12 +171,8 @@ def _one_channel_per_group_model() -> StyleTransfer:
     """The shape of the ``tiny`` presets: 32 latent channels, so each GroupNorm of the SGA module (32 groups) holds
     one channel, which a 1x1 latent cannot normalize."""
     torch.manual_seed(0)
-    vq = VQGANConfig(
-        autoencoder=AutoencoderConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(),
-                                      resolution=64, z_channels=32),
-        quantizer=QuantizerConfig(n_embed=128, embed_dim=32),
-    )
-    return StyleTransfer(StyleTransferConfig(content=vq, style=vq, sga_blocks=1)).eval()
+    vq = tiny_vq_config(ch=32, ch_mult=(1, 2, 2, 4), resolution=64, z_channels=32, n_embed=128)
+    return StyleTransfer(tiny_st_config(vq)).eval()
 
 
 @pytest.mark.parametrize(("height", "width"), [(5, 7), (1, 1), (8, 8)])
@@ -451,15 +444,6 @@ def test_cli_batch_with_a_tiny_photo_and_a_one_channel_per_group_model(
     assert result.code == 0, result.err
     assert Image.open(tmp_path / "out" / "tiny_stylized.png").size == (7, 5)
     assert (tmp_path / "out" / "b_stylized.png").is_file()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP barrier stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_stylize_knobs_are_declared_once() -> None:

@@ -14,7 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cli_support import run_cli
+from image_files import smooth_images
 from PIL import Image
+from tiny_models import seeded_vqgan, tiny_vq_config
 
 from quantart_cli.core.cache.latents import (
     MANIFEST,
@@ -25,7 +27,7 @@ from quantart_cli.core.cache.latents import (
     cache_image,
     crop_and_flip,
 )
-from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
+from quantart_cli.core.config import VQGANConfig
 from quantart_cli.core.data.datasets import UnpairedDataset
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.checkpoints import load_checkpoint, load_model, save_checkpoint
@@ -39,6 +41,8 @@ from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
 from quantart_cli.core.train.task import StepContext
 from quantart_cli.samples import SAMPLES_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LOSS = StyleTransferLossConfig(disc_ndf=8, disc_in_channels=16, disc_start=0)
 
@@ -61,28 +65,11 @@ disc_start = 1
 
 
 def vq_config(embed_dim: int = 16) -> VQGANConfig:
-    return VQGANConfig(
-        autoencoder=AutoencoderConfig(
-            ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), resolution=32, z_channels=16
-        ),
-        quantizer=QuantizerConfig(n_embed=32, embed_dim=embed_dim),
-    )
+    return tiny_vq_config(ch=16, ch_mult=(1, 2, 2), z_channels=16, n_embed=32, embed_dim=embed_dim)
 
 
 def random_vqgan(seed: int, embed_dim: int = 16) -> VQGAN:
-    torch.manual_seed(seed)
-    model = VQGAN(vq_config(embed_dim))
-    with torch.no_grad():  # codes spread like encoder outputs, so quantization is not degenerate
-        model.quantize.embedding.weight.normal_(0, 0.5)
-    return model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return seeded_vqgan(vq_config(embed_dim), seed, spread_codes=0.5)
 
 
 @pytest.fixture
@@ -94,14 +81,7 @@ def vqgans(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _write_images(folder: Path, count: int, seed: int, size: tuple[int, int] = (40, 48)) -> Path:
-    folder.mkdir(parents=True)
-    g = torch.Generator().manual_seed(seed)
-    for i in range(count):
-        coarse = torch.rand(3, 4, 4, generator=g)
-        smooth = F.interpolate(coarse[None], size=size, mode="bicubic", align_corners=False)[0]
-        pixels = (smooth.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        Image.fromarray(pixels).save(folder / f"img_{i}.png")
-    return folder
+    return smooth_images(folder, count, seed=seed, size=size)
 
 
 @pytest.fixture
@@ -568,19 +548,9 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(capsys, preset, vqgans, da
 
 def test_tiny_preset_lowers_the_style_loss_on_the_sample_images(capsys, tmp_path):
     """The shipped tiny preset on VQGANs shaped like train-vq's tiny preset (random weights, spread codes)."""
-    config = VQGANConfig(
-        autoencoder=AutoencoderConfig(
-            ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, attn_resolutions=(), resolution=64, z_channels=32
-        ),
-        quantizer=QuantizerConfig(n_embed=128, embed_dim=32),
-    )
-    paths = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        model = VQGAN(config)
-        with torch.no_grad():
-            model.quantize.embedding.weight.normal_(0, 0.5)
-        paths.append(save_checkpoint(model, tmp_path / f"vq{seed}.pt"))
+    config = tiny_vq_config(ch=32, ch_mult=(1, 2, 2, 4), resolution=64, z_channels=32, n_embed=128)
+    paths = [save_checkpoint(seeded_vqgan(config, seed, spread_codes=0.5), tmp_path / f"vq{seed}.pt")
+             for seed in (1, 2)]
     out = tmp_path / "run"
     samples = SAMPLES_DIR  # the sample photos and paintings (the same files as ../shared/samples)
     result = run_cli(

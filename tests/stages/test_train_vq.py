@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 from cli_support import run_cli
+from image_files import smooth_images
 from PIL import Image
+from repo_root import REPO
+from tiny_models import tiny_vq_config
 
-from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
+from quantart_cli.core.config import VQGANConfig
 from quantart_cli.core.data.datasets import ImageDataset
 from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
 from quantart_cli.core.losses.config import VQGANLossConfig
@@ -29,6 +32,8 @@ from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.vq_task import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
 from quantart_cli.samples import CONTENT_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_PRESET = """\
 steps = 4
@@ -63,35 +68,18 @@ embed_dim = 16
 """
 
 
+#: The model of TINY_PRESET, as tiny_vq_config's keywords.
+TINY_FIELDS = {"ch": 32, "ch_mult": (1, 2, 2), "z_channels": 16, "n_embed": 32}
+
+
 def tiny_config() -> VQGANConfig:
-    return VQGANConfig(
-        autoencoder=AutoencoderConfig(
-            ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), resolution=32, z_channels=16
-        ),
-        quantizer=QuantizerConfig(n_embed=32, embed_dim=16),
-    )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two OpenMP threads on a busy 2-core machine are many times slower than one; results do not change."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return tiny_vq_config(**TINY_FIELDS)
 
 
 @pytest.fixture
 def images(tmp_path: Path) -> Path:
     """Six small smooth images (gradients and blobs), one of them unreadable."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    g = torch.Generator().manual_seed(0)
-    for i in range(6):
-        coarse = torch.rand(3, 4, 4, generator=g)
-        smooth = torch.nn.functional.interpolate(coarse[None], size=(40, 48), mode="bicubic", align_corners=False)[0]
-        pixels = (smooth.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        Image.fromarray(pixels).save(folder / f"img_{i}.png")
+    folder = smooth_images(tmp_path / "images", 6, size=(40, 48))
     (folder / "broken.png").write_bytes(b"not an image")
     return folder
 
@@ -229,7 +217,7 @@ def test_fp16_on_cpu_is_a_usage_error(capsys, preset, images, tmp_path):
 
 
 def test_init_from_must_match_the_config(capsys, preset, images, tmp_path):
-    other = VQGANConfig(autoencoder=tiny_config().autoencoder, quantizer=QuantizerConfig(n_embed=64, embed_dim=16))
+    other = tiny_vq_config(**{**TINY_FIELDS, "n_embed": 64})
     save_checkpoint(VQGAN(other), tmp_path / "other.pt")
     result = _cli(capsys, preset, images, tmp_path / "run", "--init-from", str(tmp_path / "other.pt"))
     assert result.code == 2 and "configuration differs" in result.err
@@ -282,11 +270,7 @@ def test_tiny_preset_improves_psnr_on_the_sample_photos(capsys, tmp_path):
 
 
 def test_short_training_improves_reconstruction_psnr(images, tmp_path):
-    small = VQGANConfig(
-        autoencoder=AutoencoderConfig(ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=32,
-                                      z_channels=8),
-        quantizer=QuantizerConfig(n_embed=32, embed_dim=8),
-    )
+    small = tiny_vq_config(ch=16, n_embed=32)
     torch.manual_seed(0)
     model = VQGAN(small)
     loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_start=1000, disc_ndf=8, disc_num_layers=2))
@@ -310,7 +294,7 @@ DDP_WORKER = """
 import os, sys, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
-from test_train_vq import tiny_config
+from tiny_models import tiny_vq_config
 from quantart_cli.core.data.datasets import ImageDataset
 from quantart_cli.core.losses.config import VQGANLossConfig
 from quantart_cli.core.losses.vqgan import VQGANLoss
@@ -324,7 +308,7 @@ from quantart_cli.core.train.options import LoopOptions
 device = torch.device("cpu")
 info = init_distributed(device)
 torch.manual_seed(100 + info.rank)  # different init per rank: DDP and the explicit broadcast must align them
-model = VQGAN(tiny_config())
+model = VQGAN(tiny_vq_config(**{tiny_fields!r}))
 loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_start=1, disc_ndf=8, disc_num_layers=2))
 task = VQGANTask(model, loss, lr=1e-3, device=device, info=info, restart_dead_codes=True, dead_code_window=2)
 stream = BatchStream(ImageDataset({images!r}, size=32), batch_size=2, seed=0, info=info)
@@ -339,8 +323,8 @@ shutdown_distributed()
 @pytest.mark.slow
 def test_ddp_on_gloo_keeps_both_ranks_identical(images, tmp_path):
     script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(DDP_WORKER.format(tests=str(Path(__file__).resolve().parent), images=str(images),
-                                                        out=str(tmp_path))))
+    script.write_text(textwrap.dedent(DDP_WORKER.format(tests=str(REPO / "tests"), tiny_fields=TINY_FIELDS,
+                                                        images=str(images), out=str(tmp_path))))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(_free_port()), str(script)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from golden_files import FORWARD, SPEC_KEYS
+from tiny_models import tiny_st_config, tiny_vq_config
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.errors import BadInputError, NotFoundError, UnsafeCheckpointError, UsageError
@@ -35,26 +36,15 @@ FIXTURE = FORWARD
 # --- tiny models ---------------------------------------------------------------------------------------------
 
 
-def tiny_autoencoder(**overrides) -> AutoencoderConfig:
-    # 8/16 channels use the 1-group GroupNorm rule; level 1 (nominal 128 px) gets attention.
-    fields = dict(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(128,), resolution=256, z_channels=8)
-    fields.update(overrides)
-    return AutoencoderConfig(**fields)
-
-
 def tiny_vqgan_cfg(n_embed: int = 16, **overrides) -> VQGANConfig:
-    return VQGANConfig(
-        autoencoder=tiny_autoencoder(**overrides), quantizer=QuantizerConfig(n_embed=n_embed, embed_dim=8)
-    )
+    # 8/16 channels use the 1-group GroupNorm rule; level 1 (nominal 128 px) gets attention.
+    fields = {"attn_resolutions": (128,), "resolution": 256, **overrides}
+    return tiny_vq_config(n_embed=n_embed, embed_dim=8, **fields)
 
 
 def tiny_style_cfg(continuous: bool = False) -> StyleTransferConfig:
-    return StyleTransferConfig(
-        content=tiny_vqgan_cfg(n_embed=16),
-        style=tiny_vqgan_cfg(n_embed=32, ch=16),
-        sga_blocks=2,
-        continuous=continuous,
-    )
+    return tiny_st_config(tiny_vqgan_cfg(n_embed=16), style=tiny_vqgan_cfg(n_embed=32, ch=16), sga_blocks=2,
+                          continuous=continuous)
 
 
 def make_vqgan(seed: int = 0, config: VQGANConfig | None = None):

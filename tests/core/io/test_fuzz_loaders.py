@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import seeded_vqgan, tiny_vq_config
 
-from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
 from quantart_cli.core.errors import QuantartError
 from quantart_cli.core.io.checkpoint_format import LoadedCheckpoint
 from quantart_cli.core.io.checkpoints import load_checkpoint, read_checkpoint_header, save_checkpoint
@@ -201,12 +201,7 @@ def test_fuzz_huge_declared_image_is_refused_not_decoded(tmp_path: Path) -> None
 
 
 def _tiny_model() -> VQGAN:
-    torch.manual_seed(0)
-    return VQGAN(VQGANConfig(
-        autoencoder=AutoencoderConfig(ch=4, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=16,
-                                      z_channels=4),
-        quantizer=QuantizerConfig(n_embed=8, embed_dim=4),
-    ))
+    return seeded_vqgan(tiny_vq_config(ch=4, resolution=16, z_channels=4, n_embed=8), 0)
 
 
 def checkpoint_seeds(folder: Path) -> dict[str, bytes]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_files import noise_image
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -34,14 +35,9 @@ from quantart_cli.core.io.images import (
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def _noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), mode="RGB")
-
-
 def _write(path: Path, image: Image.Image | None = None, **save_options) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    (image or _noise_image(24, 16)).save(path, **save_options)
+    (image or noise_image(24, 16)).save(path, **save_options)
     return path
 
 
@@ -56,7 +52,7 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def _truncated_jpeg(path: Path) -> Path:
-    _write(path, _noise_image(64, 64), quality=90)
+    _write(path, noise_image(64, 64), quality=90)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
@@ -119,7 +115,7 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     target = tmp_path / "page.png"
     target.write_bytes(_png_header(4096, 4096))  # our 16.7 MP use-case passes the default
     assert read_image_size(target) == (4096, 4096)
-    small = _write(tmp_path / "small.png", _noise_image(20, 20))
+    small = _write(tmp_path / "small.png", noise_image(20, 20))
     with pytest.raises(BadInputError, match="above the limit"):
         load_image(small, max_pixels=399)
     assert load_image(small, max_pixels=400).size == (20, 20)
@@ -294,7 +290,7 @@ def _listing(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".JPEG", ".webp", ".bmp", ".tif"])
 def test_save_formats_and_no_temporary_files(tmp_path, suffix):
-    image = _noise_image(32, 24)
+    image = noise_image(32, 24)
     target = save_image_atomic(image, tmp_path / "out" / f"result{suffix}")
     assert _listing(tmp_path / "out") == [f"result{suffix}"]
     with Image.open(target) as reread:
@@ -305,7 +301,7 @@ def test_save_formats_and_no_temporary_files(tmp_path, suffix):
 
 
 def test_save_quality_tensor_input_and_errors(tmp_path):
-    image = _noise_image(64, 64)
+    image = noise_image(64, 64)
     low = save_image_atomic(image, tmp_path / "low.jpg", quality=20)
     high = save_image_atomic(image, tmp_path / "high.jpg", quality=95)
     assert low.stat().st_size < high.stat().st_size
@@ -340,7 +336,7 @@ def test_failed_save_keeps_old_file_and_leaves_no_temporary(tmp_path, monkeypatc
 
 def test_concurrent_writers_and_reader_never_see_a_partial_file(tmp_path):
     target = tmp_path / "shared.png"
-    images = [_noise_image(96, 96, seed) for seed in range(4)]
+    images = [noise_image(96, 96, seed) for seed in range(4)]
     save_image_atomic(images[0], target)
     expected = {np.asarray(image).tobytes() for image in images}
     failures: list[str] = []
@@ -383,7 +379,7 @@ def test_concurrent_writers_and_reader_never_see_a_partial_file(tmp_path):
 def image_tree(tmp_path) -> Path:
     root = tmp_path / "tree"
     for relative in ["z.JPEG", "a/x.jpg", "a/b/c.PNG", "a/b/d.webp", "m.tiff", "n.bmp"]:
-        _write(root / relative, _noise_image(8, 8), **({"format": "JPEG"} if relative.endswith("JPEG") else {}))
+        _write(root / relative, noise_image(8, 8), **({"format": "JPEG"} if relative.endswith("JPEG") else {}))
     _write(root / ".hidden.jpg")
     _write(root / ".cache" / "inside.png")
     (root / "notes.txt").write_text("not a list, inside a folder\n")
@@ -473,7 +469,7 @@ def mixed_folder(tmp_path) -> Path:
     """Three good images, a truncated JPEG (header fine, body cut) and a text file named .jpg."""
     folder = tmp_path / "mixed"
     for index, size in enumerate([(40, 20), (20, 40), (30, 30)]):
-        _write(folder / f"good{index}.png", _noise_image(*size, seed=index))
+        _write(folder / f"good{index}.png", noise_image(*size, seed=index))
     _truncated_jpeg(folder / "good1_cut.jpg")  # sorts between good1 and good2
     (folder / "zz_text.jpg").write_text("hello")
     return folder
@@ -527,7 +523,7 @@ def test_stage_one_transform_values():
     expected = torch.from_numpy(np.arange(10, 20) * 8.0 / 127.5 - 1).float()
     assert torch.allclose(tensor[0, 0], expected, atol=1e-6)
     assert torch.all(tensor[1] == -1.0) and torch.all(tensor[2] == 1.0)
-    shrunk = transform_image(_noise_image(64, 128), 16)  # shorter side 64 -> 16, long side 128 -> 32, crop
+    shrunk = transform_image(noise_image(64, 128), 16)  # shorter side 64 -> 16, long side 128 -> 32, crop
     assert shrunk.shape == (3, 16, 16) and shrunk.min() >= -1 and shrunk.max() <= 1
     squashed = transform_image(image, 10, resize="squash")
     assert squashed.shape == (3, 10, 10)
@@ -560,7 +556,7 @@ def test_scale_jitter_crops_at_several_scales_reproducibly():
 def test_random_crop_and_flip_are_reproducible(tmp_path):
     folder = tmp_path / "imgs"
     for index in range(4):
-        _write(folder / f"{index}.png", _noise_image(48, 32, seed=index))
+        _write(folder / f"{index}.png", noise_image(48, 32, seed=index))
     first = ImageDataset(folder, size=16, crop="random", hflip=True, seed=3)
     second = ImageDataset(folder, size=16, crop="random", hflip=True, seed=3)
     assert all(torch.equal(first[i]["image"], second[i]["image"]) for i in range(4))
@@ -576,9 +572,9 @@ def test_random_crop_and_flip_are_reproducible(tmp_path):
 def unpaired(tmp_path) -> tuple[Path, Path]:
     content, style = tmp_path / "content", tmp_path / "style"
     for index in range(6):
-        _write(content / f"c{index}.png", _noise_image(20, 12, seed=index))
+        _write(content / f"c{index}.png", noise_image(20, 12, seed=index))
     for index in range(4):
-        _write(style / f"s{index}.jpg", _noise_image(12, 20, seed=100 + index))
+        _write(style / f"s{index}.jpg", noise_image(12, 20, seed=100 + index))
     return content, style
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_autoencoder_config
 from torch import nn
 
-from quantart_cli.core.config import AutoencoderConfig
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.nn import attention as attention_module
 from quantart_cli.core.nn.attention import AttnBlock, attend, set_query_chunk_size
@@ -15,9 +15,7 @@ from quantart_cli.core.nn.autoencoder import Decoder, Encoder
 from quantart_cli.core.nn.blocks import Downsample, ResnetBlock, Upsample, fold_upsample_weight, normalize
 from quantart_cli.core.nn.sga import StyleGuidedAttention
 
-TINY_AE = AutoencoderConfig(
-    ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(4,), resolution=16, z_channels=16
-)
+TINY_AE = tiny_autoencoder_config(ch=32, ch_mult=(1, 2, 2), attn_resolutions=(4,), resolution=16, z_channels=16)
 
 
 def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -51,16 +49,13 @@ def test_groupnorm_uses_one_group_below_32_channels():
 
 
 def test_norm_groups_reach_every_norm_of_the_autoencoder():
-    from quantart_cli.core.config import AutoencoderConfig
     from quantart_cli.core.nn.autoencoder import Decoder, Encoder
 
-    config = AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), resolution=16,
-                               z_channels=16, norm_groups=8)
+    config = tiny_autoencoder_config(ch=32, attn_resolutions=(8,), resolution=16, z_channels=16, norm_groups=8)
     norms = [m for net in (Encoder(config), Decoder(config)) for m in net.modules() if isinstance(m, nn.GroupNorm)]
     assert norms and {m.num_groups for m in norms} == {8}
     assert normalize(4, 8).num_groups == 1  # fewer channels than groups: one group, as the original does
-    default = [m for m in Encoder(AutoencoderConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
-                                                    resolution=16, z_channels=16)).modules()
+    default = [m for m in Encoder(tiny_autoencoder_config(ch=32, resolution=16, z_channels=16)).modules()
                if isinstance(m, nn.GroupNorm)]
     assert {m.num_groups for m in default} == {32}
 

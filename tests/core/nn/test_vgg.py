@@ -8,8 +8,9 @@ import importlib.resources
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_st_config
 
-from quantart_cli.core.config import StyleTransferConfig, tiny_vqgan_config
+from quantart_cli.core.config import tiny_vqgan_config
 from quantart_cli.core.errors import NotFoundError
 from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
 from quantart_cli.core.losses.config import StyleTransferLossConfig, VQGANLossConfig
@@ -152,7 +153,7 @@ def test_replicate_padding_leaves_the_sga_blind_to_the_border(padding, tmp_path)
     no frame), the zero-padded one does not; the setting survives a checkpoint round trip."""
     torch.manual_seed(0)
     vq = tiny_vqgan_config()
-    model = StyleTransfer(StyleTransferConfig(content=vq, style=vq, sga_blocks=2, sga_padding=padding)).eval()
+    model = StyleTransfer(tiny_st_config(vq, sga_blocks=2, sga_padding=padding)).eval()
     with torch.no_grad():
         for p in model.model_x2y.parameters():
             p.add_(0.1 * torch.randn_like(p))  # biases away from 0 so borders would show

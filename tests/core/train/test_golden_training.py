@@ -50,9 +50,9 @@ from quantart_cli.core.train.sga_task import StyleTransferTask
 from quantart_cli.core.train.vq_task import VQGANTask
 
 CPU = torch.device("cpu")
-#: Every golden run uses this many threads: the reduction order of the CPU kernels depends on it, so a run is
-#: reproducible on a machine whatever OMP_NUM_THREADS the caller set.
-THREADS = 1
+#: Every golden run uses one thread (the ``one_thread`` fixture): the reduction order of the CPU kernels depends on
+#: the count, so a run is reproducible on a machine whatever OMP_NUM_THREADS the caller set.
+pytestmark = pytest.mark.usefixtures("one_thread")
 RELATIVE = 1e-5
 ABSOLUTE = 1e-7
 #: The original's spread of a final parameter (its reruns' largest distance from the stored weights) is widened by
@@ -62,14 +62,6 @@ SPREAD_WIDENING = 3.0
 WEIGHT_FLOOR = 1e-6
 D_WEIGHT = "train/d_weight"
 PHASES = ("opt0", "opt1")
-
-
-@pytest.fixture(autouse=True)
-def pinned_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -30,13 +30,7 @@ from quantart_cli.core.train.resume import (
 from quantart_cli.core.train.rng import capture_rng_state, restore_rng_state
 from quantart_cli.core.train.task import TrainingCallbacks
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class PointsDataset(torch.utils.data.Dataset):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import seeded_vqgan, tiny_vq_config
 
-from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, VQGANConfig
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.models import VQGAN
 from quantart_cli.core.transfer.tile_plan import feather_ramp, own_span, plan_tiles, tile_starts
 from quantart_cli.core.transfer.tiling import _schedule, decode_tiled, encode_tiled
 from quantart_cli.core.transfer.units import Unit, decoder_high, decoder_low, encoder_high, encoder_low
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 Z = 8  # latent channels of the micro model
 
@@ -18,14 +20,7 @@ Z = 8  # latent channels of the micro model
 @pytest.fixture(scope="module")
 def vqgan() -> VQGAN:
     """A micro VQGAN (factor 4, 32-channel GroupNorms, attention at the lowest level) so tests stay fast."""
-    torch.manual_seed(0)
-    config = VQGANConfig(
-        autoencoder=AutoencoderConfig(
-            ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(16,), resolution=64, z_channels=Z
-        ),
-        quantizer=QuantizerConfig(n_embed=16, embed_dim=Z),
-    )
-    return VQGAN(config).eval()
+    return _micro((16,))
 
 
 def _smooth_image(size: int, seed: int = 1) -> torch.Tensor:
@@ -108,11 +103,8 @@ def test_overlap_blending_beats_seamy_tiles(vqgan: VQGAN) -> None:
 
 
 def _micro(attn_resolutions: tuple[int, ...]) -> VQGAN:
-    torch.manual_seed(0)
-    auto = AutoencoderConfig(
-        ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=attn_resolutions, resolution=64, z_channels=Z
-    )
-    return VQGAN(VQGANConfig(autoencoder=auto, quantizer=QuantizerConfig(n_embed=16, embed_dim=Z))).eval()
+    config = tiny_vq_config(ch=32, ch_mult=(1, 1, 2), attn_resolutions=attn_resolutions, resolution=64, z_channels=Z)
+    return seeded_vqgan(config, 0).eval()
 
 
 @pytest.mark.parametrize("buffer_bytes", [2**31, 0, 200_000], ids=["all-stored", "recompute-all", "some-stored"])
@@ -143,15 +135,6 @@ def test_image_norm_tiling_needs_the_halo(vqgan: VQGAN, monkeypatch: pytest.Monk
     with torch.inference_mode():
         error = (decode_tiled(vqgan.decoder, z, tile=32, overlap=8) - vqgan.decoder(z)).abs().max().item()
     assert error > 1e-2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP barrier stalls on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _unit(channels: tuple[int, ...] = (4,), keeps: int | None = None, local: bool = True, cost: float = 1.0) -> Unit:
