@@ -76,3 +76,31 @@ def photos(tmp_path: Path) -> Path:
         Image.open(source).resize((48, 32)).save(folder / source.name)
     Image.open(sorted(CONTENT_DIR.glob("*.jpg"))[0]).resize((40, 40)).save(folder / "trip" / "lhq_1.jpg")
     return folder
+
+
+@pytest.fixture
+def small_images(tmp_path: Path) -> Path:
+    """Four smooth 32x32 PNGs, ``img_0.png`` ... ``img_3.png``, in ``tmp_path/images``."""
+    from image_files import smooth_images
+
+    return smooth_images(tmp_path / "images", 4)
+
+
+@pytest.fixture
+def tiny_vq(tmp_path: Path) -> Path:
+    """A checkpoint of ``tiny_vq_config()`` (seed 0, step 0) at ``tmp_path/tiny_vq.pt``."""
+    from tiny_models import seeded_vqgan, tiny_vq_config
+
+    from quantart_cli.core.io.checkpoints import save_checkpoint
+
+    return save_checkpoint(seeded_vqgan(tiny_vq_config(), 0), tmp_path / "tiny_vq.pt", step=0)
+
+
+@pytest.fixture
+def tiny_style_transfer(tmp_path: Path) -> Path:
+    """A checkpoint of ``tiny_st_config()`` (seed 0, step 0) at ``tmp_path/tiny_st.pt``."""
+    from tiny_models import seeded_style_transfer
+
+    from quantart_cli.core.io.checkpoints import save_checkpoint
+
+    return save_checkpoint(seeded_style_transfer(seed=0), tmp_path / "tiny_st.pt", step=0)

@@ -9,6 +9,7 @@ own, larger tiny model, the one the ``tiny`` presets train; tests use it as it i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -56,3 +57,48 @@ def seeded_style_transfer(config: StyleTransferConfig | None = None, seed: int |
     if seed is not None:
         torch.manual_seed(seed)
     return StyleTransfer(config or tiny_st_config())
+
+
+def tiny_preset_vq_config() -> VQGANConfig:
+    """The model of the shipped ``tiny`` presets: four levels, 32 latent channels (so each GroupNorm of 32 groups
+    at the lowest level and in the SGA module holds one channel), a book of 128 codes, for 64 px images."""
+    return tiny_vq_config(ch=32, ch_mult=(1, 2, 2, 4), resolution=64, z_channels=32, n_embed=128)
+
+
+#: A train-vq preset of ``tiny_vq_config()`` that saves every step (``{steps}`` is filled in).
+TINY_VQ_PRESET = """\
+steps = {steps}
+batch_size = 2
+lr = 1e-3
+size = 32
+workers = 0
+save_every = 1
+sample_every = 0
+log_every = 1
+keep_checkpoints = 2
+
+[loss]
+perceptual_weight = 0.0
+disc_start = 1
+disc_ndf = 8
+disc_num_layers = 1
+
+[model.autoencoder]
+ch = 8
+ch_mult = [1, 2]
+num_res_blocks = 1
+attn_resolutions = []
+resolution = 32
+z_channels = 8
+
+[model.quantizer]
+n_embed = 16
+embed_dim = 8
+"""
+
+
+def write_tiny_vq_preset(folder: Path, steps: int) -> Path:
+    """``TINY_VQ_PRESET`` of ``steps`` steps as ``folder/tiny-<steps>.toml``."""
+    path = folder / f"tiny-{steps}.toml"
+    path.write_text(TINY_VQ_PRESET.format(steps=steps))
+    return path

@@ -1,4 +1,5 @@
-"""The CLI shell: help, global flags, error rendering and exit codes."""
+"""The CLI shell: help (rendered each time, nothing written), global flags (also after the subcommand), error
+rendering and exit codes, the paths command."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, Field
 from quantart_cli import __version__
 from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError, UsageError
 from quantart_cli.core.options import cli_argument, cli_option
+from quantart_cli.samples import PAINTINGS_DIR
 from quantart_cli.shell.plugins import Stage
 from quantart_cli.shell.settings import StageSettings
 
@@ -247,3 +249,43 @@ def test_presets_command_lists_builtin_presets(capsys):
     assert result.code == 0
     for name in ("wikiart", "coco", "landscape", "ffhq", "metfaces", "tiny"):
         assert name in result.out
+
+
+STYLE = PAINTINGS_DIR / "munch_the_scream.jpg"
+FAST = ["--size", "32", "--device", "cpu"]
+
+
+def _stylize(capsys, *args: str):
+    return run_cli(capsys, "stylize", *args)
+
+
+def test_global_switches_work_after_the_subcommand(capsys, photos, tmp_path):
+    quiet = _stylize(capsys, str(photos / "lhq_1.jpg"), "--style", str(STYLE), "-o", str(tmp_path / "a"), *FAST,
+                     "--quiet")
+    assert quiet.code == 0 and quiet.err == ""
+    debug = run_cli(capsys, "stages", "--debug")
+    assert debug.code == 0 and "stylize" in debug.out
+
+
+def test_help_is_rendered_each_time_and_writes_nothing(capsys, isolated_quantart_env):
+    """Issue 27: no --help cache; the help is rendered from the stages' settings and nothing lands on disk."""
+    from quantart_cli.shell import entry
+
+    before = sorted(isolated_quantart_env.rglob("*"))
+    assert entry.main(["stylize", "--help"]) == 0
+    assert "--alpha" in capsys.readouterr().out
+    assert sorted(isolated_quantart_env.rglob("*")) == before
+
+
+# --------------------------------------------------------------------------------- the built-in weights
+
+
+def test_paths_shows_the_built_in_model_and_the_samples(capsys):
+    from quantart_cli.core.weights import BUILTIN_MODEL
+    from quantart_cli.samples import SAMPLES_DIR
+
+    result = run_cli(capsys, "paths")
+    assert result.code == 0
+    shown = dict(line.split("\t") for line in result.out.splitlines())
+    assert Path(shown["builtin-model"]) == BUILTIN_MODEL and BUILTIN_MODEL.is_file()
+    assert Path(shown["samples"]) == SAMPLES_DIR and (SAMPLES_DIR / "content").is_dir()

@@ -1,4 +1,5 @@
-"""Every invalid value of every option of every stage is refused with a message naming the option.
+"""Every invalid value of every option of every stage is refused with a message naming the option (and a web
+address given for a path is refused as one).
 
 The invalid values are derived from each field's type and constraints, for every stage that
 ``discover_stages`` finds (built-in and plugin stages, nested settings included), so a new option is
@@ -16,7 +17,9 @@ import annotated_types as at
 import pytest
 from cli_support import run_cli
 
+from quantart_cli.core.data.sources import collect_images
 from quantart_cli.core.errors import UsageError
+from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 from quantart_cli.shell.fields import is_model, option_label, unwrap_optional
 from quantart_cli.shell.plugins import discover_stages
 from quantart_cli.shell.settings import resolve_settings
@@ -180,3 +183,31 @@ def test_invalid_flags_through_the_cli(capsys, stage_name: str, argv: list[str],
     assert result.code == 2, result.err
     assert option in result.err, result.err
     assert "Traceback" not in result.err
+
+
+STYLE = PAINTINGS_DIR / "munch_the_scream.jpg"
+FAST = ["--size", "32", "--device", "cpu"]
+
+
+# ------------------------------------------------------------------------------------------- web addresses
+
+
+URL = "https://example.com/photos/cat.jpg"
+
+
+def test_a_web_address_is_refused_as_one_not_as_a_missing_path(capsys, tmp_path, monkeypatch):
+    with pytest.raises(UsageError, match="https://example.com/photos/cat.jpg is a web address"):
+        collect_images([URL])
+    as_content = run_cli(capsys, "stylize", URL, "--style", str(STYLE), "-o", str(tmp_path / "out"), *FAST)
+    as_style = run_cli(capsys, "stylize", str(CONTENT_DIR / "lhq_1.jpg"), "--style", URL, "-o", str(tmp_path), *FAST)
+    as_checkpoint = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"), "--ckpt", "http://example.com/vq.pt")
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "config.toml").write_text('[stylize]\nckpt = "s3://bucket/model.pt"\n')
+    monkeypatch.setenv("QUANTART_CONFIG_DIR", str(config))
+    in_config = run_cli(capsys, "stylize", str(CONTENT_DIR / "lhq_1.jpg"), "--style", str(STYLE), *FAST)
+    for result, named in ((as_content, URL), (as_style, URL), (as_checkpoint, "http://example.com/vq.pt"),
+                          (in_config, "s3://bucket/model.pt")):
+        assert result.code == 2, result.err
+        assert named in result.err and "web address" in result.err and "download" in result.err
+        assert result.err.count("\n") == 1

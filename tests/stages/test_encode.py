@@ -1,4 +1,5 @@
-"""`quantart encode` and `quantart convert` end to end on tiny models."""
+"""`quantart encode` end to end on tiny models: encode and decode back, --size, single files, the built-in
+models, bad inputs (a folder goes on past an unreadable image)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from image_files import random_pixel_images
 from PIL import Image
 from tiny_models import tiny_st_config, tiny_vq_config
 
-from quantart_cli.core.config import (
-    VQGANConfig,
-    tiny_vqgan_config,
-)
+from quantart_cli.core.config import tiny_vqgan_config
 from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
 from quantart_cli.core.io.codes import load_code_file
 from quantart_cli.core.io.images import crop_padding, load_image_tensor, pad_to_multiple
 from quantart_cli.core.models import VQGAN, StyleTransfer
+from quantart_cli.samples import CONTENT_DIR
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +131,70 @@ def test_bad_input_is_one_sentence(capsys, vq_ckpt, images, tmp_path, args, code
     assert needle in result.err and "Traceback" not in result.err
 
 
-def test_convert_between_formats(capsys, vq_ckpt, images, tmp_path):
-    target = tmp_path / "vq.safetensors"
-    result = run_cli(capsys, "convert", str(vq_ckpt), str(target))
+def test_encode_goes_on_past_an_unreadable_image(capsys, tmp_path, small_images, tiny_vq):
+    (small_images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = run_cli(capsys, "encode", str(small_images), "--ckpt", str(tiny_vq), "--out", str(tmp_path / "codes"),
+                     "--device", "cpu")
+    assert result.code == 1 and "broken.png" in result.err and "1 of 5 images could not be encoded" in result.err
+    assert len(list((tmp_path / "codes").glob("*.safetensors"))) == 4
+
+
+def test_encode_takes_a_size(capsys, tmp_path, vq_ckpt):
+    out = tmp_path / "codes"
+    result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"), "--ckpt", str(vq_ckpt), "--out",
+                     str(out), "--size", "48", "--device", "cpu")
     assert result.code == 0, result.err
-    assert result.out.strip() == str(target)
-    a = load_model(vq_ckpt, expected_kind="vqgan")
-    b = load_model(target, expected_kind="vqgan")
-    assert isinstance(b.config, VQGANConfig)
-    x = load_image_tensor(images / "a.png")
+    from quantart_cli.core.io.codes import load_code_file
+
+    record = load_code_file(next(out.glob("*.safetensors"))).records[0]
+    assert max(record.width, record.height) == 48
+
+
+@pytest.fixture(scope="module")
+def builtin_indices():
+    """What the built-in style-transfer model itself makes of a 64x64 photo: (photo codes, art codes)."""
+    import torch
+
+    from quantart_cli.core.io.images import image_to_tensor, load_image, resize_longer_side
+    from quantart_cli.core.weights import load_builtin_model
+
+    model = load_builtin_model()
+    photo = resize_longer_side(image_to_tensor(load_image(CONTENT_DIR / "lhq_1.jpg")), 64)
     with torch.inference_mode():
-        assert torch.equal(a.encode_to_indices(x), b.encode_to_indices(x))
-    assert run_cli(capsys, "convert", str(vq_ckpt), str(target)).code == 2  # exists, no --overwrite
-    assert run_cli(capsys, "convert", str(vq_ckpt), str(tmp_path / "x.bin")).code == 2
+        return model.encode_content(photo)[1][0], model.encode_style(photo)[1][0]
+
+
+def test_encode_and_decode_with_the_built_in_art_vqgan(capsys, tmp_path, builtin_indices):
+    from quantart_cli.core.io.codes import load_code_file
+
+    photo = CONTENT_DIR / "lhq_1.jpg"
+    result = run_cli(capsys, "encode", str(photo), "--ckpt", "builtin:art", "--size", "64", "--out",
+                     str(tmp_path / "codes"), "--device", "cpu")
+    assert result.code == 0, result.err
+    (record,) = load_code_file(tmp_path / "codes" / "lhq_1.safetensors").records
+    assert record.indices.equal(builtin_indices[1])
+    result = run_cli(capsys, "encode", str(tmp_path / "codes"), "--decode", "--ckpt", "builtin:art", "--out",
+                     str(tmp_path / "back"), "--device", "cpu")
+    assert result.code == 0, result.err
+    assert Image.open(tmp_path / "back" / "lhq_1.png").size == (64, 64)
+
+
+def test_the_built_in_photo_vqgan_encodes_but_has_no_decoder(capsys, tmp_path, builtin_indices):
+    from quantart_cli.core.io.codes import load_code_file
+
+    result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"), "--ckpt", "builtin:photo", "--size", "64",
+                     "--out", str(tmp_path / "codes"), "--device", "cpu")
+    assert result.code == 0, result.err
+    (record,) = load_code_file(tmp_path / "codes" / "lhq_1.safetensors").records
+    assert record.indices.equal(builtin_indices[0])
+    refused = run_cli(capsys, "encode", str(tmp_path / "codes"), "--decode", "--ckpt", "builtin:photo")
+    assert refused.code == 2 and "no decoder" in refused.err and "builtin:art" in refused.err
+    # photo codes are not art codes, though both books have 512 entries: decoding them says so
+    mixed = run_cli(capsys, "encode", str(tmp_path / "codes"), "--decode", "--ckpt", "builtin:art", "--out",
+                    str(tmp_path / "back"), "--device", "cpu")
+    assert mixed.code == 0 and "encoded with another checkpoint" in mixed.err
+
+
+def test_encode_without_a_checkpoint_names_the_built_in_choices(capsys):
+    result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"))
+    assert result.code == 2 and "builtin:art" in result.err and "builtin:photo" in result.err

@@ -1,5 +1,5 @@
-"""``quantart evaluate`` and its metrics: known answers on synthetic images, the pretrained metrics with random
-weights and no network, both modes agreeing, the CSV/JSON formats, and bad inputs ending in one sentence."""
+"""``quantart evaluate``: the colour transfer ranks above identity, both modes agreeing, the CSV/JSON and table
+formats, and bad inputs (alphas out of range too) ending in one sentence."""
 
 from __future__ import annotations
 
@@ -8,25 +8,18 @@ import json
 import urllib.error
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from cli_support import run_cli
 
 from quantart_cli.core.io.images import image_to_tensor, load_image, save_image_atomic
-from quantart_cli.core.metrics import networks as nets
 from quantart_cli.core.metrics.inputs import read_manifest
-from quantart_cli.core.metrics.scoring import METRICS, Networks, Triple, load_networks, score_triples
-from quantart_cli.core.metrics.style import color_histogram_distance, luminance_ssim, mean_std_color_transfer
+from quantart_cli.core.metrics.scoring import METRICS
+from quantart_cli.core.metrics.style import mean_std_color_transfer
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 
 PHOTOS = sorted(CONTENT_DIR.glob("*.jpg"))
 PAINTINGS = sorted(PAINTINGS_DIR.glob("*.jpg"))[:3]
-
-
-def _image(seed: int, size: tuple[int, int] = (48, 64), shift: float = 0.0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return (torch.rand(1, 3, *size, generator=generator) * 1.6 - 0.8 + shift).clamp(-1, 1)
 
 
 def _one_sentence(err: str) -> str:
@@ -34,99 +27,6 @@ def _one_sentence(err: str) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err, err
     return lines[0]
-
-
-# ------------------------------------------------------------------------------------ network-free metrics
-
-
-def test_colour_histogram_distance_has_known_answers():
-    image = _image(0)
-    assert color_histogram_distance(image, image) == pytest.approx(0.0, abs=1e-9)
-    assert color_histogram_distance(image, torch.flip(image, dims=[-1])) == pytest.approx(0.0, abs=1e-9)
-    near, far = color_histogram_distance(image, image + 0.1), color_histogram_distance(image, image + 0.5)
-    assert 0 < near < far <= 1
-    black, white = -torch.ones(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
-    assert color_histogram_distance(black, white) == pytest.approx(1.0)
-    assert luminance_ssim(image, image) == pytest.approx(1.0)
-
-
-def test_frechet_distance_matches_pytorch_fid_and_has_known_answers():
-    from pytorch_fid.fid_score import calculate_frechet_distance
-
-    rng = np.random.default_rng(0)
-    for n, d in ((5, 64), (40, 32)):  # fewer images than dimensions (our exact path), and more (pytorch-fid's)
-        a, b = rng.normal(size=(n, d)), rng.normal(size=(n + 3, d)) * 1.5 + 0.3
-        ref = calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
-        assert nets.frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
-        assert nets.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-        assert nets.frechet_distance(a, a + 1.0) == pytest.approx(d, rel=1e-6)  # a pure shift: |mu_a - mu_b|^2
-    with pytest.raises(Exception, match="at least 2 images"):
-        nets.frechet_distance(rng.normal(size=(1, 8)), rng.normal(size=(3, 8)))
-
-
-# ------------------------------------------------------------------------- pretrained metrics, random weights
-
-
-@pytest.fixture(scope="module")
-def random_networks() -> Networks:
-    torch.manual_seed(0)
-    return load_networks("random")
-
-
-def test_random_networks_need_no_download(random_networks):
-    assert random_networks.missing == {}
-    assert all(random_networks.has(name) for name in ("lpips", "vgg19", "inception"))
-
-
-def test_pretrained_metrics_on_known_cases(random_networks):
-    a, b = _image(1), _image(2)
-    assert nets.lpips_distance(random_networks.lpips, a, a) == pytest.approx(0.0, abs=1e-6)
-    assert nets.lpips_distance(random_networks.lpips, a, b) > 0
-    assert nets.vgg_style_loss(random_networks.vgg19, a, a) == pytest.approx(0.0, abs=1e-9)
-    assert nets.vgg_style_loss(random_networks.vgg19, a, b + 0.3) > nets.vgg_style_loss(random_networks.vgg19, a, b)
-    assert nets.cfsd(random_networks.vgg19, a, a) == pytest.approx(0.0, abs=1e-9)
-    whole = nets.cfsd(random_networks.vgg19, a, b)
-    assert whole > 0 and nets.cfsd(random_networks.vgg19, a, b, chunk=7) == pytest.approx(whole, rel=1e-9)
-    features = nets.inception_features(random_networks.inception, [a, b, _image(3, (40, 40))])
-    assert features.shape == (3, 2048) and np.isfinite(features).all()
-
-
-def test_every_metric_is_computed_with_networks(random_networks):
-    photos = [_image(10), _image(11)]
-    paintings = [_image(20, shift=0.4), _image(21, shift=-0.4)]
-    triples = [Triple("1", f"p{i}", f"s{j}", f"o{i}{j}", mean_std_color_transfer(p, s), p, s)
-               for i, p in enumerate(photos) for j, s in enumerate(paintings)]
-    result = score_triples(triples, random_networks)
-    assert all(info["available"] for info in result.metrics.values()), result.metrics
-    values = result.groups["1"]
-    assert all(np.isfinite(values[m.name]) for m in METRICS)
-    assert values["art_fid"] == pytest.approx((1 + values["lpips"]) * (1 + values["fid"]))
-
-
-def test_missing_weights_make_those_metrics_unavailable_and_the_rest_still_work(monkeypatch, tmp_path):
-    calls: list[str] = []
-
-    def no_network(url, dst, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    networks = load_networks("auto")
-    assert set(networks.missing) == {"lpips", "vgg19", "inception"} and len(calls) == 3
-    for reason in networks.missing.values():
-        assert "could not be downloaded: put it in" in reason and reason.count(". ") == 0
-    photo, painting = _image(4), _image(5, shift=0.3)
-    output = mean_std_color_transfer(photo, painting)
-    result = score_triples([Triple("all", "p", "s", "o", output, photo, painting)], networks)
-    assert result.groups["all"]["color_swd"] > 0 and result.groups["all"]["lpips"] is None
-    assert not result.metrics["fid"]["available"] and "pt_inception" in result.metrics["fid"]["reason"]
-    # the bundled VGG19 needs no download: its metrics are there offline
-    for name in ("vgg_style_loss", "vgg_content_loss", "vgg_cfsd"):
-        assert result.metrics[name]["available"] and result.groups["all"][name] > 0, name
-
-
-# --------------------------------------------------------------------------------------------------- CLI
 
 
 def _baseline_manifest(folder: Path, kind: str) -> Path:
@@ -267,3 +167,29 @@ def test_evaluate_does_not_replace_files_without_overwrite(capsys, tmp_path):
     refused = run_cli(capsys, "evaluate", "--content", str(PHOTOS[0]), "--style", str(PAINTINGS[0]),
                       "--save-stylized", str(busy), *common, "--device", "cpu")
     assert refused.code == 2 and "not empty" in refused.err
+
+
+STYLE = PAINTINGS_DIR / "munch_the_scream.jpg"
+
+
+def _one_error(err: str) -> None:
+    assert "Traceback" not in err and "ValidationError" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+
+
+# --- alphas out of range are refused before the model loads ---------------------------------------------------------
+
+
+def test_evaluate_refuses_an_alpha_out_of_range_in_one_sentence_before_loading_the_model(capsys, monkeypatch):
+    from quantart_cli.core.io import checkpoints
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded for settings that cannot run")
+
+    monkeypatch.setattr(checkpoints, "load_model", no_model)
+    for alphas in ("0,2", "-0.5"):
+        result = run_cli(capsys, "evaluate", "--content", str(CONTENT_DIR / "lhq_1.jpg"), "--style", str(STYLE),
+                         "--alpha", alphas, "--networks", "off", "--device", "cpu")
+        assert result.code == 2, result.err
+        assert "--alpha" in result.err and "between 0 and 1" in result.err
+        _one_error(result.err)

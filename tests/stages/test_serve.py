@@ -1,5 +1,6 @@
 """``quantart serve``: the settings, the messages, the job (the same PNG as ``quantart stylize``), and the page
-itself driven in a real headless Chromium (the slow tier; skipped with a reason where no browser is installed)."""
+itself driven in a real headless Chromium (the slow tier; skipped with a reason where no browser is installed);
+a port in use, and bf16 on a CPU without it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from quantart_stages import serve
 from quantart_stages.stylize import StylizeSettings
 from repo_root import REPO
 
+from quantart_cli.core import precision
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
@@ -399,3 +401,59 @@ def test_ctrl_c_stops_the_server_cleanly(server):
     with pytest.raises(OSError):
         urllib.request.urlopen(server.url, timeout=5)
 
+
+# --- precision ------------------------------------------------------------------------------------------------------
+
+
+def test_bf16_without_native_bf16_runs_fp32_in_serve(monkeypatch, tmp_path):
+    from quantart_stages import serve
+
+    from quantart_cli.shell.console import Console
+    from quantart_cli.shell.paths import get_paths
+    from quantart_cli.shell.plugins import RunContext
+    from quantart_cli.shell.settings import resolve_settings
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    resolved = resolve_settings(serve.ServeSettings, stage="serve", flags={"device": "cpu", "precision": "bf16"},
+                                environ={})
+    notes: list[str] = []
+    console = Console(quiet=True)
+    monkeypatch.setattr(console, "info", notes.append)
+    ctx = RunContext(console=console, paths=get_paths(), resolved=resolved, stage_name="serve")
+    studio = serve.Studio(resolved.settings, ctx, tmp_path)
+    assert studio.options(alpha=0.5).precision == "fp32"
+    assert len(notes) == 1 and "fp32" in notes[0]
+
+
+# --- a port in use, checked before the model loads ------------------------------------------------------------------
+
+
+@pytest.fixture
+def busy_port():
+    """A port another program listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_says_so_in_its_own_words(capsys, busy_port):
+    """Issue 25: Gradio's advice about GRADIO_SERVER_PORT was repeated; the port is checked before the model loads."""
+    pytest.importorskip("gradio", reason='quantart serve needs the ui extra: pip install -e ".[ui]"')
+    result = run_cli(capsys, "serve", "--port", str(busy_port), "--device", "cpu")
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and result.err.startswith("error: ")
+    assert f"127.0.0.1:{busy_port}" in result.err and "in use" in result.err and "--port" in result.err
+    assert "GRADIO" not in result.err and "launch()" not in result.err and "model" not in result.err
+
+
+def test_what_keeps_serve_from_listening_is_named(busy_port):
+    from quantart_stages.serve import listen_problem
+
+    assert "in use" in listen_problem("127.0.0.1", busy_port)
+    assert "not an address of this computer" in listen_problem("192.0.2.1", busy_port)  # TEST-NET-1
+    assert "not a known host name" in listen_problem("no-such-host.invalid", busy_port)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    assert listen_problem("127.0.0.1", port) is None

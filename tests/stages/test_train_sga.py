@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from cli_support import run_cli
 from image_files import smooth_images
 from PIL import Image
-from tiny_models import seeded_vqgan, tiny_vq_config
+from tiny_models import seeded_vqgan, tiny_preset_vq_config, tiny_vq_config
 
 from quantart_cli.core.cache.latents import (
     MANIFEST,
@@ -548,7 +548,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(capsys, preset, vqgans, da
 
 def test_tiny_preset_lowers_the_style_loss_on_the_sample_images(capsys, tmp_path):
     """The shipped tiny preset on VQGANs shaped like train-vq's tiny preset (random weights, spread codes)."""
-    config = tiny_vq_config(ch=32, ch_mult=(1, 2, 2, 4), resolution=64, z_channels=32, n_embed=128)
+    config = tiny_preset_vq_config()
     paths = [save_checkpoint(seeded_vqgan(config, seed, spread_codes=0.5), tmp_path / f"vq{seed}.pt")
              for seed in (1, 2)]
     out = tmp_path / "run"

@@ -1,4 +1,5 @@
-"""``quantart train-vq`` end to end on a tiny CPU config: run folder, exact resume, NaN stop, Ctrl-C, DDP."""
+"""``quantart train-vq`` end to end on a tiny CPU config: run folder, exact resume (also --resume alone, with the
+recorded settings), NaN stop, Ctrl-C, DDP, the learning-rate note."""
 
 from __future__ import annotations
 
@@ -337,3 +338,47 @@ def test_ddp_on_gloo_keeps_both_ranks_identical(images, tmp_path):
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3  # rank 0 alone writes
     assert json.loads(lines[-1])["d_loss"] > 0
+
+
+def _tiny_run(capsys, tmp_path: Path, *extra: str):
+    return run_cli(capsys, "train-vq", "--preset", "tiny", "--data", str(CONTENT_DIR), "--size", "32",
+                   "--batch-size", "2", "--workers", "0", "--sample-every", "0", "--device", "cpu",
+                   "--out", str(tmp_path / "run"), *extra)
+
+
+def test_resume_alone_continues_with_the_recorded_settings(capsys, tmp_path):
+    first = _tiny_run(capsys, tmp_path, "--steps", "2")
+    assert first.code == 0, first.err
+    assert (tmp_path / "run" / "settings.toml").is_file()
+    resumed = run_cli(capsys, "train-vq", "--resume", str(tmp_path / "run"), "--steps", "4", "--quiet")
+    assert resumed.code == 0, resumed.err
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 4
+    conflict = run_cli(capsys, "train-vq", "--resume", str(tmp_path / "run"), "--steps", "6", "--size", "64")
+    assert conflict.code == 2 and "--size" in conflict.err and "started with 32" in conflict.err
+    assert conflict.err.count("error:") == 1
+
+
+# --------------------------------------------------------------------------------------- training notes
+
+
+def _train_vq(capsys, tmp_path: Path, *extra: str):
+    return run_cli(capsys, "train-vq", "--preset", "tiny", "--data", str(CONTENT_DIR), "--size", "32", "--steps", "1",
+                   "--sample-every", "0", "--save-every", "1", "--device", "cpu", "--out", str(tmp_path / "run"),
+                   *extra)
+
+
+def _lr_note(err: str) -> str:
+    return next(line for line in err.splitlines() if "lr = " in line).split("lr = ", 1)[1]
+
+
+def test_the_learning_rate_note_says_where_the_value_came_from(capsys, tmp_path, monkeypatch):
+    """Issue 25: `lr = 0.0002 (--lr)` when the value came from the preset."""
+    from_preset = _train_vq(capsys, tmp_path / "a")
+    assert from_preset.code == 0, from_preset.err
+    assert _lr_note(from_preset.err) == "0.0002 (from the preset tiny)."
+    from_flag = _train_vq(capsys, tmp_path / "b", "--lr", "0.001")
+    assert _lr_note(from_flag.err) == "0.001 (--lr)."
+    monkeypatch.setenv("QUANTART_LR", "0.003")
+    from_env = _train_vq(capsys, tmp_path / "c")
+    assert _lr_note(from_env.err) == "0.003 (from QUANTART_LR)."

@@ -1,4 +1,5 @@
-"""PatchGAN discriminator, LPIPS factory and the two training losses, checked against hand computations."""
+"""PatchGAN discriminator, LPIPS factory and the two training losses, checked against hand computations; the
+discriminator's augmentation and the optional adaptive weight before disc_start."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from torch import nn
 
 from quantart_cli.core.errors import BadInputError, NotFoundError
 from quantart_cli.core.losses.config import StyleTransferLossConfig, VQGANLossConfig
-from quantart_cli.core.losses.gan import adaptive_gan_weight, adopt_weight, hinge_d_loss, vanilla_d_loss
+from quantart_cli.core.losses.gan import (
+    adaptive_gan_weight,
+    adopt_weight,
+    augment_for_discriminator,
+    hinge_d_loss,
+    vanilla_d_loss,
+)
 from quantart_cli.core.losses.style_transfer import StyleTransferLoss, style_statistics
 from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.nn.discriminator import NLayerDiscriminator
@@ -506,3 +513,45 @@ def test_stage1_chroma_term_sees_colour_errors_only() -> None:
     # The chroma map is added to every pixel like LPIPS, so nll = L1 + weight * chroma.
     expected = (x - redder).abs().mean().item() + 2.0 * 0.05
     assert chroma_logs["nll"].item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_discriminator_augmentation_shifts_erases_and_passes_gradients():
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    torch.manual_seed(0)
+    y = augment_for_discriminator(x)
+    assert y.shape == x.shape
+    assert float((y == 0).float().mean()) >= 0.2  # a quarter of every image is erased, borders shifted in
+    y.sum().backward()
+    assert 0 < float((x.grad != 0).float().mean()) < 1
+    torch.manual_seed(0)
+    assert torch.equal(augment_for_discriminator(x.detach()), y.detach())  # follows the seeded RNG
+
+
+def test_stage1_discriminator_sees_augmented_images_only_when_asked():
+    torch.manual_seed(0)
+    x, rec = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    plain = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_start=0, disc_augment=False))
+    augmented = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_start=0, disc_augment=True))
+    augmented.discriminator.load_state_dict(plain.discriminator.state_dict())
+    seen = []
+    for loss in (plain, augmented):
+        loss.discriminator.eval()
+        hook = loss.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+        loss.discriminator_loss(x, rec, step=0)
+        hook.remove()
+    assert torch.equal(seen[0], x) and not torch.equal(seen[2], x)
+
+
+@pytest.mark.parametrize("before_start", [True, False])
+def test_the_adaptive_weight_before_disc_start_is_optional(before_start):
+    """The original computes d_weight at every step; the option skips that second backward pass while the GAN
+    term is off, and changes nothing once it is on."""
+    torch.manual_seed(0)
+    loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_start=5, d_weight_before_start=before_start))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    weight = torch.randn(3, 3, 1, 1, requires_grad=True)
+    rec = F.conv2d(x, weight)
+    _, early = loss.generator_loss(x, rec, 0.0, step=0, last_layer=weight)
+    _, late = loss.generator_loss(x, rec, 0.0, step=5, last_layer=weight)
+    assert (float(early["d_weight"]) > 0) == before_start
+    assert float(late["d_weight"]) > 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from image_files import random_batch
 
 from quantart_cli.core.errors import BadInputError
 from quantart_cli.core.metrics.grid import load_images, stylization_report
 from quantart_cli.core.metrics.style import (
+    color_histogram_distance,
     color_swd,
     luminance_ssim,
     mean_abs_diff,
@@ -109,3 +111,14 @@ def test_report_refuses_an_incomplete_grid(real_images) -> None:
     outputs.pop(next(iter(outputs)))
     with pytest.raises(BadInputError, match="missing"):
         stylization_report(photos, paintings, outputs)
+
+
+def test_colour_histogram_distance_has_known_answers():
+    image = random_batch(0)
+    assert color_histogram_distance(image, image) == pytest.approx(0.0, abs=1e-9)
+    assert color_histogram_distance(image, torch.flip(image, dims=[-1])) == pytest.approx(0.0, abs=1e-9)
+    near, far = color_histogram_distance(image, image + 0.1), color_histogram_distance(image, image + 0.5)
+    assert 0 < near < far <= 1
+    black, white = -torch.ones(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
+    assert color_histogram_distance(black, white) == pytest.approx(1.0)
+    assert luminance_ssim(image, image) == pytest.approx(1.0)

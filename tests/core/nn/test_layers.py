@@ -1,14 +1,18 @@
-"""Kernels: norm, resnet/down/up blocks, attention (self, cross, chunked, blended), SGA, encoder/decoder."""
+"""Kernels: norm, resnet/down/up blocks, attention (self, cross, chunked, blended), SGA (and its border padding),
+encoder/decoder."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import tiny_autoencoder_config
+from tiny_models import tiny_autoencoder_config, tiny_st_config
 from torch import nn
 
+from quantart_cli.core.config import tiny_vqgan_config
 from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
+from quantart_cli.core.models import StyleTransfer
 from quantart_cli.core.nn import attention as attention_module
 from quantart_cli.core.nn.attention import AttnBlock, attend, set_query_chunk_size
 from quantart_cli.core.nn.autoencoder import Decoder, Encoder
@@ -271,3 +275,21 @@ def test_chunked_attention_backward_equals_unchunked():
         grads.append([t.grad.clone() for t in (q, k, v)])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
+def test_replicate_padding_leaves_the_sga_blind_to_the_border(padding, tmp_path):
+    """On a flat latent the replicate-padded SGA gives a flat output (it cannot tell the border from the inside:
+    no frame), the zero-padded one does not; the setting survives a checkpoint round trip."""
+    torch.manual_seed(0)
+    vq = tiny_vqgan_config()
+    model = StyleTransfer(tiny_st_config(vq, sga_blocks=2, sga_padding=padding)).eval()
+    with torch.no_grad():
+        for p in model.model_x2y.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # biases away from 0 so borders would show
+        flat = torch.full((1, vq.quantizer.embed_dim, 8, 8), 0.3)
+        out = model.model_x2y(flat, torch.randn(1, vq.quantizer.embed_dim, 4, 4))
+    spread = float((out - out[:, :, 4:5, 4:5]).abs().max())
+    assert (spread < 1e-4) == (padding == "replicate"), spread
+    path = save_checkpoint(model, tmp_path / "m.pt")
+    assert load_model(path).config.sga_padding == padding

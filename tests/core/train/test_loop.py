@@ -1,4 +1,5 @@
-"""The shared training loop (quantart_cli.core.train.loop) with a toy task: order, resume, NaN, Ctrl-C, precision."""
+"""The shared training loop (quantart_cli.core.train.loop) with a toy task: order, resume (past a damaged last.pt
+too), NaN, Ctrl-C, precision."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_vq_config
 from torch import nn
 
 from quantart_cli.core.errors import NonFiniteLossError, UsageError
+from quantart_cli.core.io.checkpoints import load_checkpoint
+from quantart_cli.core.models import VQGAN
 from quantart_cli.core.precision import check_precision
 from quantart_cli.core.train.batches import BatchStream, ResumableSampler
 from quantart_cli.core.train.ddp import DistInfo
@@ -316,3 +320,31 @@ def test_grad_clip_limits_the_update(tmp_path):
 def test_dist_info_single_process_by_default():
     info = DistInfo()
     assert info.is_main and not info.enabled
+
+
+def test_damaged_last_checkpoint_falls_back_to_the_step_copy(tmp_path, small_images):
+    """A last.pt damaged after the fact (bit rot, a copy gone wrong) is skipped for step_N.pt of state.pt's step
+    (Python API: the train-vq stage reads last.pt's header before the loop starts)."""
+    from quantart_cli.core.data.datasets import ImageDataset
+    from quantart_cli.core.losses.config import VQGANLossConfig
+    from quantart_cli.core.losses.vqgan import VQGANLoss
+    from quantart_cli.core.train.batches import BatchStream
+    from quantart_cli.core.train.loop import run_training
+    from quantart_cli.core.train.options import LoopOptions
+    from quantart_cli.core.train.vq_task import VQGANTask
+
+    def train(steps: int, resume: bool) -> int:
+        torch.manual_seed(0)
+        loss = VQGANLoss(VQGANLossConfig(perceptual_weight=0.0, disc_start=1, disc_ndf=8, disc_num_layers=1))
+        task = VQGANTask(VQGAN(tiny_vq_config()), loss, lr=1e-3, device=torch.device("cpu"))
+        stream = BatchStream(ImageDataset([small_images], size=32), batch_size=2, seed=0)
+        options = LoopOptions(steps=steps, save_every=1, keep_checkpoints=2)
+        return run_training(task, stream, run, options, device=torch.device("cpu"), resume=resume).final_step
+
+    run = tmp_path / "run"
+    assert train(2, resume=False) == 2
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").unlink()  # break the hard link to step_0000002.pt before damaging it
+    (run / "last.pt").write_bytes(data[: len(data) // 2])
+    assert train(3, resume=True) == 3
+    assert load_checkpoint(run / "last.pt").step == 3
