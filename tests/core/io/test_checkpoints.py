@@ -18,7 +18,7 @@ from tiny_models import tiny_st_config, tiny_vq_config
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
 from quantart_cli.core.errors import BadInputError, NotFoundError, UnsafeCheckpointError, UsageError
-from quantart_cli.core.io.checkpoint_format import FORMAT_VERSION, checkpoint_sha256
+from quantart_cli.core.io.checkpoint_format import checkpoint_sha256
 from quantart_cli.core.io.checkpoints import (
     check_state_dict_fits,
     convert_checkpoint,
@@ -99,53 +99,7 @@ def original_layout(model) -> dict[str, torch.Tensor]:
     return state
 
 
-# --- native and safetensors round trips -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_vqgan_round_trip_same_outputs(tmp_path: Path, suffix: str) -> None:
-    model = make_vqgan(seed=1)
-    usage = {"quantize": torch.arange(16, dtype=torch.int64)}
-    disc = {"main.0.weight": torch.randn(4, 3, 4, 4), "main.1.num_batches_tracked": torch.tensor(3)}
-    path = save_checkpoint(
-        model,
-        tmp_path / f"vq{suffix}",
-        step=1234,
-        codebook_usage=usage,
-        extra={"dataset": "wikiart", "lr": 4.5e-6},
-        extra_state_dicts={"discriminator": disc},
-    )
-    ckpt = load_checkpoint(path)
-    assert ckpt.source_format == ("native" if suffix == ".pt" else "safetensors")
-    assert ckpt.kind == "vqgan" and ckpt.format_version == FORMAT_VERSION
-    assert ckpt.config == model.config
-    assert ckpt.step == 1234
-    assert ckpt.metadata["dataset"] == "wikiart" and ckpt.metadata["lr"] == pytest.approx(4.5e-6)
-    assert ckpt.metadata["quantart_version"] and re.match(r"\d{4}-\d\d-\d\dT", ckpt.metadata["created"])
-    assert torch.equal(ckpt.codebook_usage["quantize"], usage["quantize"])
-    assert ckpt.codebook_usage["quantize"].dtype == torch.int64
-    assert_same_state(ckpt.extra_state_dicts["discriminator"], disc)
-    assert_same_state(ckpt.state_dict, model.state_dict())
-
-    loaded = load_model(path, expected_kind="vqgan")
-    assert not loaded.training
-    x = image(0)
-    assert torch.equal(vqgan_output(loaded, x), vqgan_output(model, x))
-    assert not list(tmp_path.glob(".*.tmp")), "temp file left behind"
-
-
-@pytest.mark.parametrize("continuous", [False, True])
-@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_style_transfer_round_trip(tmp_path: Path, suffix: str, continuous: bool) -> None:
-    model = make_style(seed=2, continuous=continuous)
-    path = save_checkpoint(model, tmp_path / f"st{suffix}", step=None)
-    ckpt = load_checkpoint(path, expected_kind="style-transfer")
-    assert ckpt.config == model.config and ckpt.config.continuous is continuous
-    assert ckpt.step is None and ckpt.codebook_usage is None
-    assert_same_state(ckpt.state_dict, model.state_dict())
-    loaded = load_model(path)
-    x, ref = image(1), image(2)
-    assert torch.equal(style_output(loaded, x, ref), style_output(model, x, ref))
+# --- native and safetensors files (their round trip for every model: tests/core/test_model_contract.py) -------------
 
 
 def test_native_file_is_plain_weights_only_dict(tmp_path: Path) -> None:
