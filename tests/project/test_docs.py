@@ -48,19 +48,20 @@ SKIPPED = {
     "benchmarks/bench_stylize.py": "a multi-minute benchmark up to 4096 px; run by hand",
     "benchmarks/profile_stylize.py": "a profile of the full f16 model; run by hand",
     "benchmarks/bench_speed.py": "a multi-minute race of the full f16 model against the original; tiny run in "
-                                 "tests/test_benchmarks.py",
-    "benchmarks/profile_train_sga.py": "a profile of full f16 training steps; tiny run in tests/test_benchmarks.py",
+                                 "tests/project/test_benchmarks.py",
+    "benchmarks/profile_train_sga.py": "a profile of full f16 training steps; tiny run in "
+                                       "tests/project/test_benchmarks.py",
     "benchmarks/compare_peers.py": "stylizes held-out photos (local files) with three methods and scores them for "
-                                   "minutes; tiny run in tests/test_benchmarks.py",
+                                   "minutes; tiny run in tests/project/test_benchmarks.py",
     "benchmarks/gpu_check": "the GPU check needs a CUDA GPU (or, --fetch-wheels, the network); its CPU smoke run is in "
-                            "tests/test_benchmarks.py",
+                            "tests/project/test_benchmarks.py",
     "pytest": "the test suite itself (this is what CI runs)",
     "ruff": "CI's lint step (ruff's own rules, not a quantart command)",
-    "lint-imports": "CI's layering check; tests/test_import_rules.py runs it",
+    "lint-imports": "CI's layering check; tests/project/test_import_rules.py runs it",
     "pip install": "the environment these tests already run in",
     "-m venv": "the environment these tests already run in",
-    "quantart serve": "a web server that runs until Ctrl-C; tests/test_serve.py drives it in a browser",
-    "scripts/install_chromium.sh": "installs Chromium for tests/test_serve.py (apt-get, as root); CI runs it",
+    "quantart serve": "a web server that runs until Ctrl-C; tests/stages/test_serve.py drives it in a browser",
+    "scripts/install_chromium.sh": "installs Chromium for tests/stages/test_serve.py (apt-get, as root); CI runs it",
 }
 IMAGE_DIRS = [
     "photos", "paintings", "datasets/painter-by-numbers/train", "datasets/lhq_1024_jpg",
