@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The browser that tests/test_serve.py drives (through playwright): Debian's Chromium, installed with apt-get
+# The browser that tests/stages/test_serve.py drives (through playwright): Debian's Chromium, installed with apt-get
 # when it is missing and this is root on a machine with apt-get. Anywhere else it says why in one line and
 # succeeds anyway: the browser test then skips with its reason, and the rest of the suite runs as usual.
 #

@@ -1,4 +1,5 @@
-"""Derive a smaller copy of a four-step golden training file, with only what tests/test_golden_training.py reads.
+"""Derive a smaller copy of a four-step golden training file, with only what
+tests/core/train/test_golden_training.py reads.
 
     python scripts/trim_golden_train_steps.py SOURCE OUT [--stages stage1 [stage2]]
 

@@ -1,8 +1,10 @@
-"""Shared pytest fixtures (keep this small; tests build their own tiny models)."""
+"""Shared pytest fixtures: the two tiers, an isolated QUANTART_* environment per test, ``one_thread``, and small
+image folders. Tiny models come from ``tiny_models.py``, images from ``image_files.py`` (beside this file)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,6 @@ import pytest
 # thread count, so a run is reproducible only with the count pinned. Set before torch is imported, so subprocesses
 # inherit it too.
 os.environ["OMP_NUM_THREADS"] = "1"
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,6 +47,19 @@ def isolated_quantart_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch:
     return base
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread for a whole module, whatever the caller set (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``; it is set up before the module's other fixtures). Tiny
+    tensors run many times slower with two OpenMP threads when other processes share the cores (barriers wait for
+    descheduled threads), and CPU kernels sum in an order that depends on the count, so pinned results stay
+    reproducible."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -63,3 +76,31 @@ def photos(tmp_path: Path) -> Path:
         Image.open(source).resize((48, 32)).save(folder / source.name)
     Image.open(sorted(CONTENT_DIR.glob("*.jpg"))[0]).resize((40, 40)).save(folder / "trip" / "lhq_1.jpg")
     return folder
+
+
+@pytest.fixture
+def small_images(tmp_path: Path) -> Path:
+    """Four smooth 32x32 PNGs, ``img_0.png`` ... ``img_3.png``, in ``tmp_path/images``."""
+    from image_files import smooth_images
+
+    return smooth_images(tmp_path / "images", 4)
+
+
+@pytest.fixture
+def tiny_vq(tmp_path: Path) -> Path:
+    """A checkpoint of ``tiny_vq_config()`` (seed 0, step 0) at ``tmp_path/tiny_vq.pt``."""
+    from tiny_models import seeded_vqgan, tiny_vq_config
+
+    from quantart_cli.core.io.checkpoints import save_checkpoint
+
+    return save_checkpoint(seeded_vqgan(tiny_vq_config(), 0), tmp_path / "tiny_vq.pt", step=0)
+
+
+@pytest.fixture
+def tiny_style_transfer(tmp_path: Path) -> Path:
+    """A checkpoint of ``tiny_st_config()`` (seed 0, step 0) at ``tmp_path/tiny_st.pt``."""
+    from tiny_models import seeded_style_transfer
+
+    from quantart_cli.core.io.checkpoints import save_checkpoint
+
+    return save_checkpoint(seeded_style_transfer(seed=0), tmp_path / "tiny_st.pt", step=0)

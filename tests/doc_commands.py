@@ -11,7 +11,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from repo_root import REPO
+
 SHELL_LANGUAGES = {"bash", "console", "sh", "shell"}
 FENCE = re.compile(r"^```(\w*)\s*$")
 

@@ -26,7 +26,7 @@ def resize_opencv_linear(image: Image.Image, width: int, height: int) -> Image.I
     The original's data classes resize with albumentations, which calls exactly that: bilinear with half-pixel
     centres and no antialiasing, on uint8 with OpenCV's fixed-point arithmetic (11-bit coefficients, and the
     rounding of its vectorised vertical pass). Reproduced here in numpy so training sees the original's pixels
-    without OpenCV installed; ``tests/test_data.py`` checks it against OpenCV itself.
+    without OpenCV installed; ``tests/core/data/test_transforms.py`` checks it against OpenCV itself.
     """
     pixels = np.asarray(image.convert("RGB"), dtype=np.int64)
     src_h, src_w = pixels.shape[:2]
