@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from quantart_cli.core.codebook.stats import perplexity
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.checkpoint_format import LoadedCheckpoint
 from quantart_cli.core.io.checkpoints import load_checkpoint, model_from_checkpoint
@@ -31,7 +32,6 @@ from quantart_cli.core.train.adversarial import AdversarialTask
 from quantart_cli.core.train.ddp import DistInfo, all_reduce_sum
 from quantart_cli.core.train.samples import save_image_rows
 from quantart_cli.core.train.task import StepContext
-from quantart_cli.core.train.vq_task import code_perplexity
 
 # ------------------------------------------------------------------------------------------- assembly
 
@@ -195,7 +195,7 @@ class StyleTransferTask(AdversarialTask):
             return {}
         usage = all_reduce_sum(self._usage_since_log.clone(), self.info).cpu()
         self._usage_since_log.zero_()
-        return {"perplexity_y": code_perplexity(usage), "codes_used_y": int((usage > 0).sum())}
+        return {"perplexity_y": perplexity(usage), "codes_used_y": int((usage > 0).sum())}
 
     def state_dict(self) -> dict[str, Any]:
         return {"usage_since_log": self._usage_since_log.cpu()}

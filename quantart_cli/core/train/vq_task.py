@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from quantart_cli.core.codebook.stats import perplexity
 from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.models import VQGAN
 from quantart_cli.core.train.adversarial import AdversarialTask
@@ -70,16 +71,6 @@ def reconstruction_psnr(model: VQGAN, images: Tensor, *, batch_size: int = 8) ->
         values.append(psnr(x, rec).cpu())
     model.train(was_training)
     return float(torch.cat(values).mean())
-
-
-def code_perplexity(usage: Tensor) -> float:
-    """``exp(entropy)`` of a usage histogram: 1 when one code is used, n_embed when all are used evenly."""
-    total = usage.sum()
-    if total <= 0:
-        return 0.0
-    p = usage.double() / total
-    p = p[p > 0]
-    return float(torch.exp(-(p * p.log()).sum()))
 
 
 class VQGANTask(AdversarialTask):
@@ -165,7 +156,7 @@ class VQGANTask(AdversarialTask):
         window = self._last_window_usage if self._last_window_usage is not None else both[1]
         n_embed = since_log.numel()
         return {
-            "perplexity": code_perplexity(since_log),
+            "perplexity": perplexity(since_log),
             "codes_used": int((since_log > 0).sum()),
             "dead_codes": int(n_embed - (window > 0).sum()),
             "restarted_codes": self.restarted_codes,
@@ -250,4 +241,4 @@ def first_images(dataset: Any, count: int) -> Tensor:
     return torch.stack([dataset[i]["image"] for i in range(count)])
 
 
-__all__ = ["VQGANTask", "code_perplexity", "first_images", "psnr", "reconstruction_psnr", "write_sample_grid"]
+__all__ = ["VQGANTask", "first_images", "psnr", "reconstruction_psnr", "write_sample_grid"]
