@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from quantart_cli.core.config import QuantizerConfig, StyleTransferConfig, VQGANConfig
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, UsageError
 
 #: Bound on the entries of one pairwise-distance tile (64 MiB in fp32, 128 MiB in fp64).
@@ -405,6 +406,7 @@ def count_dataset_usage(
     from quantart_cli.core.models import VQGAN, StyleTransfer
     from quantart_cli.core.nn.vq import code_usage
 
+    set_memory_format(model, True)  # as inference runs
     if isinstance(model, VQGAN):
         encoders: dict[str, Callable[[Tensor], Tensor | None]] = {"quantize": model.encode_to_indices}
     elif isinstance(model, StyleTransfer) and not model.config.continuous:

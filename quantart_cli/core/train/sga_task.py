@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from quantart_cli.core.codebook.stats import perplexity
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.checkpoint_format import LoadedCheckpoint
 from quantart_cli.core.io.checkpoints import load_checkpoint, model_from_checkpoint
@@ -96,13 +97,18 @@ class _Stylized(NamedTuple):
 
 
 class _Stylize(nn.Module):
-    """``model.stylize_latent`` as a module DDP can wrap (its only trainable part is ``model_x2y``)."""
+    """``model.stylize_latent`` as a module DDP can wrap (its only trainable part is ``model_x2y``); with
+    ``channels_last`` its inputs are put in that order first, as the model's weights are."""
 
-    def __init__(self, model: StyleTransfer) -> None:
+    def __init__(self, model: StyleTransfer, channels_last: bool) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
 
     def forward(self, quant_x: Tensor, quant_ref: Tensor) -> _Stylized:
+        if self.channels_last:
+            quant_x = quant_x.contiguous(memory_format=torch.channels_last)
+            quant_ref = quant_ref.contiguous(memory_format=torch.channels_last)
         _, quant_y, vq_loss, info = self.model.stylize_latent(quant_x, quant_ref)
         usage = info.usage if info is not None else quant_y.new_zeros(1, dtype=torch.long)
         return _Stylized(quant_y.contiguous(), vq_loss, usage)
@@ -134,14 +140,13 @@ class StyleTransferTask(AdversarialTask):
                 f"The latent discriminator sees {loss.config.disc_in_channels} channels but the model's latents "
                 f"have {model.config.embed_dim}; set loss.disc_in_channels to the model's embed_dim."
             )
-        self.model = model
-        self.model.channels_last = channels_last  # contiguous by default, as the original (see vq_task)
+        self.model = set_memory_format(model, channels_last)  # contiguous by default, as the original (see vq_task)
         self.loss = loss
         self.device = device
         self.info = info
         self.sample_pairs = sample_pairs
         self.metadata = dict(metadata or {})
-        self._setup(_Stylize(model), model.trainable_parameters(), "sga", lr, compile)
+        self._setup(_Stylize(model, channels_last), model.trainable_parameters(), "sga", lr, compile)
         n_embed = model.config.style.quantizer.n_embed
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
         self._latents_of: Any = None

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from quantart_cli.core.codebook.stats import perplexity
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.models import VQGAN
 from quantart_cli.core.train.adversarial import AdversarialTask
@@ -100,12 +101,9 @@ class VQGANTask(AdversarialTask):
         self.dead_code_window = dead_code_window
         self.seed = seed
         self.sample_images = sample_images
-        # Training follows --channels-last (default off, the original's contiguous layout): on CPU the channels-last
-        # convolutions round differently, which Adam amplifies into visible differences from the original.
-        model.channels_last = channels_last
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-            loss.discriminator.to(memory_format=torch.channels_last)
+        # the original's contiguous order unless --channels-last (its other rounding is amplified by Adam)
+        set_memory_format(model, channels_last)
+        set_memory_format(loss.discriminator, channels_last)
         self._setup(_Autoencode(model), model.parameters(), "autoencoder", lr, compile)
         n_embed = model.config.quantizer.n_embed
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)

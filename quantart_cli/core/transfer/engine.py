@@ -35,6 +35,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.images import (
     MIN_LATENT_SIDE,
@@ -142,12 +143,13 @@ def _device_of(model: nn.Module) -> torch.device:
 class _Path:
     """One model's share of the computation: its encoders, quantizers, SGA and prepared reference."""
 
-    def __init__(self, model: StyleTransfer, options: StylizeOptions) -> None:
-        self.model = model
+    def __init__(self, model: StyleTransfer, options: StylizeOptions, channels_last: bool) -> None:
+        self.model = set_memory_format(model, channels_last)
         self.options = options
+        self.channels_last = channels_last
         self.factor = model.config.content.autoencoder.downsample_factor
         self.style_factor = model.config.style.autoencoder.downsample_factor
-        self.memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.reference: PreparedReference | None = None
 
     def _run_encoder(self, tiled: bool) -> EncoderRunner | None:
@@ -163,7 +165,7 @@ class _Path:
                 tile=opts.tile,
                 overlap=opts.overlap,
                 norm_stats=opts.tile_norm,
-                channels_last=self.model.channels_last,
+                channels_last=self.channels_last,
                 buffer_bytes=opts.buffer_bytes,
             )
 
@@ -194,7 +196,9 @@ class Stylizer:
     """Stylizes content images after fixed style references; the references are encoded once.
 
     ``model`` is a discrete :class:`StyleTransfer`; ``continuous_model`` (only needed for
-    ``visual_fidelity < 1``) the same network trained with ``train-sga --continuous``. ``precision="bf16"`` on a
+    ``visual_fidelity < 1``) the same network trained with ``train-sga --continuous``. Both run channels-last
+    (``channels_last=False``: in the contiguous order): their convolution kernels are put in that order in place
+    (:func:`~quantart_cli.core.devices.set_memory_format`). ``precision="bf16"`` on a
     CPU without bf16 instructions runs in fp32 with a one-line ``UserWarning`` (``.options`` says so).
     """
 
@@ -204,8 +208,11 @@ class Stylizer:
         styles: Tensor | Sequence[Tensor],
         options: StylizeOptions | None = None,
         continuous_model: StyleTransfer | None = None,
+        *,
+        channels_last: bool = True,
     ) -> None:
         self.options = options = StylizeOptions() if options is None else options
+        self.channels_last = channels_last
         self.model = model
         self.device = _device_of(model)
         check_precision(self.device, options.precision, training=False)
@@ -226,9 +233,9 @@ class Stylizer:
         self.continuous_model = continuous_model if a < 1.0 else None
         if self.continuous_model is not None:
             _check_continuous(model, self.continuous_model)
-        self.paths = [_Path(model, options)]
+        self.paths = [_Path(model, options, channels_last)]
         if self.continuous_model is not None:
-            self.paths.append(_Path(self.continuous_model, options))
+            self.paths.append(_Path(self.continuous_model, options, channels_last))
         self.factor = self.paths[0].factor
         if options.query_chunk_size is not None:
             for path in self.paths:
@@ -314,7 +321,7 @@ class Stylizer:
                 tile=opts.tile,
                 overlap=opts.overlap,
                 norm_stats=opts.tile_norm,
-                channels_last=self.model.channels_last,
+                channels_last=self.channels_last,
                 buffer_bytes=opts.buffer_bytes,
             )
         return self.decoder(h).contiguous()
