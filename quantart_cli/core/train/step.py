@@ -34,6 +34,7 @@ from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
 from quantart_cli.core.losses.terms import Logs
 from quantart_cli.core.train.ddp import DistInfo, average_gradients, broadcast_buffers, broadcast_parameters
 from quantart_cli.core.train.optim import make_adam
+from quantart_cli.core.train.options import OptimizerOrder
 
 if TYPE_CHECKING:
     from quantart_cli.core.models import VQGAN, StyleTransfer
@@ -157,7 +158,7 @@ def discriminator_pass(task: TrainingTask, batch: Any, step: int, ctx: StepConte
     return task.adversary.backward(ctx, *task.discriminator_inputs(batch, out), step)
 
 
-def train_step(task: TrainingTask, batches: Sequence[Any], step: int, ctx: StepContext, order: str,
+def train_step(task: TrainingTask, batches: Sequence[Any], step: int, ctx: StepContext, order: OptimizerOrder,
                check_finite: Callable[[], None]) -> list[Logs]:
     """One optimizer step of the generator and of its discriminator (see the module docstring) on ``batches``, the
     step's micro-batches, at global ``step`` (0-based). ``check_finite`` runs before any optimizer steps on what
