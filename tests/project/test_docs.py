@@ -51,6 +51,8 @@ SKIPPED = {
                                  "tests/project/test_benchmarks.py",
     "benchmarks/profile_train_sga.py": "a profile of full f16 training steps; tiny run in "
                                        "tests/project/test_benchmarks.py",
+    "benchmarks/bench_train_order.py": "minutes of builtin-paint training steps in both orders; tiny run in "
+                                       "tests/project/test_benchmarks.py",
     "benchmarks/compare_peers.py": "stylizes held-out photos (local files) with three methods and scores them for "
                                    "minutes; tiny run in tests/project/test_benchmarks.py",
     "benchmarks/gpu_check": "the GPU check needs a CUDA GPU (or, --fetch-wheels, the network); its CPU smoke run is in "

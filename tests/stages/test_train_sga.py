@@ -39,6 +39,7 @@ from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.sga_task import StyleTransferTask, assemble_style_transfer, load_vqgan_pair
+from quantart_cli.core.train.step import generator_pass, optimizers_of
 from quantart_cli.core.train.task import StepContext
 from quantart_cli.samples import SAMPLES_DIR
 
@@ -102,9 +103,9 @@ def _model(vqgans, *, continuous: bool = False) -> StyleTransfer:
     return assemble_style_transfer(content, style, sga_blocks=1, continuous=continuous)
 
 
-def _task(model: StyleTransfer, lr: float = 1e-3) -> StyleTransferTask:
+def _task(model: StyleTransfer, lr: float = 1e-3, loss: StyleTransferLossConfig = LOSS) -> StyleTransferTask:
     torch.manual_seed(5)
-    return StyleTransferTask(model, StyleTransferLoss(LOSS), lr=lr, device=torch.device("cpu"))
+    return StyleTransferTask(model, StyleTransferLoss(loss), lr=lr, device=torch.device("cpu"))
 
 
 def _ctx() -> StepContext:
@@ -164,11 +165,11 @@ def test_assembly_copies_the_right_parts_and_only_sga_and_d_train(vqgans, data, 
     images = UnpairedDataset(data[0], data[1], size=32, seed=0)
     batch = {k: torch.stack([images[i][k] for i in range(2)]) for k in ("content", "style")}
     task.train()
-    task.micro_step(batch, 0, _ctx(), tuple(task.optimizers()))
+    generator_pass(task, batch, 0, _ctx(), joint=True)
     assert all(p.grad is None for n, p in model.named_parameters() if not n.startswith("model_x2y"))
     assert all(p.grad is not None for p in model.model_x2y.parameters())
-    assert set(task.optimizers()) == {"sga", "discriminator"}
-    assert task.optimizers()["sga"].param_groups[0]["betas"] == (0.5, 0.9)
+    assert set(optimizers_of(task)) == {"sga", "discriminator"}
+    assert optimizers_of(task)["sga"].param_groups[0]["betas"] == (0.5, 0.9)
 
     stream = BatchStream(images, batch_size=2, seed=0)
     run_training(task, stream, tmp_path / "run", LoopOptions(steps=2, log_every=1), device=torch.device("cpu"))
@@ -189,7 +190,7 @@ def test_every_loss_term_matches_a_hand_computation(vqgans, data):
     task.train()
     images = UnpairedDataset(data[0], data[1], size=32, seed=0)
     batch = {k: torch.stack([images[i][k] for i in range(2)]) for k in ("content", "style")}
-    logs = task.micro_step(batch, 3, _ctx(), tuple(task.optimizers()))
+    logs = generator_pass(task, batch, 3, _ctx(), joint=True)
 
     with torch.no_grad():
         quant_x = model.quantize_enc(model.quant_conv(model.encoder(batch["content"])))[0]
@@ -232,8 +233,8 @@ def test_every_loss_term_matches_a_hand_computation(vqgans, data):
 
     # before disc_start the GAN terms are out of the loss (factor 0); the generator's GAN term is still computed
     # and logged, as the original does, and the joint order skips D's loss
-    task.loss = StyleTransferLoss(LOSS.model_copy(update={"disc_start": 10}))
-    early = task.micro_step(batch, 3, _ctx(), tuple(task.optimizers()))
+    task = _task(model, loss=LOSS.model_copy(update={"disc_start": 10}))
+    early = generator_pass(task, batch, 3, _ctx(), joint=True)
     assert early["g_loss"] != 0 and early["d_loss"] == 0 and early["disc_factor"] == 0
     assert torch.allclose(early["total"], reverse + vq_hand + 10.0 * (style_mean + style_std), rtol=1e-4)
 
@@ -289,7 +290,7 @@ def test_a_step_from_the_cache_matches_a_step_from_images(vqgans, data, tmp_path
         task = _task(model)
         task.train()
         batch = BatchStream(dataset, batch_size=2, seed=3).next()
-        logs[name] = task.micro_step(batch, 0, _ctx(), tuple(task.optimizers()))
+        logs[name] = generator_pass(task, batch, 0, _ctx(), joint=True)
         grads[name] = {
             n: p.grad for n, p in [*model.model_x2y.named_parameters(), *task.loss.discriminator.named_parameters()]
         }

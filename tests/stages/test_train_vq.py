@@ -22,6 +22,7 @@ from PIL import Image
 from repo_root import REPO
 from tiny_models import tiny_vq_config
 
+from quantart_cli.core.codebook.stats import perplexity
 from quantart_cli.core.config import VQGANConfig
 from quantart_cli.core.data.datasets import ImageDataset
 from quantart_cli.core.io.checkpoints import load_checkpoint, save_checkpoint
@@ -31,7 +32,7 @@ from quantart_cli.core.models import VQGAN
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.options import LoopOptions
-from quantart_cli.core.train.vq_task import VQGANTask, code_perplexity, first_images, psnr, reconstruction_psnr
+from quantart_cli.core.train.vq_task import VQGANTask, first_images, psnr, reconstruction_psnr
 from quantart_cli.samples import CONTENT_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -252,8 +253,8 @@ def test_restart_dead_codes_reseeds_unused_codes_from_encoder_outputs(images, tm
 
 
 def test_perplexity_and_psnr_helpers():
-    assert code_perplexity(torch.tensor([5, 5, 5, 5])) == pytest.approx(4.0)
-    assert code_perplexity(torch.tensor([9, 0, 0])) == pytest.approx(1.0)
+    assert perplexity(torch.tensor([5, 5, 5, 5])) == pytest.approx(4.0)
+    assert perplexity(torch.tensor([9, 0, 0])) == 1.0 and perplexity(torch.zeros(3, dtype=torch.long)) == 0.0
     x = torch.zeros(1, 3, 4, 4)
     assert float(psnr(x, x + 0.2)) == pytest.approx(10 * torch.log10(torch.tensor(1 / 0.01)).item(), rel=1e-5)
 

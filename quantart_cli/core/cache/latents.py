@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from quantart_cli.core.data.datasets import EpochMixin, item_rng, shared_zeros
 from quantart_cli.core.data.transforms import ResizeFilter, resize_image, transform_image
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, QuantartError, UsageError
 from quantart_cli.core.io.images import image_to_tensor, load_image
 from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
@@ -385,7 +386,7 @@ def build_latent_cache(
     callbacks.on_start(total, done)
     if mine:
         was_training = model.training
-        model.eval()
+        set_memory_format(model.eval(), True)  # as inference runs (training sets the order it trains in itself)
         try:
             for role, shard in mine:
                 _encode_shard(

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from quantart_cli.core.config import QuantizerConfig, StyleTransferConfig, VQGANConfig
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, UsageError
 
 #: Bound on the entries of one pairwise-distance tile (64 MiB in fp32, 128 MiB in fp64).
@@ -264,6 +265,22 @@ def near_duplicates(
 # --- usage ---------------------------------------------------------------------------------------------------
 
 
+def usage_entropy(counts: Tensor) -> float:
+    """Entropy ``H = -sum p ln p`` in nats of a usage histogram (token counts per code); 0 when it has no tokens."""
+    c = counts.detach().to("cpu", torch.float64)
+    total = float(c.sum())
+    if total <= 0:
+        return 0.0
+    p = c[c > 0] / total
+    return max(float(-(p * p.log()).sum()), 0.0)  # a single used code gives -0.0
+
+
+def perplexity(counts: Tensor) -> float:
+    """``exp(H)`` of a usage histogram: 1 when one code takes every token, ``n`` when ``n`` codes share them evenly,
+    0 when it has no tokens. Training logs it (``perplexity``, ``perplexity_y``) as inspect-codebook reports it."""
+    return math.exp(usage_entropy(counts)) if float(counts.detach().sum()) > 0 else 0.0
+
+
 def usage_stats(counts: Tensor, *, top: int = 10) -> UsageStats:
     """Figures of a usage histogram ``counts`` (n,) of non-negative token counts per code."""
     if not isinstance(counts, Tensor) or counts.dim() != 1 or counts.numel() == 0:
@@ -275,13 +292,7 @@ def usage_stats(counts: Tensor, *, top: int = 10) -> UsageStats:
     n = c.numel()
     total = float(c.sum())
     dead = int((c == 0).sum())
-    if total > 0:
-        p = c[c > 0] / total
-        entropy = float(-(p * p.log()).sum())
-        entropy = max(entropy, 0.0)  # a single used code gives -0.0
-        perplexity = math.exp(entropy)
-    else:
-        entropy, perplexity = 0.0, 0.0
+    entropy, exp_entropy = usage_entropy(c), perplexity(c)
     k = min(max(top, 0), n - dead)
     order = torch.argsort(-c, stable=True)[:k]  # most used first, ties to the lower index
     top_codes = [TopCode(int(i), int(c[i]), float(c[i]) / total) for i in order.tolist()]
@@ -292,8 +303,8 @@ def usage_stats(counts: Tensor, *, top: int = 10) -> UsageStats:
         dead_share=dead / n,
         entropy_nats=entropy,
         entropy_bits=entropy / math.log(2),
-        perplexity=perplexity,
-        perplexity_share=perplexity / n,
+        perplexity=exp_entropy,
+        perplexity_share=exp_entropy / n,
         top=top_codes,
     )
 
@@ -395,6 +406,7 @@ def count_dataset_usage(
     from quantart_cli.core.models import VQGAN, StyleTransfer
     from quantart_cli.core.nn.vq import code_usage
 
+    set_memory_format(model, True)  # as inference runs
     if isinstance(model, VQGAN):
         encoders: dict[str, Callable[[Tensor], Tensor | None]] = {"quantize": model.encode_to_indices}
     elif isinstance(model, StyleTransfer) and not model.config.continuous:

@@ -251,9 +251,6 @@ def _materialise(ckpt: LoadedCheckpoint, device: torch.device, *, share: bool) -
     )
     if share and same_layout:
         model.load_state_dict(ckpt.state_dict, strict=True, assign=True)  # no copy, half the peak memory
-        apply_memory_order = getattr(model, "apply_memory_order", None)
-        if apply_memory_order is not None:  # channels-last convolution weights are copies after all
-            apply_memory_order()
     else:
         model = model.to_empty(device=device)
         model.load_state_dict(ckpt.state_dict, strict=True)

@@ -21,6 +21,7 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError
 from quantart_cli.core.io.atomic import atomic_write
 from quantart_cli.core.io.images import (
@@ -82,6 +83,7 @@ def encode_image_files(
     (the record keeps the resized size). An image that cannot be read is passed to ``on_error`` and left out
     (without it, the error is raised)."""
     factor = model.downsample_factor
+    set_memory_format(model, True)  # inference runs channels-last (faster convolutions on a CPU)
     pending: list[tuple[Path, torch.Tensor, tuple[int, int, int, int], int, int]] = []
 
     def flush() -> Iterator[CodeRecord]:
@@ -115,6 +117,7 @@ def encode_image_files(
 @torch.inference_mode()
 def decode_records(model: VQGAN, records: Iterable[CodeRecord], *, device: torch.device) -> Iterator[Image.Image]:
     """Indices back to images, with the encoding's padding cropped away."""
+    set_memory_format(model, True)
     for record in records:
         indices = record.indices.to(device=device, dtype=torch.int64).unsqueeze(0)
         image = crop_padding(model.decode_indices(indices), record.padding)

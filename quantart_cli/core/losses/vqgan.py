@@ -5,8 +5,8 @@ step and a discriminator step. Both return ``(loss, logs)`` where ``logs`` maps 
 a detached 0-dim fp32 tensor (no host sync; call ``.item()`` when reporting). Terms are reduced in
 fp32, so the steps work under autocast.
 
-The generator step also runs the discriminator, whose parameters then receive gradients; zero the
-discriminator's gradients before its own step (the shared training loop does).
+The generator step also runs the discriminator, whose parameters would receive gradients: the training step
+runs it with the discriminator frozen (:mod:`quantart_cli.core.train.step`).
 """
 
 from __future__ import annotations

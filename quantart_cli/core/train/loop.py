@@ -2,9 +2,10 @@
 
 The loop owns what every trainer needs: seeding, a resumable seeded data order, mixed precision
 (autocast, a GradScaler for fp16), gradient accumulation, gradient clipping, non-finite loss detection,
-``metrics.jsonl``, sample and checkpoint cadence, exact resume and a clean Ctrl-C. What is trained and
-how a micro-batch's losses are computed belongs to a :class:`~quantart_cli.core.train.task.TrainingTask`
-(e.g. ``vq_task.VQGANTask``). Progress is reported through ``TrainingCallbacks``, so this module never
+``metrics.jsonl``, sample and checkpoint cadence, exact resume and a clean Ctrl-C. One optimizer step of the
+generator and its discriminator is :func:`~quantart_cli.core.train.step.train_step`; what is trained and its
+losses belong to a :class:`~quantart_cli.core.train.task.TrainingTask` (``vq_task.VQGANTask``,
+``sga_task.StyleTransferTask``). Progress is reported through ``TrainingCallbacks``, so this module never
 touches the terminal. The run folder's files and how a run resumes are described in :mod:`.resume`.
 Under torchrun (``WORLD_SIZE > 1``) every rank runs the loop; rank 0 alone writes files.
 """
@@ -31,7 +32,7 @@ from quantart_cli.core.precision import check_precision
 from quantart_cli.core.train.batches import BatchStream
 from quantart_cli.core.train.ddp import DistInfo, any_rank, stop_agreed
 from quantart_cli.core.train.lock import run_folder_lock
-from quantart_cli.core.train.optim import first_lr, params_with_grad
+from quantart_cli.core.train.optim import first_lr
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.resume import (
     LAST_CHECKPOINT,
@@ -51,6 +52,7 @@ from quantart_cli.core.train.resume import (
 )
 from quantart_cli.core.train.rng import capture_rng_state, restore_rng_state
 from quantart_cli.core.train.signals import StopRequest
+from quantart_cli.core.train.step import optimizers_of, train_step
 from quantart_cli.core.train.task import StepContext, TrainingCallbacks, TrainingResult, TrainingTask
 
 
@@ -116,7 +118,7 @@ def _run_training(
     out_dir = Path(out_dir)
     last_path = out_dir / LAST_CHECKPOINT
     state_path = out_dir / STATE_FILE
-    optimizers = task.optimizers()
+    optimizers = optimizers_of(task)
     scaler = torch.amp.GradScaler(device.type, enabled=options.precision == "fp16")
 
     step = 0
@@ -200,11 +202,9 @@ def _run_training(
             keep_step_copy(out_dir, last_path, at_step, options.keep_checkpoints)
 
     start_step = step
-    names = tuple(optimizers)
-    phases = [names] if options.optimizer_order == "joint" else [(name,) for name in names]
     callbacks.on_start(start_step, options.steps)
     task.train()
-    ctx = StepContext(device, options.precision, scaler, options.accumulate)
+    ctx = StepContext(device, options.precision, scaler, options.accumulate, options.grad_clip)
     log_sums: dict[str, torch.Tensor] = {}
     log_count = 0
     started = time.perf_counter()
@@ -212,34 +212,18 @@ def _run_training(
     last_record: dict[str, Any] = {}
     interrupted = False
 
+    def check_finite() -> None:
+        _check_finite(ctx.losses, step, info, device, last_path, saved_step)
+
     with stop:
         try:
             while step < options.steps:
                 batches = [_to_device(stream.next(), device) for _ in range(options.accumulate)]
-                for phase in phases:
-                    for name in phase:
-                        optimizers[name].zero_grad(set_to_none=True)
-                    ctx.losses = []
-                    for micro, batch in enumerate(batches):
-                        last_micro = micro == options.accumulate - 1
-                        with contextlib.nullcontext() if last_micro else task.no_sync():
-                            logs = task.micro_step(batch, step, ctx, phase)
-                        for key, value in logs.items():
-                            value = value.detach().float()
-                            log_sums[key] = log_sums[key] + value if key in log_sums else value.clone()
-                        if phase is phases[0]:
-                            log_count += 1
-                    _check_finite(ctx.losses, step, info, device, last_path, saved_step)
-                    for name in phase:
-                        optimizer = optimizers[name]
-                        if not params_with_grad(optimizer):
-                            continue  # joint order: e.g. the discriminator before disc_start
-                        task.before_optimizer_step(name)
-                        if options.grad_clip is not None:
-                            scaler.unscale_(optimizer)
-                            torch.nn.utils.clip_grad_norm_(params_with_grad(optimizer), options.grad_clip)
-                        scaler.step(optimizer)
-                scaler.update()
+                for logs in train_step(task, batches, step, ctx, options.optimizer_order, check_finite):
+                    for key, value in logs.items():
+                        value = value.detach().float()
+                        log_sums[key] = log_sums[key] + value if key in log_sums else value.clone()
+                log_count += len(batches)
                 step += 1
                 interval_steps += 1
                 task.after_step(step)

@@ -1,14 +1,12 @@
-"""Stage-2 specifics for the shared loop: the SGA + latent-discriminator step, from images or cached latents.
+"""Stage 2 for the shared loop: the SGA module (the generator) against the latent discriminator, from images or
+cached latents.
 
-One micro-batch: the frozen encoders give the content latent ``quant_x`` and the style latent
-``quant_ref`` (or the batch already holds them, from a :mod:`~quantart_cli.core.cache.latents`); the SGA
-module maps ``quant_x`` toward the style, ``quantize_dec`` quantizes the result into ``quant_y``
-(not in the continuous variant); the generator loss (reverse + VQ + style + constant-weight GAN) is
-backpropagated with the discriminator frozen; then the discriminator's hinge loss on the detached
-``quant_ref`` (real) and ``quant_y`` (fake). The loop steps the SGA's Adam, then the discriminator's.
-
-Under DDP the SGA forward is wrapped in DistributedDataParallel (only ``model_x2y`` has trainable
-parameters); the discriminator's gradients are averaged by one explicit all-reduce, as in stage 1.
+The frozen encoders give the content latent ``quant_x`` and the style latent ``quant_ref`` (or the batch already
+holds them, from a :mod:`~quantart_cli.core.cache.latents`); the generator's forward maps ``quant_x`` toward the
+style and ``quantize_dec`` quantizes the result into ``quant_y`` (not in the continuous variant); its loss is
+:class:`StyleTransferLoss`'s reverse + VQ + style + constant-weight GAN (+ image) terms; the discriminator compares
+``quant_ref`` (real) with the detached ``quant_y`` (fake). How a step runs them is
+:mod:`quantart_cli.core.train.step`; only ``model_x2y`` has trainable parameters.
 """
 
 from __future__ import annotations
@@ -22,16 +20,17 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from quantart_cli.core.codebook.stats import perplexity
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.checkpoint_format import LoadedCheckpoint
 from quantart_cli.core.io.checkpoints import load_checkpoint, model_from_checkpoint
 from quantart_cli.core.losses.style_transfer import StyleTransferLoss
 from quantart_cli.core.models import StyleTransfer
-from quantart_cli.core.train.adversarial import AdversarialTask
 from quantart_cli.core.train.ddp import DistInfo, all_reduce_sum
 from quantart_cli.core.train.samples import save_image_rows
+from quantart_cli.core.train.step import Adversary, Generator, load_with_discriminator, save_with_discriminator
 from quantart_cli.core.train.task import StepContext
-from quantart_cli.core.train.vq_task import code_perplexity
 
 # ------------------------------------------------------------------------------------------- assembly
 
@@ -96,19 +95,24 @@ class _Stylized(NamedTuple):
 
 
 class _Stylize(nn.Module):
-    """``model.stylize_latent`` as a module DDP can wrap (its only trainable part is ``model_x2y``)."""
+    """``model.stylize_latent`` as a module DDP can wrap (its only trainable part is ``model_x2y``); with
+    ``channels_last`` its inputs are put in that order first, as the model's weights are."""
 
-    def __init__(self, model: StyleTransfer) -> None:
+    def __init__(self, model: StyleTransfer, channels_last: bool) -> None:
         super().__init__()
         self.model = model
+        self.channels_last = channels_last
 
     def forward(self, quant_x: Tensor, quant_ref: Tensor) -> _Stylized:
+        if self.channels_last:
+            quant_x = quant_x.contiguous(memory_format=torch.channels_last)
+            quant_ref = quant_ref.contiguous(memory_format=torch.channels_last)
         _, quant_y, vq_loss, info = self.model.stylize_latent(quant_x, quant_ref)
         usage = info.usage if info is not None else quant_y.new_zeros(1, dtype=torch.long)
         return _Stylized(quant_y.contiguous(), vq_loss, usage)
 
 
-class StyleTransferTask(AdversarialTask):
+class StyleTransferTask:
     """Stage-2 :class:`~quantart_cli.core.train.task.TrainingTask`: a :class:`StyleTransfer` and its loss.
 
     Batches hold images (``content``, ``style``) or cached latents (``content_latent``,
@@ -134,14 +138,15 @@ class StyleTransferTask(AdversarialTask):
                 f"The latent discriminator sees {loss.config.disc_in_channels} channels but the model's latents "
                 f"have {model.config.embed_dim}; set loss.disc_in_channels to the model's embed_dim."
             )
-        self.model = model
-        self.model.channels_last = channels_last  # contiguous by default, as the original (see vq_task)
+        self.model = set_memory_format(model, channels_last)  # contiguous by default, as the original (see vq_task)
         self.loss = loss
         self.device = device
         self.info = info
         self.sample_pairs = sample_pairs
         self.metadata = dict(metadata or {})
-        self._setup(_Stylize(model), model.trainable_parameters(), "sga", lr, compile)
+        self.adversary = Adversary(loss, lr=lr, device=device, info=info)
+        self.generator = Generator("sga", _Stylize(model, channels_last), model.trainable_parameters(), lr=lr,
+                                   device=device, info=info, compile=compile)
         n_embed = model.config.style.quantizer.n_embed
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
         self._latents_of: Any = None
@@ -149,6 +154,10 @@ class StyleTransferTask(AdversarialTask):
         self._targets: tuple[Tensor, Tensor] | None = None
 
     # -- TrainingTask ------------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        self.model.train()  # the frozen VQGAN parts keep themselves in eval mode
+        self.loss.train()
 
     def latents(self, batch: Mapping[str, Any], ctx: StepContext | None = None) -> tuple[Tensor, Tensor]:
         """(quant_x, quant_ref) of a batch: from the cache as they are, else by the frozen encoders."""
@@ -168,34 +177,35 @@ class StyleTransferTask(AdversarialTask):
         with torch.no_grad(), ctx.autocast() if ctx is not None else contextlib.nullcontext():
             return self.model.decode(quant_ref), self.model.decode(quant_x)
 
-    def micro_step(self, batch: Any, step: int, ctx: StepContext, optimizers: tuple[str, ...]) -> Mapping[str, Tensor]:
-        if batch is not self._latents_of:  # the sequential order runs the same batch once per optimizer
+    def forward(self, batch: Any, ctx: StepContext) -> _Stylized:
+        if batch is not self._latents_of:  # the sequential order runs each batch twice: encode it once
             self._latents_of, self._latents = batch, self.latents(batch, ctx)
             self._targets = self.target_images(batch, ctx) if self.loss.uses_images else None
-        quant_x, quant_ref = self._latents
+        return self.generator(*self._latents)
 
-        def generator_loss(out: _Stylized):
-            images = None
-            if self._targets is not None:
-                with ctx.autocast():
-                    images = (self.model.decode(out.quant_y), *self._targets)
-            return self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step, images=images)
-
-        logs, out = self.adversarial_step(ctx, step, optimizers, lambda: self.forward_module(quant_x, quant_ref),
-                                          generator_loss)
-        if self.generator_name in optimizers and not self.model.config.continuous:
+    def generator_loss(self, batch: Any, out: _Stylized, step: int, ctx: StepContext
+                       ) -> tuple[Tensor, Mapping[str, Tensor]]:
+        quant_x, quant_ref = self._latents  # of this batch: forward just ran on it
+        images = None
+        if self._targets is not None:
+            with ctx.autocast():
+                images = (self.model.decode(out.quant_y), *self._targets)
+        if not self.model.config.continuous:  # codebook usage of the forward that trains the generator
             self._usage_since_log += out.usage.detach()
-        return logs
+        return self.loss.generator_loss(out.quant_y, quant_x, quant_ref, out.vq_loss, step, images=images)
 
-    def discriminator_inputs(self, out: _Stylized) -> tuple[Tensor, Tensor]:
+    def discriminator_inputs(self, batch: Any, out: _Stylized) -> tuple[Tensor, Tensor]:
         return self._latents[1], out.quant_y
+
+    def after_step(self, step: int) -> None:
+        pass
 
     def metrics(self, step: int) -> dict[str, float]:
         if self.model.config.continuous:
             return {}
         usage = all_reduce_sum(self._usage_since_log.clone(), self.info).cpu()
         self._usage_since_log.zero_()
-        return {"perplexity_y": code_perplexity(usage), "codes_used_y": int((usage > 0).sum())}
+        return {"perplexity_y": perplexity(usage), "codes_used_y": int((usage > 0).sum())}
 
     def state_dict(self) -> dict[str, Any]:
         return {"usage_since_log": self._usage_since_log.cpu()}
@@ -205,10 +215,10 @@ class StyleTransferTask(AdversarialTask):
             self._usage_since_log.copy_(state["usage_since_log"])
 
     def save_model(self, path: Path, step: int) -> None:
-        self.save_with_discriminator(path, step, extra=self.metadata)
+        save_with_discriminator(self.model, self.adversary, path, step, extra=self.metadata)
 
     def load_model(self, path: Path) -> int:
-        return int(self.load_with_discriminator(path, "style-transfer").step or 0)
+        return int(load_with_discriminator(self.model, self.adversary, path, "style-transfer").step or 0)
 
     def write_sample(self, path: Path) -> None:
         if self.sample_pairs is not None:

@@ -1,29 +1,36 @@
-"""What the loop trains: the :class:`TrainingTask` protocol, its step context, the callbacks that report
-progress, the loop's options and its result."""
+"""What the loop trains: the :class:`TrainingTask` protocol and the :class:`StepContext` a step runs under (the step
+itself is :mod:`.step`), the callbacks that report progress, and the loop's result."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from quantart_cli.core.precision import autocast_context
+from quantart_cli.core.train.optim import params_with_grad
+
+if TYPE_CHECKING:
+    from quantart_cli.core.train.step import Adversary, Generator
 
 # ------------------------------------------------------------------------------------ task protocol
 
 
 class StepContext:
-    """Handed to :meth:`TrainingTask.micro_step`: autocast for forwards, ``backward`` for losses."""
+    """What a step runs under: autocast for forwards, ``backward`` for losses (each kept in ``losses`` for the finite
+    check), ``step`` for optimizers (gradients unscaled and clipped to ``grad_clip``)."""
 
-    def __init__(self, device: torch.device, precision: str, scaler: torch.amp.GradScaler, accumulate: int) -> None:
+    def __init__(self, device: torch.device, precision: str, scaler: torch.amp.GradScaler, accumulate: int,
+                 grad_clip: float | None = None) -> None:
         self.device = device
         self.precision = precision
         self.scaler = scaler
         self.accumulate = accumulate
+        self.grad_clip = grad_clip
         self.losses: list[torch.Tensor] = []
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -34,35 +41,42 @@ class StepContext:
         self.losses.append(loss.detach().float().reshape(()))
         self.scaler.scale(loss / self.accumulate).backward()
 
+    def step(self, optimizer: torch.optim.Optimizer, before: Callable[[], None] | None = None) -> None:
+        """Step ``optimizer`` on its gradients, after ``before()`` (e.g. averaging them over ranks); an optimizer
+        without gradients (the joint order's discriminator before ``disc_start``) is skipped."""
+        if not params_with_grad(optimizer):
+            return
+        if before is not None:
+            before()
+        if self.grad_clip is not None:
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params_with_grad(optimizer), self.grad_clip)
+        self.scaler.step(optimizer)
+
 
 class TrainingTask(Protocol):
-    """The stage-specific half of training. Methods marked collective run on every rank at the same step."""
+    """A generator trained against a discriminator: what :func:`~quantart_cli.core.train.step.train_step` and the loop
+    need of a stage. Methods marked collective run on every rank at the same step."""
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Optimizers in the order they step each iteration (e.g. generator, then discriminator)."""
-        ...
+    generator: Generator
+    adversary: Adversary
 
     def train(self) -> None:
         """Put the trained modules in training mode."""
         ...
 
-    def micro_step(
-        self, batch: Any, step: int, ctx: StepContext, optimizers: tuple[str, ...]
-    ) -> Mapping[str, torch.Tensor]:
-        """Forward and backward one micro-batch at global ``step`` (0-based) for the losses of ``optimizers``; return
-        0-dim detached logs.
-
-        In the ``sequential`` order the loop calls this once per optimizer (in :meth:`optimizers` order) with the
-        same batch, each call after the previous optimizers stepped; in the ``joint`` order once with all of them.
-        """
+    def forward(self, batch: Any, ctx: StepContext) -> Any:
+        """The generator's output for a micro-batch (under autocast; without gradients in D's own pass)."""
         ...
 
-    def no_sync(self) -> contextlib.AbstractContextManager[Any]:
-        """Context for micro-batches whose gradients are not synchronised yet (DDP ``no_sync``)."""
+    def generator_loss(self, batch: Any, out: Any, step: int, ctx: StepContext) -> tuple[torch.Tensor,
+                                                                                         Mapping[str, torch.Tensor]]:
+        """The generator's loss on :meth:`forward`'s output at global ``step`` (0-based) and its 0-dim detached logs;
+        called once per micro-batch, on the forward that trains the generator."""
         ...
 
-    def before_optimizer_step(self, name: str) -> None:
-        """Collective: e.g. average gradients that DDP does not handle."""
+    def discriminator_inputs(self, batch: Any, out: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real samples, fakes) D compares, for a micro-batch and :meth:`forward`'s output on it."""
         ...
 
     def after_step(self, step: int) -> None:

@@ -1,13 +1,8 @@
-"""Stage-1 specifics for the shared loop: the VQGAN + discriminator step, codebook health, samples, PSNR.
+"""Stage 1 for the shared loop: the VQGAN (the generator) against its PatchGAN, codebook health, samples, PSNR.
 
-One micro-batch: the autoencoder runs once; the generator loss (L1 [+ LPIPS] + codebook + adaptive
-GAN term) is backpropagated with the discriminator's parameters frozen, so it leaves no gradient in
-them; then the discriminator's hinge loss on the detached reconstructions. The loop then steps the
-autoencoder's Adam and the discriminator's Adam in that order.
-
-Under DDP the autoencoder is wrapped in DistributedDataParallel; the discriminator runs inside the
-generator loss with its weights frozen, which DDP's reducer cannot follow, so its gradients are
-averaged by one explicit all-reduce before its step.
+The generator's forward reconstructs the micro-batch's images; its loss is :class:`VQGANLoss`'s L1 (+ perceptual,
+chroma) + codebook + adaptive GAN term; the discriminator compares the images with the detached reconstructions.
+How a step runs them is :mod:`quantart_cli.core.train.step`.
 """
 
 from __future__ import annotations
@@ -20,11 +15,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from quantart_cli.core.codebook.stats import perplexity
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.models import VQGAN
-from quantart_cli.core.train.adversarial import AdversarialTask
 from quantart_cli.core.train.ddp import DistInfo, all_reduce_sum
 from quantart_cli.core.train.samples import save_image_rows
+from quantart_cli.core.train.step import Adversary, Generator, load_with_discriminator, save_with_discriminator
 from quantart_cli.core.train.task import StepContext
 
 logger = logging.getLogger(__name__)
@@ -72,17 +69,7 @@ def reconstruction_psnr(model: VQGAN, images: Tensor, *, batch_size: int = 8) ->
     return float(torch.cat(values).mean())
 
 
-def code_perplexity(usage: Tensor) -> float:
-    """``exp(entropy)`` of a usage histogram: 1 when one code is used, n_embed when all are used evenly."""
-    total = usage.sum()
-    if total <= 0:
-        return 0.0
-    p = usage.double() / total
-    p = p[p > 0]
-    return float(torch.exp(-(p * p.log()).sum()))
-
-
-class VQGANTask(AdversarialTask):
+class VQGANTask:
     """Stage-1 :class:`~quantart_cli.core.train.task.TrainingTask`: a VQGAN and its :class:`VQGANLoss`."""
 
     def __init__(
@@ -109,13 +96,12 @@ class VQGANTask(AdversarialTask):
         self.dead_code_window = dead_code_window
         self.seed = seed
         self.sample_images = sample_images
-        # Training follows --channels-last (default off, the original's contiguous layout): on CPU the channels-last
-        # convolutions round differently, which Adam amplifies into visible differences from the original.
-        model.channels_last = channels_last
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-            loss.discriminator.to(memory_format=torch.channels_last)
-        self._setup(_Autoencode(model), model.parameters(), "autoencoder", lr, compile)
+        # the original's contiguous order unless --channels-last (its other rounding is amplified by Adam)
+        set_memory_format(model, channels_last)
+        set_memory_format(loss.discriminator, channels_last)
+        self.adversary = Adversary(loss, lr=lr, device=device, info=info)
+        self.generator = Generator("autoencoder", _Autoencode(model), model.parameters(), lr=lr, device=device,
+                                   info=info, compile=compile)
         n_embed = model.config.quantizer.n_embed
         self._usage_since_log = torch.zeros(n_embed, dtype=torch.long, device=device)
         self._window_usage = torch.zeros(n_embed, dtype=torch.long, device=device)
@@ -126,28 +112,30 @@ class VQGANTask(AdversarialTask):
 
     # -- TrainingTask ------------------------------------------------------------------------------------
 
-    def micro_step(self, batch: Any, step: int, ctx: StepContext, optimizers: tuple[str, ...]) -> Mapping[str, Tensor]:
+    def train(self) -> None:
+        self.model.train()
+        self.loss.train()
+
+    def _images(self, batch: Any) -> Tensor:
         x = batch["image"] if isinstance(batch, Mapping) else batch
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-        def generator_loss(out: _Reconstruction):
-            return self.loss.generator_loss(x, out.rec, out.vq_loss, step, last_layer=self.model.last_layer)
+    def forward(self, batch: Any, ctx: StepContext) -> _Reconstruction:
+        return self.generator(self._images(batch))
 
-        self._last_input = x  # the reals of this micro-batch's discriminator step (read inside adversarial_step)
-        logs, out = self.adversarial_step(ctx, step, optimizers, lambda: self.forward_module(x), generator_loss)
-        if self.generator_name in optimizers:  # codebook usage of the forward that trains the generator
-            usage = out.usage.detach()
-            self._usage_since_log += usage
-            self._window_usage += usage
-            self._recent_latent = out.latent
-        return logs
+    def generator_loss(self, batch: Any, out: _Reconstruction, step: int, ctx: StepContext
+                       ) -> tuple[Tensor, Mapping[str, Tensor]]:
+        usage = out.usage.detach()  # codebook usage of the forward that trains the generator
+        self._usage_since_log += usage
+        self._window_usage += usage
+        self._recent_latent = out.latent
+        return self.loss.generator_loss(self._images(batch), out.rec, out.vq_loss, step,
+                                        last_layer=self.model.last_layer)
 
-    def discriminator_inputs(self, out: _Reconstruction) -> tuple[Tensor, Tensor]:
-        return self._last_input, out.rec
+    def discriminator_inputs(self, batch: Any, out: _Reconstruction) -> tuple[Tensor, Tensor]:
+        return self._images(batch), out.rec
 
     def after_step(self, step: int) -> None:
-        super().after_step(step)
         self._window_steps += 1
         if self._window_steps < self.dead_code_window:
             return
@@ -165,7 +153,7 @@ class VQGANTask(AdversarialTask):
         window = self._last_window_usage if self._last_window_usage is not None else both[1]
         n_embed = since_log.numel()
         return {
-            "perplexity": code_perplexity(since_log),
+            "perplexity": perplexity(since_log),
             "codes_used": int((since_log > 0).sum()),
             "dead_codes": int(n_embed - (window > 0).sum()),
             "restarted_codes": self.restarted_codes,
@@ -192,10 +180,10 @@ class VQGANTask(AdversarialTask):
 
     def save_model(self, path: Path, step: int) -> None:
         usage = self._last_window_usage if self._last_window_usage is not None else self._window_usage
-        self.save_with_discriminator(path, step, codebook_usage={"quantize": usage})
+        save_with_discriminator(self.model, self.adversary, path, step, codebook_usage={"quantize": usage})
 
     def load_model(self, path: Path) -> int:
-        return int(self.load_with_discriminator(path, "vqgan").step or 0)
+        return int(load_with_discriminator(self.model, self.adversary, path, "vqgan").step or 0)
 
     def write_sample(self, path: Path) -> None:
         if self.sample_images is None:
@@ -224,7 +212,7 @@ class VQGANTask(AdversarialTask):
             import torch.distributed as dist
 
             dist.broadcast(weight.data, src=0)
-        state = self._optimizers["autoencoder"].state.get(weight)
+        state = self.generator.optimizer.state.get(weight)
         if state:  # fresh codes should not inherit the old rows' Adam moments
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
@@ -250,4 +238,4 @@ def first_images(dataset: Any, count: int) -> Tensor:
     return torch.stack([dataset[i]["image"] for i in range(count)])
 
 
-__all__ = ["VQGANTask", "code_perplexity", "first_images", "psnr", "reconstruction_psnr", "write_sample_grid"]
+__all__ = ["VQGANTask", "first_images", "psnr", "reconstruction_psnr", "write_sample_grid"]

@@ -36,6 +36,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.images import (
     MIN_LATENT_SIDE,
@@ -147,12 +148,13 @@ class _Branch:
     """One model's share of the computation (the discrete or the continuous branch): its encoders, quantizers,
     SGA module and prepared style reference."""
 
-    def __init__(self, model: StyleTransfer, options: StylizeOptions) -> None:
-        self.model = model
+    def __init__(self, model: StyleTransfer, options: StylizeOptions, channels_last: bool) -> None:
+        self.model = set_memory_format(model, channels_last)
         self.options = options
+        self.channels_last = channels_last
         self.factor = model.config.content.autoencoder.downsample_factor
         self.style_factor = model.config.style.autoencoder.downsample_factor
-        self.memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.reference: PreparedReference | None = None
 
     def _run_encoder(self, tiled: bool) -> EncoderRunner | None:
@@ -168,7 +170,7 @@ class _Branch:
                 tile=opts.tile,
                 overlap=opts.overlap,
                 norm_stats=opts.tile_norm,
-                channels_last=self.model.channels_last,
+                channels_last=self.channels_last,
                 buffer_bytes=opts.buffer_bytes,
             )
 
@@ -198,7 +200,9 @@ class Stylizer:
     """Stylizes content images after fixed style references; the references are encoded once.
 
     ``model`` is a discrete :class:`StyleTransfer`; ``continuous_model`` (only needed for
-    ``visual_fidelity < 1``) the same network trained with ``train-sga --continuous``. ``precision="bf16"`` on a
+    ``visual_fidelity < 1``) the same network trained with ``train-sga --continuous``. Both run channels-last
+    (``channels_last=False``: in the contiguous order): their convolution kernels are put in that order in place
+    (:func:`~quantart_cli.core.devices.set_memory_format`). ``precision="bf16"`` on a
     CPU without bf16 instructions runs in fp32 with a one-line ``UserWarning`` (``.options`` says so).
     """
 
@@ -208,8 +212,11 @@ class Stylizer:
         styles: Tensor | Sequence[Tensor],
         options: StylizeOptions | None = None,
         continuous_model: StyleTransfer | None = None,
+        *,
+        channels_last: bool = True,
     ) -> None:
         self.options = options = StylizeOptions() if options is None else options
+        self.channels_last = channels_last
         self.model = model
         self.device = _device_of(model)
         check_precision(self.device, options.precision, training=False)
@@ -226,9 +233,9 @@ class Stylizer:
         self.continuous_model = continuous_model if visual_fidelity < 1.0 else None
         if self.continuous_model is not None:
             _check_continuous(model, self.continuous_model)
-        self.branches = [_Branch(model, options)]
+        self.branches = [_Branch(model, options, channels_last)]
         if self.continuous_model is not None:
-            self.branches.append(_Branch(self.continuous_model, options))
+            self.branches.append(_Branch(self.continuous_model, options, channels_last))
         self.factor = self.branches[0].factor
         if options.query_chunk_size is not None:
             for branch in self.branches:
@@ -307,7 +314,7 @@ class Stylizer:
                 tile=opts.tile,
                 overlap=opts.overlap,
                 norm_stats=opts.tile_norm,
-                channels_last=self.model.channels_last,
+                channels_last=self.channels_last,
                 buffer_bytes=opts.buffer_bytes,
             )
         return self.decoder(h).contiguous()

@@ -77,7 +77,6 @@ def load_builtin_vqgan(part: str, device="cpu"):
     else:
         vqgan.encoder, vqgan.quant_conv, vqgan.quantize = model.encoder, model.quant_conv, model.quantize_enc
         vqgan.post_quant_conv, vqgan.decoder = None, None
-    vqgan.channels_last = model.channels_last
     return vqgan.to(device).eval()
 
 

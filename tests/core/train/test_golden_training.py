@@ -47,6 +47,7 @@ from quantart_cli.core.train.loop import run_training
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.resume import METRICS_FILE
 from quantart_cli.core.train.sga_task import StyleTransferTask
+from quantart_cli.core.train.step import optimizers_of
 from quantart_cli.core.train.vq_task import VQGANTask
 
 CPU = torch.device("cpu")
@@ -173,7 +174,7 @@ def _vqgan_config(cfg: Mapping[str, Any]) -> VQGANConfig:
 
 def _check_optimizer(cfg: Mapping[str, Any], task: Any) -> None:
     """The file's Adam must be the project's: same betas and eps, no weight decay, no amsgrad."""
-    for optimizer in task.optimizers().values():
+    for optimizer in optimizers_of(task).values():
         group = optimizer.param_groups[0]
         assert tuple(group["betas"]) == tuple(cfg["betas"]) and group["eps"] == cfg["eps"]
         assert group["weight_decay"] == cfg["weight_decay"] and group["amsgrad"] == cfg["amsgrad"]
@@ -286,7 +287,7 @@ def _check_weights(found: _Differences, ours: Mapping[str, torch.Tensor], theirs
 def _check_adam_steps(found: _Differences, task: Any, steps: int) -> None:
     """The original steps both optimizers on every batch, gradients of zero included (its Lightning keeps them as
     zero tensors), so Adam counts every step for every parameter, also the discriminator's before disc_start."""
-    for name, optimizer in task.optimizers().items():
+    for name, optimizer in optimizers_of(task).items():
         params = [p for group in optimizer.param_groups for p in group["params"]]
         counts = sorted({int(optimizer.state[p]["step"]) if "step" in optimizer.state.get(p, {}) else 0
                          for p in params})
@@ -338,7 +339,7 @@ def _skip_discriminator_steps_before_disc_start(task: Any, cfg: Mapping[str, Any
     """A plausible shortcut that is not the original: D runs and logs at every step, but its Adam does not step
     while its loss is multiplied by 0, so Adam's bias correction differs (D's first real update, at disc_start 2,
     is 6% larger than the original's)."""
-    optimizer = task.optimizers()["discriminator"]
+    optimizer = optimizers_of(task)["discriminator"]
     step, calls, first = optimizer.step, itertools.count(), cfg["loss_params"]["disc_start"]
 
     def skipping(*args, **kwargs):

@@ -3,7 +3,6 @@ too), NaN, Ctrl-C, precision."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -22,7 +21,7 @@ from quantart_cli.core.precision import check_precision
 from quantart_cli.core.train.batches import BatchStream, ResumableSampler
 from quantart_cli.core.train.ddp import DistInfo
 from quantart_cli.core.train.loop import run_training
-from quantart_cli.core.train.optim import make_adam, scaled_lr
+from quantart_cli.core.train.optim import scaled_lr
 from quantart_cli.core.train.options import LoopOptions
 from quantart_cli.core.train.resume import (
     LAST_CHECKPOINT,
@@ -32,6 +31,7 @@ from quantart_cli.core.train.resume import (
     save_training_state,
 )
 from quantart_cli.core.train.rng import capture_rng_state, restore_rng_state
+from quantart_cli.core.train.step import Adversary, Generator
 from quantart_cli.core.train.task import TrainingCallbacks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,51 +54,52 @@ class PointsDataset(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i], "index": torch.tensor(i)}
 
 
+class CriticLoss(nn.Module):
+    """The toy's discriminator side: a linear critic, its loss pulls its outputs on the inputs toward 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.discriminator = nn.Linear(4, 1)
+
+    def disc_factor_at(self, step):
+        return 1.0
+
+    def discriminator_loss(self, real, fake, step):
+        critic_loss = self.discriminator(real).pow(2).mean()
+        return critic_loss, {"critic": critic_loss.detach()}
+
+
 class ToyTask:
-    """A linear regression with a second 'critic' optimizer, enough to exercise the loop."""
+    """A linear regression with a linear 'critic' as its discriminator, enough to exercise the loop."""
 
     def __init__(self, seed: int = 0, poison_at: int | None = None) -> None:
         torch.manual_seed(seed)
+        cpu = torch.device("cpu")
         self.model = nn.Linear(4, 1)
-        self.critic = nn.Linear(4, 1)
-        self._opts = {
-            "main": make_adam(self.model.parameters(), 1e-2),
-            "critic": make_adam(self.critic.parameters(), 1e-2),
-        }
+        self.loss = CriticLoss()
+        self.critic = self.loss.discriminator
+        self.generator = Generator("main", self.model, self.model.parameters(), lr=1e-2, device=cpu, info=DistInfo())
+        self.adversary = Adversary(self.loss, lr=1e-2, device=cpu, info=DistInfo())
         self.poison_at = poison_at
         self.seen: list[int] = []
         self.extra = torch.zeros(3)
 
-    def optimizers(self):
-        return self._opts
-
     def train(self):
         self.model.train()
 
-    def micro_step(self, batch, step, ctx, optimizers):
-        logs = {}
-        if "main" in optimizers:
-            self.seen.extend(batch["index"].tolist())
-            with ctx.autocast():
-                pred = self.model(batch["x"]).squeeze(-1)
-                loss = ((pred.float() - batch["y"]) ** 2).mean()
-                # a little randomness, so restored RNG states matter
-                loss = loss + 1e-3 * torch.rand(()) * pred.float().mean()
-            if self.poison_at is not None and step >= self.poison_at:
-                loss = loss * float("nan")
-            ctx.backward(loss)
-            logs["total"] = loss.detach()
-        if "critic" in optimizers:
-            critic_loss = self.critic(batch["x"]).pow(2).mean()
-            ctx.backward(critic_loss)
-            logs["critic"] = critic_loss.detach()
-        return logs
+    def forward(self, batch, ctx):
+        return self.generator(batch["x"]).squeeze(-1)
 
-    def no_sync(self):
-        return contextlib.nullcontext()
+    def generator_loss(self, batch, pred, step, ctx):
+        self.seen.extend(batch["index"].tolist())
+        loss = ((pred.float() - batch["y"]) ** 2).mean()
+        loss = loss + 1e-3 * torch.rand(()) * pred.float().mean()  # a little randomness, so restored RNG states matter
+        if self.poison_at is not None and step >= self.poison_at:
+            loss = loss * float("nan")
+        return loss, {"total": loss.detach()}
 
-    def before_optimizer_step(self, name):
-        pass
+    def discriminator_inputs(self, batch, pred):
+        return batch["x"], pred
 
     def after_step(self, step):
         self.extra[step % 3] += 1
@@ -189,7 +190,7 @@ def test_loop_writes_metrics_checkpoints_and_bounded_step_copies(tmp_path):
     assert (tmp_path / LAST_CHECKPOINT).is_file() and (tmp_path / STATE_FILE).is_file()
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000006.png", "step_0000012.png"]
     state = torch.load(tmp_path / STATE_FILE, weights_only=True)
-    assert state["step"] == 12 and set(state["optimizers"]) == {"main", "critic"}
+    assert state["step"] == 12 and set(state["optimizers"]) == {"main", "discriminator"}
 
 
 @pytest.mark.parametrize("accumulate", [1, 2])

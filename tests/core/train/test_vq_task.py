@@ -15,6 +15,7 @@ def test_the_discriminator_compares_each_batch_with_its_own_reconstructions(orde
     """In the joint order the discriminator's reals were the previous micro-batch's images (and a run resumed past
     disc_start failed with "no attribute '_last_input'"); each D step must see the batch it reconstructs."""
     from quantart_cli.core.models import VQGAN
+    from quantart_cli.core.train.step import discriminator_pass, generator_pass
     from quantart_cli.core.train.task import StepContext
     from quantart_cli.core.train.vq_task import VQGANTask
 
@@ -26,12 +27,9 @@ def test_the_discriminator_compares_each_batch_with_its_own_reconstructions(orde
     original = loss.discriminator_loss
     loss.discriminator_loss = lambda real, fake, step: (seen.append(real), original(real, fake, step))[1]
     ctx = StepContext(torch.device("cpu"), "fp32", torch.amp.GradScaler("cpu", enabled=False), 1)
-    optimizers = tuple(task.optimizers())
     for i in range(2):
         batch = {"image": torch.rand(2, 3, 32, 32) * 2 - 1}
-        if order == "joint":
-            task.micro_step(batch, i, ctx, optimizers)
-        else:
-            for name in optimizers:
-                task.micro_step(batch, i, ctx, (name,))
+        generator_pass(task, batch, i, ctx, joint=order == "joint")
+        if order == "sequential":
+            discriminator_pass(task, batch, i, ctx)
         assert torch.equal(seen[-1], batch["image"]), i

@@ -14,6 +14,7 @@ from tiny_models import seeded_style_transfer, tiny_preset_vq_config, tiny_st_co
 from quantart_cli.core import precision
 from quantart_cli.core.color_space import rgb_to_ycbcr
 from quantart_cli.core.config import tiny_vqgan_config
+from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.models import StyleTransfer
 from quantart_cli.core.transfer.engine import Stylizer, preserve_content_color
@@ -69,6 +70,8 @@ def test_visual_fidelity_mixes_latents_and_decoder_weights(
     model: StyleTransfer, continuous_model: StyleTransfer
 ) -> None:
     a, b = 0.4, 0.7
+    for engine_model in (model, continuous_model):
+        set_memory_format(engine_model, True)  # as the engine runs them
     with torch.inference_mode():
         discrete = model.transfer(CONTENT, STYLE)
         continuous = continuous_model.transfer(CONTENT, STYLE)
@@ -76,7 +79,7 @@ def test_visual_fidelity_mixes_latents_and_decoder_weights(
         z = a * (b * discrete.quant_y + (1 - b) * discrete.quant_x) + (1 - a) * (
             b * continuous.quant_y + (1 - b) * continuous.quant_x
         )
-        by_hand = _tiny_model(0)
+        by_hand = set_memory_format(_tiny_model(0), True)  # as the engine runs its models
         mixed = by_hand.state_dict()
         for key, value in continuous_model.state_dict().items():
             if key.startswith(("decoder.", "post_quant_conv.")):
