@@ -12,7 +12,7 @@ Scenarios (``--scenarios``), each timed as one unit of work:
 - ``folder``: ``--folder`` photos after one painting (ours encodes the painting once, as stylize does for a folder;
   the original code encodes it with every photo);
 - ``alphas``: one photo at each of ``--alphas`` (ours: :meth:`Stylizer.sweep`, one encoding, one decode per
-  alpha; the original has no alpha: one full run per value, blending ``b*zq_y + (1-b)*zq_c`` by hand).
+  alpha; the original has no alpha: one full run per value, blending ``alpha*zq_y + (1-alpha)*zq_c`` by hand).
 
 Every repeat runs the original then ours (``--order`` flips it), so both see the same machine state; the
 speed-up of each repeat is original / ours and is printed as min / median / max over ``--repeats``. The
@@ -93,10 +93,10 @@ class Pair:
         model, outs = self.original, []
         with torch.no_grad():
             for content in contents:
-                for b in alphas:  # one whole run per alpha: the original has no alpha of its own
+                for alpha in alphas:  # one whole run per alpha: the original has no alpha of its own
                     quant_x, quant_y, _ = model.transfer_with_content(content, style)
-                    if b != 1.0:
-                        quant_y = b * quant_y + (1 - b) * quant_x
+                    if alpha != 1.0:
+                        quant_y = alpha * quant_y + (1 - alpha) * quant_x
                     outs.append(model.decode(quant_y).clamp(-1, 1))
         return outs
 

@@ -53,8 +53,8 @@ FIGURES = (
 
 
 def _parse_alphas(text: str) -> tuple[float, ...]:
-    alphas = tuple(sorted({float(a) for a in text.split(",") if a.strip()}))
-    if not alphas or not all(0.0 <= a <= 1.0 for a in alphas):
+    alphas = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+    if not alphas or not all(0.0 <= alpha <= 1.0 for alpha in alphas):
         raise argparse.ArgumentTypeError(f"alphas are style fidelities between 0 and 1, got {text!r}")
     return alphas
 
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         for record in results.values():
             print(json.dumps(record))
     else:
-        alphas = ", ".join(f"{a:g}" for a in args.alphas)
+        alphas = ", ".join(f"{alpha:g}" for alpha in args.alphas)
         where = f"{size} px" if size else "their own sizes"
         print(f"{len(photos)} photos x {len(paintings)} paintings x alphas {alphas} at {where} on {device} "
               f"({threads} threads); means over pairs at alpha {args.alphas[-1]:g}")

@@ -40,7 +40,7 @@ def baseline(photos, paintings, transfer):
 
 
 def describe(name: str, report, seconds: float | None = None) -> str:
-    by_alpha = ", ".join(f"{a:g}: {v:.4f}" for a, v in zip(report.alphas, report.swd_by_alpha, strict=True))
+    by_alpha = ", ".join(f"{alpha:g}: {swd:.4f}" for alpha, swd in zip(report.alphas, report.swd_by_alpha, strict=True))
     extra = f"  ({seconds:.0f} s)" if seconds is not None else ""
     return (
         f"{name}{extra}\n"
@@ -65,7 +65,7 @@ def save_sheet(path, photos, paintings, outputs, tile=160):
     rows = [(p, s) for p in photos for s in names]
     sheet = Image.new("RGB", (tile * (2 + len(DEFAULT_ALPHAS)), tile * len(rows)), "white")
     for r, (p, s) in enumerate(rows):
-        cells = [photos[p], paintings[s], *[outputs[(p, s, a)] for a in DEFAULT_ALPHAS]]
+        cells = [photos[p], paintings[s], *[outputs[(p, s, alpha)] for alpha in DEFAULT_ALPHAS]]
         for c, cell in enumerate(cells):
             sheet.paste(tensor_to_image(cell).resize((tile, tile)), (c * tile, r * tile))
     save_image_atomic(sheet, path)

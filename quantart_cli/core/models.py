@@ -1,8 +1,9 @@
 """The two QuantArt models: :class:`VQGAN` (stage 1) and :class:`StyleTransfer` (stage 2).
 
 Sub-module names equal the original's, so original state dicts (minus ``loss.*``) load with
-``strict=True``. Images are (B, C, H, W) in [-1, 1] with H and W multiples of the downsampling
-factor (16 for every QuantArt config); a style reference may differ in size from the content.
+``strict=True``; docs/architecture.md ("Names kept from the original") says what each one is. Images are
+(B, C, H, W) in [-1, 1] with H and W multiples of the downsampling factor (16 for every QuantArt config); a
+style reference may differ in size from the content.
 
 Both are plain modules in PyTorch's usual memory order. How they run is chosen where they run: the stylize
 engine and the other inference paths put them in channels-last order
@@ -48,13 +49,13 @@ class VQGAN(nn.Module):
         super().__init__()
         config = VQGANConfig() if config is None else config
         self.config = config
-        ae, q = config.autoencoder, config.quantizer
-        encoder_channels = 2 * ae.z_channels if ae.double_z else ae.z_channels
-        self.encoder = Encoder(ae)
-        self.quant_conv = nn.Conv2d(encoder_channels, q.embed_dim, kernel_size=1)
-        self.quantize = VectorQuantizer(q)
-        self.post_quant_conv = nn.Conv2d(q.embed_dim, ae.z_channels, kernel_size=1)
-        self.decoder = Decoder(ae)
+        autoencoder, quantizer = config.autoencoder, config.quantizer
+        encoder_channels = 2 * autoencoder.z_channels if autoencoder.double_z else autoencoder.z_channels
+        self.encoder = Encoder(autoencoder)
+        self.quant_conv = nn.Conv2d(encoder_channels, quantizer.embed_dim, kernel_size=1)
+        self.quantize = VectorQuantizer(quantizer)
+        self.post_quant_conv = nn.Conv2d(quantizer.embed_dim, autoencoder.z_channels, kernel_size=1)
+        self.decoder = Decoder(autoencoder)
 
     @property
     def downsample_factor(self) -> int:
@@ -129,20 +130,18 @@ class StyleTransfer(nn.Module):
         config = StyleTransferConfig() if config is None else config
         self.config = config
         content, style = config.content, config.style
-        c_ae, s_ae = content.autoencoder, style.autoencoder
-        self.encoder = Encoder(c_ae)
-        self.quant_conv = nn.Conv2d(
-            2 * c_ae.z_channels if c_ae.double_z else c_ae.z_channels, content.quantizer.embed_dim, kernel_size=1
-        )
-        self.encoder_real = Encoder(s_ae)
-        self.quant_conv_real = nn.Conv2d(
-            2 * s_ae.z_channels if s_ae.double_z else s_ae.z_channels, style.quantizer.embed_dim, kernel_size=1
-        )
+        content_ae, style_ae = content.autoencoder, style.autoencoder
+        content_channels = 2 * content_ae.z_channels if content_ae.double_z else content_ae.z_channels
+        style_channels = 2 * style_ae.z_channels if style_ae.double_z else style_ae.z_channels
+        self.encoder = Encoder(content_ae)
+        self.quant_conv = nn.Conv2d(content_channels, content.quantizer.embed_dim, kernel_size=1)
+        self.encoder_real = Encoder(style_ae)
+        self.quant_conv_real = nn.Conv2d(style_channels, style.quantizer.embed_dim, kernel_size=1)
         if not config.continuous:
             self.quantize_enc = VectorQuantizer(content.quantizer)
             self.quantize_dec = VectorQuantizer(style.quantizer)
-        self.post_quant_conv = nn.Conv2d(style.quantizer.embed_dim, s_ae.z_channels, kernel_size=1)
-        self.decoder = Decoder(s_ae)
+        self.post_quant_conv = nn.Conv2d(style.quantizer.embed_dim, style_ae.z_channels, kernel_size=1)
+        self.decoder = Decoder(style_ae)
         self.model_x2y = StyleGuidedAttention(
             config.embed_dim, num_blocks=config.sga_blocks, residual=config.use_residual,
             padding_mode=config.sga_padding,
@@ -226,15 +225,15 @@ class StyleTransfer(nn.Module):
 
         ``run_encoder(encoder, x)`` replaces ``encoder(x)`` (the stylize engine passes a tiled runner).
         """
-        ae = self.config.content.autoencoder
-        check_images(x, ae.in_channels, ae.downsample_factor, "content image")
+        autoencoder = self.config.content.autoencoder
+        check_images(x, autoencoder.in_channels, autoencoder.downsample_factor, "content image")
         quantizer = getattr(self, "quantize_enc", None)
         return self._encode(self.encoder, self.quant_conv, quantizer, x, run_encoder)
 
     def encode_style(self, ref: Tensor, run_encoder: EncoderRunner | None = None) -> tuple[Tensor, Tensor | None]:
         """Style image -> (quant_ref, indices_ref) in the style codebook (continuous: (latent, None))."""
-        ae = self.config.style.autoencoder
-        check_images(ref, ae.in_channels, ae.downsample_factor, "style image")
+        autoencoder = self.config.style.autoencoder
+        check_images(ref, autoencoder.in_channels, autoencoder.downsample_factor, "style image")
         quantizer = getattr(self, "quantize_dec", None)
         return self._encode(self.encoder_real, self.quant_conv_real, quantizer, ref, run_encoder)
 
@@ -243,11 +242,11 @@ class StyleTransfer(nn.Module):
         run_encoder: EncoderRunner | None,
     ) -> tuple[Tensor, Tensor | None]:
         with torch.no_grad():
-            h = encoder(x) if run_encoder is None else run_encoder(encoder, x)
-            h = quant_conv(h)
+            features = encoder(x) if run_encoder is None else run_encoder(encoder, x)
+            latent = quant_conv(features)
             if quantizer is None:  # the continuous model has no quantizers
-                return h.contiguous(), None
-            quant, _, info = quantizer(h)
+                return latent.contiguous(), None
+            quant, _, info = quantizer(latent)
         return quant.contiguous(), info.indices
 
     def prepare_style(

@@ -151,7 +151,7 @@ def stylization_report(
         return profiles.swd((kind, key), image, ("painting", painting), paintings[painting])
 
     ratios, swd_photo, ssims, texture_ratios, details, photo_details = [], [], [], [], [], []
-    swd_alpha: dict[float, list[float]] = {a: [] for a in alphas}
+    swd_alpha: dict[float, list[float]] = {alpha: [] for alpha in alphas}
     for photo, painting in itertools.product(photos, paintings):
         base = swd("photo", photo, photos[photo], painting)
         for alpha in alphas:
@@ -181,7 +181,7 @@ def stylization_report(
         for first, second in itertools.combinations(names, 2):
             differences.append(mean_abs_diff(outputs[(photo, first, full)], outputs[(photo, second, full)]))
 
-    by_alpha = tuple(_mean(swd_alpha[a]) for a in alphas)
+    by_alpha = tuple(_mean(swd_alpha[alpha]) for alpha in alphas)
     return StylizationReport(
         pairs=len(ratios),
         alphas=alphas,
@@ -191,7 +191,7 @@ def stylization_report(
         own_painting_rate=wins / comparisons if comparisons else float("nan"),
         painting_difference=_mean(differences) if differences else float("nan"),
         swd_by_alpha=by_alpha,
-        alpha_monotone=all(b < a for a, b in itertools.pairwise(by_alpha)),
+        alpha_monotone=all(higher < lower for lower, higher in itertools.pairwise(by_alpha)),
         content_ssim=_mean(ssims),
         texture_ratio=_mean(texture_ratios),
         detail=_mean(details),

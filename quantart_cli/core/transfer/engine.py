@@ -2,14 +2,16 @@
 
 The latent that is decoded (the paper's Sec. 3.4, "inference knobs"; docs/stylize.md)::
 
-    z = a * (b * zq_y + (1 - b) * zq_c) + (1 - a) * (b * z_y + (1 - b) * z_c)
+    z = visual_fidelity * (alpha * zq_y + (1 - alpha) * zq_c)
+        + (1 - visual_fidelity) * (alpha * z_y + (1 - alpha) * z_c)
 
-with ``b`` = ``alpha`` (style fidelity) and ``a`` = ``visual_fidelity``. ``zq_c`` is the discrete
-model's quantized content latent and ``zq_y = quantize_dec(SGA(zq_c, zq_ref))``; ``z_c`` and ``z_y``
+with ``alpha`` the style fidelity (the paper's beta) and ``visual_fidelity`` the paper's alpha. ``zq_c`` is the
+discrete model's quantized content latent and ``zq_y = quantize_dec(SGA(zq_c, zq_ref))``; ``z_c`` and ``z_y``
 are the same from the continuous model (no quantizers). Each model's share of this computation is a *branch*
-(:class:`_Branch`): the discrete one, and the continuous one when ``a < 1``. The decoder (``post_quant_conv`` and
-``decoder``) has its weights interpolated with the same ``a``: ``a * W_discrete + (1 - a) * W_continuous``.
-With ``a = 1`` only the discrete branch runs; with ``b = 0`` the SGA module is skipped.
+(:class:`_Branch`): the discrete one, and the continuous one when ``visual_fidelity < 1``. The decoder
+(``post_quant_conv`` and ``decoder``) has its weights interpolated with the same ``visual_fidelity``:
+``visual_fidelity * W_discrete + (1 - visual_fidelity) * W_continuous``. With ``visual_fidelity = 1`` only the
+discrete branch runs; with ``alpha = 0`` the SGA module is skipped.
 
 Any size: the content is reflect-padded to a multiple of the downsampling factor (and to at least two latent cells
 per side: a 1x1 latent cannot be normalized by one-channel GroupNorm groups) and cropped back.
@@ -104,8 +106,8 @@ def _as_batch(x: Tensor, what: str) -> Tensor:
 def interpolate_decoder(
     discrete: StyleTransfer, continuous: StyleTransfer, visual_fidelity: float
 ) -> tuple[nn.Module, nn.Module]:
-    """Copies of ``post_quant_conv`` and ``decoder`` with weights ``a * discrete + (1 - a) * continuous``, where
-    ``a`` is ``visual_fidelity``."""
+    """Copies of ``post_quant_conv`` and ``decoder`` with weights
+    ``visual_fidelity * discrete + (1 - visual_fidelity) * continuous``."""
     modules = []
     for name in ("post_quant_conv", "decoder"):
         mixed = copy.deepcopy(getattr(discrete, name))
@@ -283,8 +285,8 @@ class Stylizer:
         return parts
 
     def _mix(self, parts: list[tuple[Tensor, Tensor | None]], alpha: float) -> Tensor:
-        """``a * (b zq_y + (1-b) zq_c) + (1-a) * (b z_y + (1-b) z_c)`` from :meth:`_branch_latents`, with ``b`` =
-        ``alpha`` and ``a`` = ``visual_fidelity``: each branch's blend, weighted by its share."""
+        """The module docstring's ``z`` from :meth:`_branch_latents`: each branch's ``alpha`` blend of ``z_y`` and
+        ``z_c``, weighted by its share (``visual_fidelity`` for the discrete branch, the rest for the continuous)."""
         visual_fidelity = self.options.visual_fidelity
         mixed: Tensor | None = None
         for (z_c, z_y), share in zip(parts, (visual_fidelity, 1.0 - visual_fidelity), strict=False):

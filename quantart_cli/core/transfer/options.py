@@ -26,9 +26,9 @@ DEFAULT_TILE_MEMORY_GIB = 4.0
 class StylizeOptions(OptionGroup):
     """How to stylize: the paper's two fidelity knobs, colour preservation, sizes and tiling.
 
-    The decoded latent is ``a * (b * zq_y + (1 - b) * zq_c) + (1 - a) * (b * z_y + (1 - b) * z_c)`` with
-    ``b = alpha`` and ``a = visual_fidelity`` (see :mod:`quantart_cli.core.transfer.engine`). Invalid values
-    raise pydantic's ``ValidationError`` (a ``ValueError``) naming the field and the limit.
+    The decoded latent is ``visual_fidelity * (alpha * zq_y + (1 - alpha) * zq_c) + (1 - visual_fidelity) *
+    (alpha * z_y + (1 - alpha) * z_c)`` (see :mod:`quantart_cli.core.transfer.engine`). Invalid values raise
+    pydantic's ``ValidationError`` (a ``ValueError``) naming the field and the limit.
     """
 
     alpha: float = cli_option(

@@ -27,7 +27,7 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     last = length - tile
     starts = sorted({round(last * i / (count - 1) / align) * align for i in range(count)})
     # Rounding to the alignment may shrink a gap below the overlap; add tiles until it holds.
-    while any(b - a > tile - overlap for a, b in zip(starts, starts[1:], strict=False)):
+    while any(after - before > tile - overlap for before, after in zip(starts, starts[1:], strict=False)):
         count += 1
         starts = sorted({round(last * i / (count - 1) / align) * align for i in range(count)})
     return starts
@@ -54,10 +54,10 @@ class Tile:
 def _own_bounds(starts: list[int], tile: int, length: int) -> list[tuple[float, float]]:
     spans = [(s, min(s + tile, length)) for s in starts]
     out = []
-    for i, (a, b) in enumerate(spans):
-        lo = a if i == 0 else (a + spans[i - 1][1]) / 2
-        hi = b if i == len(spans) - 1 else (spans[i + 1][0] + b) / 2
-        out.append((lo, hi))
+    for i, (start, end) in enumerate(spans):
+        low = start if i == 0 else (start + spans[i - 1][1]) / 2
+        high = end if i == len(spans) - 1 else (spans[i + 1][0] + end) / 2
+        out.append((low, high))
     return out
 
 
@@ -66,9 +66,9 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1)
     rows, cols = tile_starts(height, tile, overlap, align), tile_starts(width, tile, overlap, align)
     row_own, col_own = _own_bounds(rows, tile, height), _own_bounds(cols, tile, width)
     return [
-        Tile(top, left, min(tile, height - top), min(tile, width - left), *ro, *co)
-        for top, ro in zip(rows, row_own, strict=True)
-        for left, co in zip(cols, col_own, strict=True)
+        Tile(top, left, min(tile, height - top), min(tile, width - left), *own_rows, *own_cols)
+        for top, own_rows in zip(rows, row_own, strict=True)
+        for left, own_cols in zip(cols, col_own, strict=True)
     ]
 
 

@@ -130,12 +130,14 @@ def _moments(x: Tensor, groups: int) -> tuple[Tensor, Tensor, int]:
     return mean, (total_sq - total * mean).clamp_min(0.0), count
 
 
-def _merge(a: tuple[Tensor, Tensor, int] | None, b: tuple[Tensor, Tensor, int]) -> tuple[Tensor, Tensor, int]:
+def _merge(
+    so_far: tuple[Tensor, Tensor, int] | None, part: tuple[Tensor, Tensor, int]
+) -> tuple[Tensor, Tensor, int]:
     """Moments of the union of two disjoint sets (Chan et al.'s parallel update)."""
-    if a is None:
-        return b
-    mean_a, m2_a, count_a = a
-    mean_b, m2_b, count_b = b
+    if so_far is None:
+        return part
+    mean_a, m2_a, count_a = so_far
+    mean_b, m2_b, count_b = part
     total = count_a + count_b
     delta = mean_b - mean_a
     return mean_a + delta * (count_b / total), m2_a + m2_b + delta * delta * (count_a * count_b / total), total
