@@ -98,6 +98,6 @@ def check_visual_fidelity(visual_fidelity: float, has_continuous_model: bool) ->
     the session before any weight is read and by the engine for direct callers)."""
     if visual_fidelity < 1.0 and not has_continuous_model:
         raise UsageError(
-            f"`visual_fidelity={visual_fidelity:g}` needs `continuous_ckpt`, a model trained with "
-            "`quantart train-sga --continuous`; without one leave `visual_fidelity` at 1."
+            f"`visual_fidelity={visual_fidelity:g}` needs `continuous_ckpt`, a continuous model (train-sga with "
+            "`continuous=true`); without one leave `visual_fidelity` at 1."
         )
