@@ -7,11 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
-from quantart_cli.core.options import cli_option
 from quantart_cli.core.train.options import LoopOptions
-from quantart_cli.shell.settings import StageSettings
+from quantart_cli.plugin import BadInputError, NotFoundError, StageSettings, UsageError, cli_option
 
 
 class ImageReadingSettings(StageSettings):
@@ -93,7 +91,6 @@ def resumed_settings(settings: TrainingSettings, ctx) -> TrainingSettings:
     _check_resume_folder(settings.resume)
     if not (settings.resume / RUN_SETTINGS).is_file():
         return settings
-    from quantart_cli.core.errors import UsageError
     from quantart_cli.shell.fields import flatten, option_label, set_dotted
     from quantart_cli.shell.presets import load_preset
 
@@ -122,7 +119,6 @@ _SHOWN = ("steps", "save_every", "sample_every", "log_every", "keep_checkpoints"
 
 
 def _check_resume_folder(folder: Path) -> None:
-    from quantart_cli.core.errors import NotFoundError, UsageError
     from quantart_cli.core.train.resume import STATE_FILE
 
     if not folder.exists():
@@ -140,7 +136,6 @@ def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Pat
 
     Refuses to overwrite an existing run and a ``--resume`` of a folder without a training state.
     """
-    from quantart_cli.core.errors import NotFoundError, UsageError
     from quantart_cli.core.train.resume import LAST_CHECKPOINT, STATE_FILE
 
     if settings.resume is not None:
@@ -172,7 +167,7 @@ def training_run_folder(settings: TrainingSettings, ctx, stage_name: str) -> Pat
 def resume_header(out_dir: Path, expected_kind: str, stage_name: str):
     """The header of the run's model checkpoint to resume from: ``last.pt``, or, when a kill damaged it, the
     ``previous.pt`` / newest ``step_N.pt`` the loop falls back to. Unsafe files are refused, never skipped."""
-    from quantart_cli.core.errors import BadInputError, UnsafeCheckpointError, UsageError
+    from quantart_cli.core.errors import UnsafeCheckpointError
     from quantart_cli.core.io.checkpoints import read_checkpoint_header
     from quantart_cli.core.train.resume import LAST_CHECKPOINT, PREVIOUS_CHECKPOINT
 
@@ -196,7 +191,6 @@ def resume_header(out_dir: Path, expected_kind: str, stage_name: str):
         return header
     if first_error is not None:
         raise first_error
-    from quantart_cli.core.errors import NotFoundError
 
     raise NotFoundError(f"{out_dir / LAST_CHECKPOINT} does not exist; --resume needs the folder of an earlier run.")
 

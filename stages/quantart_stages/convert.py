@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantart_cli.core.errors import UsageError
-from quantart_cli.core.options import cli_argument, cli_option
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import RunContext, Stage, UsageError, cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings
 
 

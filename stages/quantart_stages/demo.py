@@ -16,10 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from quantart_cli.core.errors import BadInputError, UsageError
-from quantart_cli.core.options import cli_option
-from quantart_cli.shell.plugins import RunContext, Stage
-from quantart_cli.shell.settings import StageSettings, resolve_settings
+from quantart_cli.plugin import BadInputError, RunContext, Stage, StageSettings, UsageError, cli_option
+from quantart_cli.shell.settings import resolve_settings
 
 DEFAULT_OUT = Path("quantart-demo")
 STRIP_ALPHAS = (0.0, 0.5, 1.0)

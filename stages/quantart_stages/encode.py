@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantart_cli.core.errors import UsageError
-from quantart_cli.core.options import cli_argument, cli_option
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import RunContext, Stage, UsageError, cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
 
 
@@ -110,7 +108,7 @@ def _encode(settings: EncodeSettings, ctx: RunContext, model, digest: str, devic
 def _failures(failures: list[str], total: int) -> int:
     """A folder goes on past unreadable images; the run still ends non-zero, naming how many."""
     if failures:
-        from quantart_cli.core.errors import BadInputError
+        from quantart_cli.plugin import BadInputError
 
         if total == 1:
             raise BadInputError(failures[0])

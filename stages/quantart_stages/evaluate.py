@@ -9,9 +9,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from quantart_cli.core.errors import UsageError
-from quantart_cli.core.options import cli_option
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import RunContext, Stage, UsageError, cli_option
 from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings, json_safe
 
 

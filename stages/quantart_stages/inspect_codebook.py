@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantart_cli.core.errors import BadInputError, UsageError
-from quantart_cli.core.options import cli_argument, cli_option
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import BadInputError, RunContext, Stage, UsageError, cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings, json_safe
 
 if TYPE_CHECKING:

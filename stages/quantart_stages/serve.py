@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantart_cli.core.errors import OPTION_MARK, BadInputError, QuantartError, UsageError
-from quantart_cli.core.options import cli_option
+from quantart_cli.core.errors import OPTION_MARK
 from quantart_cli.core.transfer.options import StylizeOptions
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import BadInputError, QuantartError, RunContext, Stage, UsageError, cli_option
 from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
 from quantart_stages.stylize import StylizeSettings, open_session
 

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from quantart_cli.core.errors import QuantartError
+from quantart_cli.plugin import QuantartError, RunContext
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, SAMPLES_DIR
-from quantart_cli.shell.plugins import RunContext
 
 if TYPE_CHECKING:
     from quantart_stages.serve import ServeSettings, Studio

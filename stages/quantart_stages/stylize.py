@@ -8,10 +8,8 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError
-from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.core.transfer.options import StylizeOptions
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import BadInputError, NotFoundError, RunContext, Stage, UsageError, cli_argument, cli_option
 from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
 
 

@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from quantart_cli.core.errors import UsageError
 from quantart_cli.core.losses.config import StyleTransferLossConfig
-from quantart_cli.core.options import cli_option
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import RunContext, Stage, UsageError, cli_option
 from quantart_stages.common import (
     TrainingSettings,
     check_discriminator_fits,

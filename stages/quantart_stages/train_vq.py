@@ -6,10 +6,8 @@ import logging
 from pathlib import Path
 
 from quantart_cli.core.config import VQGANConfig
-from quantart_cli.core.errors import UsageError
 from quantart_cli.core.losses.config import VQGANLossConfig
-from quantart_cli.core.options import cli_option
-from quantart_cli.shell.plugins import RunContext, Stage
+from quantart_cli.plugin import RunContext, Stage, UsageError, cli_option
 from quantart_stages.common import (
     TrainingSettings,
     check_discriminator_fits,

@@ -110,6 +110,27 @@ def test_package_import_is_lazy():
     assert "torch" not in loaded and "typer" not in loaded
 
 
+def test_the_plugin_interface_imports_no_torch():
+    loaded = _modules_after("import quantart_cli.plugin")
+    assert "quantart_cli.plugin" in loaded and "torch" not in loaded
+
+
+def test_stages_take_the_plugin_interface_from_quantart_cli_plugin():
+    """The built-in stages are written like a third-party one: a name quantart_cli.plugin exports is imported from
+    there, never from the module that defines it."""
+    from quantart_cli.plugin import __all__ as interface
+
+    offenders = [
+        f"{path.name}:{node.lineno}: {alias.name} from {node.module}"
+        for path in sorted(STAGES.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("quantart_cli.")
+        and node.module != "quantart_cli.plugin"
+        for alias in node.names if alias.name in interface
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
 def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "quantart_cli", "--version"], capture_output=True, text=True,
                          cwd=REPO)

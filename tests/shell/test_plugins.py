@@ -2,37 +2,49 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from cli_support import run_cli
+from cli_support import assert_one_sentence, run_cli
 
 from quantart_cli.shell.plugins import ENTRY_POINT_GROUP, discover_stages
 
-HELLO_STAGE = textwrap.dedent(
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+DOCS_TEXT = DOCS.read_text(encoding="utf-8")
+#: The complete stage docs/plugins.md shows, as written there.
+HELLO_STAGE = DOCS_TEXT.split("```python\n", 1)[1].split("```", 1)[0]
+
+ERRORS_STAGE = textwrap.dedent(
     '''
-    from quantart_cli.shell.plugins import Stage
-    from quantart_cli.core.options import cli_argument, cli_option
-    from quantart_cli.shell.settings import StageSettings
+    from quantart_cli.plugin import (
+        BadInputError, NotFoundError, OptionGroup, QuantartError, RunContext, Stage, StageSettings, UsageError,
+        WriteError, cli_option,
+    )
 
 
-    class HelloSettings(StageSettings):
-        names: list[str] = cli_argument("Who to greet.", default=[])
-        greeting: str = cli_option("Hello", "The greeting word.")
-        shout: bool = cli_option(False, "Upper-case the result.")
+    class Knobs(OptionGroup):
+        level: int = cli_option(0, "Which error to raise: 0 none, 1 bad input, 2 usage, 3 not found, 4 write.")
 
 
-    def run(settings, ctx):
-        for name in settings.names:
-            text = f"{settings.greeting}, {name}!"
-            ctx.console.result(text.upper() if settings.shout else text)
-        ctx.console.info(f"greeted {len(settings.names)} on {settings.device}")
+    class FailSettings(Knobs, StageSettings):
+        pass
 
 
-    stage = Stage(name="hello", help="Greet people (a third-party stage).", settings=HelloSettings, run=run)
+    def run(settings, ctx: RunContext):
+        knobs = Knobs.pick(settings)
+        errors = {1: BadInputError, 2: UsageError, 3: NotFoundError, 4: WriteError}
+        if knobs.level in errors:
+            error = errors[knobs.level](f"`level={knobs.level}` was asked for.")
+            assert isinstance(error, QuantartError)
+            raise error
+        ctx.console.result(f"no error from {ctx.stage_name}")
+
+
+    stage = Stage(name="fail", help="Raise the error asked for (a third-party stage).", settings=FailSettings, run=run)
     '''
 )
 
@@ -52,7 +64,7 @@ def plugin_site(tmp_path, monkeypatch):
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     yield site
-    for name in ("hello_plugin", "broken_plugin"):
+    for name in ("hello_plugin", "broken_plugin", "fail_plugin"):
         sys.modules.pop(name, None)
     importlib.invalidate_caches()
 
@@ -111,3 +123,49 @@ def test_stage_definition_is_checked():
         Stage(name="Bad Name", help="x", settings=StageSettings, run=lambda s, c: 0)
     with pytest.raises(ValueError):
         Stage(name="ok", help="two\nlines", settings=StageSettings, run=lambda s, c: 0)
+
+
+# -- the plugin interface: quantart_cli.plugin ------------------------------------------------------------------
+
+
+def _documented_plugin_names() -> list[str]:
+    """The first column of the table under docs/plugins.md's "What a stage imports" heading."""
+    section = DOCS_TEXT.split("## What a stage imports", 1)[1].split("\n## ", 1)[0]
+    return [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+
+
+def test_the_plugin_module_exports_exactly_the_documented_names():
+    import quantart_cli.plugin as plugin
+    from quantart_cli.core import errors, options
+    from quantart_cli.shell import plugins, settings
+
+    documented = _documented_plugin_names()
+    assert len(documented) == len(set(documented)) >= 10
+    assert sorted(plugin.__all__) == sorted(documented)
+    public = {name for name in vars(plugin) if not name.startswith("_") and name != "annotations"}
+    assert public == set(documented)
+    homes = (errors, options, plugins, settings)  # re-exported, not copies: isinstance and subclassing agree
+    assert all(any(getattr(home, name, None) is getattr(plugin, name) for home in homes) for name in documented)
+
+
+def test_the_documented_stage_imports_only_the_plugin_module():
+    imported = [node for node in ast.walk(ast.parse(HELLO_STAGE)) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    modules = {node.module if isinstance(node, ast.ImportFrom) else alias.name
+               for node in imported for alias in node.names}
+    assert modules == {"quantart_cli.plugin"}
+
+
+@pytest.mark.parametrize(("level", "code"), [(0, 0), (1, 1), (2, 2), (3, 3), (4, 1)])
+def test_a_stage_written_against_the_plugin_module_alone_gets_errors_and_exit_codes(
+    capsys, plugin_site, level, code
+):
+    _install_plugin(plugin_site, "quantart-fail", "fail_plugin", ERRORS_STAGE, "fail = fail_plugin:stage")
+    result = run_cli(capsys, "fail", "--level", str(level))
+    assert result.code == code, result.err
+    if level:
+        assert_one_sentence(result.err)
+        assert f"--level {level} was asked for." in result.err  # the field shown as its flag
+    else:
+        assert result.out == "no error from fail\n"
+    listing = run_cli(capsys, "--help")
+    assert listing.code == 0 and "fail" in listing.out
