@@ -1,7 +1,7 @@
 """Declaring options once: pydantic fields that carry their command-line spelling as metadata.
 
 A stage's settings and the core's option models (:class:`~quantart_cli.core.transfer.options.StylizeOptions`,
-:class:`~quantart_cli.core.train.task.LoopOptions`) are plain pydantic models built from these fields. The
+:class:`~quantart_cli.core.train.options.LoopOptions`) are plain pydantic models built from these fields. The
 shell turns them into Typer options (``--help``, flags), environment variables and preset keys; the core
 validates the same fields when called from Python. Nothing here imports torch or the shell.
 """

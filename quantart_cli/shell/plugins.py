@@ -95,7 +95,7 @@ def _coerce_stage(obj: Any) -> Stage:
         made = obj()
         if isinstance(made, Stage):
             return made
-    raise TypeError(f"expected a quantart_cli.shell.plugins.Stage, got {type(obj).__name__}")
+    raise TypeError(f"expected a quantart_cli.plugin.Stage, got {type(obj).__name__}")
 
 
 def discover_stages(extra: list[Stage] | None = None, group: str = ENTRY_POINT_GROUP) -> Discovery:
