@@ -24,3 +24,21 @@ def test_the_python_api_page_example_of_the_built_in_vqgan_runs():
     namespace: dict = {}
     exec(compile("import torch\n" + code, "docs/python-api.md", "exec"), namespace)
     assert tuple(namespace["again"].shape) == (1, 3, 64, 64) and namespace["art"].downsample_factor == 8
+
+
+def test_the_architecture_tree_names_every_module():
+    """docs/architecture.md's tree is the map of the package: every module of quantart_cli and of the stages is on
+    it, under its own name."""
+    import re
+
+    from doc_commands import REPO
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    tree = text.split("```\n", 1)[1].split("```", 1)[0]
+    named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", tree))
+    modules = [*(REPO / "quantart_cli").rglob("*.py"), *(REPO / "stages" / "quantart_stages").glob("*.py")]
+    missing = sorted(str(path.relative_to(REPO)) for path in modules
+                     if path.stem != "__init__" and path.stem not in named)
+    packages = sorted(str(path.relative_to(REPO)) for path in (REPO / "quantart_cli").rglob("__init__.py")
+                      if path.parent.name not in named)
+    assert missing == [] and packages == []

@@ -65,6 +65,19 @@ def test_an_import_cycle_between_stages_breaks_the_contract(tmp_path):
     assert "quantart_stages" in result.stdout
 
 
+def test_the_shell_importing_the_plugin_module_breaks_the_contract(tmp_path):
+    """quantart_cli.plugin is the top of the package: the shell reaching it makes a cycle (plugin imports the
+    shell), the core reaching it imports the shell."""
+    root = _copy_of_the_package(tmp_path)
+    (root / "quantart_cli" / "shell" / "late.py").write_text("from quantart_cli import plugin  # noqa: F401\n")
+    result = _lint_imports(root)
+    assert result.returncode == 1 and "No import cycles" in result.stdout and ".shell -> .plugin" in result.stdout
+    (root / "quantart_cli" / "shell" / "late.py").unlink()
+    (root / "quantart_cli" / "core" / "late.py").write_text("from quantart_cli import plugin  # noqa: F401\n")
+    result = _lint_imports(root)
+    assert result.returncode == 1 and "The core imports neither the shell" in result.stdout
+
+
 def _core_names() -> set[str]:
     modules = {p.stem for p in CORE.rglob("*.py") if p.stem != "__init__"}
     return modules | {p.name for p in CORE.rglob("*") if p.is_dir() and p.name != "__pycache__"}
