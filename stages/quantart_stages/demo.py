@@ -67,9 +67,6 @@ class _Panel:
 def run(settings: DemoSettings, ctx: RunContext) -> int:
     import time
 
-    from quantart_cli.core.io.images import image_to_tensor, load_image
-    from quantart_cli.core.transfer.files import OutputNaming, plan_outputs, stylize_file
-    from quantart_cli.core.transfer.session import StylizeSession
     from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, STYLE_DIR
 
     for alpha in settings.alphas:
@@ -95,31 +92,13 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
             raise UsageError(f"the demo step '{label}' failed (exit code {code}).")
         timings.append((label, time.perf_counter() - start))
 
-    def stylize_with(session, folder: Path, panel: _Panel, painting_list: list[Path], size: int | None) -> int:
-        """Every photo after each painting at alpha 1, and after the strip's painting at the strip's alphas, as
-        ``quantart stylize`` writes them (one model load for all)."""
-        jobs = [(p, 1.0) for p in painting_list] + [(strip_painting, a) for a in settings.alphas if a != 1.0]
-        for painting, alpha in jobs:
-            suffix = f"_{painting.stem}_alpha{alpha:g}"
-            options = session.with_options(alpha=alpha, **({} if size is None else {"size": size, "style_size": size}))
-            plan = session.plan(plan_outputs(OutputNaming(out=folder, suffix=suffix), photos),
-                                session.recipe([painting], options))
-            stylizer = session.stylizer([image_to_tensor(load_image(painting))], options)
-            for source, target, note in plan.todo:
-                record = stylize_file(stylizer, source, target, note)
-                if isinstance(record, str):
-                    raise BadInputError(record)
-            for photo in photos:
-                panel.images[(photo.stem, painting.stem, alpha)] = folder / f"{photo.stem}{suffix}.png"
-        return 0
-
     builtin = _Panel("Built-in model (quantart_cli/core/weights/builtin.safetensors); none of these paintings "
                      "was in its training set")
     count = len(photos) * (len(paintings) + len([a for a in settings.alphas if a != 1.0]))
     timed(f"stylizing {len(photos)} photos after {len(paintings)} paintings and an alpha strip with the built-in "
           f"model ({count} images)",
-          lambda: stylize_with(StylizeSession(device=settings.device), out / "stylized", builtin, paintings,
-                               BUILTIN_SIZE))
+          lambda: _stylize(None, settings, out / "stylized", builtin, photos, paintings, strip_painting,
+                           BUILTIN_SIZE))
     written.append(("stylized images (built-in model)", out / "stylized"))
     panels = [builtin]
 
@@ -129,8 +108,8 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
                             f"{settings.sga_steps} steps): a pipeline check, not a stylizer")
         train_size = 64  # the tiny presets' training size: such models only know that scale
         timed("stylizing with the tiny model",
-              lambda: stylize_with(StylizeSession(tiny, device=settings.device), out / "stylized-tiny", tiny_panel,
-                                   paintings[:2], train_size))
+              lambda: _stylize(tiny, settings, out / "stylized-tiny", tiny_panel, photos, paintings[:2],
+                               strip_painting, train_size))
         written.append(("stylized images (tiny model)", out / "stylized-tiny"))
         panels.append(tiny_panel)
 
@@ -147,6 +126,32 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
     console.table("quantart demo", ["step", "seconds"], [(label, f"{sec:.1f}") for label, sec in timings])
     console.table(None, ["written", "path"], [(what, str(path)) for what, path in written])
     console.result(str(sheet))
+    return 0
+
+
+def _stylize(ckpt: Path | None, settings: DemoSettings, folder: Path, panel: _Panel, photos: list[Path],
+             paintings: list[Path], strip_painting: Path, size: int | None) -> int:
+    """Every photo after each painting at alpha 1 and after the strip's painting at the strip's alphas, written
+    as ``quantart stylize`` writes them, by one stylization session (``ckpt`` None: the built-in model, loaded
+    once for all)."""
+    from quantart_cli.core.io.images import image_to_tensor, load_image
+    from quantart_cli.core.transfer.files import OutputNaming, plan_outputs, stylize_file
+    from quantart_cli.core.transfer.session import StylizeSession
+
+    session = StylizeSession(ckpt, device=settings.device)
+    jobs = [(p, 1.0) for p in paintings] + [(strip_painting, a) for a in settings.alphas if a != 1.0]
+    for painting, alpha in jobs:
+        suffix = f"_{painting.stem}_alpha{alpha:g}"
+        options = session.with_options(alpha=alpha, **({} if size is None else {"size": size, "style_size": size}))
+        plan = session.plan(plan_outputs(OutputNaming(out=folder, suffix=suffix), photos),
+                            session.recipe([painting], options))
+        stylizer = session.stylizer([image_to_tensor(load_image(painting))], options)
+        for source, target, note in plan.todo:
+            record = stylize_file(stylizer, source, target, note)
+            if isinstance(record, str):
+                raise BadInputError(record)
+        for photo in photos:
+            panel.images[(photo.stem, painting.stem, alpha)] = folder / f"{photo.stem}{suffix}.png"
     return 0
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.plugin import BadInputError, NotFoundError, RunContext, Stage, UsageError, cli_argument, cli_option
@@ -42,6 +42,15 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
             raise ValueError("it is added to file names, so it cannot contain '/', '\\' or '..'")
         return suffix
 
+    @model_validator(mode="after")
+    def _one_weight_per_style(self) -> StylizeSettings:
+        # the engine's own count (torch-free), made with the settings so --print-config and presets see it too
+        if self.style_weights is not None and self.style:
+            from quantart_cli.core.blend import normalize_weights
+
+            normalize_weights(self.style_weights, len(self.style))
+        return self
+
 
 def naming(settings: StylizeSettings):
     from quantart_cli.core.transfer.files import OutputNaming
@@ -68,10 +77,6 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
     if settings.overwrite and settings.skip_existing:
         raise UsageError("--overwrite redoes every output and --skip-existing keeps every existing one; pick one.")
-    from quantart_cli.core.nn.attention import normalize_weights
-
-    normalize_weights(settings.style_weights, len(settings.style))  # before any file is read
-
     from quantart_cli.core.data.sources import collect_images, list_notes, with_listing
     from quantart_cli.core.io.images import flattened_transparency, image_to_tensor, load_image
     from quantart_cli.core.transfer.files import check_outputs, is_earlier_output, plan_outputs, stylize_file

@@ -71,10 +71,11 @@ def test_demo_refuses_an_alpha_outside_0_1(capsys, tmp_path):
 def test_the_demo_counts_its_steps_right(capsys, tmp_path, monkeypatch, train):
     """Issue 25: `demo --train` counted [6/5]. Each stage is replaced by a stand-in: only the counting is checked
     here (the tests above run the real demo, in the slow tier)."""
-    from quantart_stages import demo, stylize, train_sga, train_vq
+    from quantart_stages import demo, train_sga, train_vq
 
-    for module in (stylize, train_vq, train_sga):
+    for module in (train_vq, train_sga):
         monkeypatch.setattr(module, "run", lambda settings, ctx: 0)
+    monkeypatch.setattr(demo, "_stylize", lambda *args, **kwargs: 0)
     monkeypatch.setattr(demo, "_contact_sheet", lambda *args, **kwargs: 0)
     monkeypatch.setattr(demo, "_closeup_sheet", lambda *args, **kwargs: 0)
     result = run_cli(capsys, "demo", "--out", str(tmp_path / "demo"), "--device", "cpu",

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from quantart_cli.core.blend import normalize_weights
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.nn.blocks import NORM_GROUPS, can_modify_inplace, normalize
 
@@ -52,20 +53,6 @@ def from_tokens(tokens: Tensor, height: int, width: int, like: Tensor) -> Tensor
     if like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
         return out
     return out.contiguous()
-
-
-def normalize_weights(weights: Sequence[float] | None, count: int) -> tuple[float, ...]:
-    """Blend weights for ``count`` references, scaled to sum 1 (equal weights when None)."""
-    if weights is None:
-        return (1.0 / count,) * count
-    values = tuple(float(w) for w in weights)
-    if len(values) != count:
-        raise UsageError(f"`style_weights` has {len(values)} values for {count} style images; give one weight per "
-                         "style image.")
-    if any(w < 0 for w in values) or sum(values) <= 0:
-        raise UsageError(f"`style_weights` must be non-negative and not all zero, got {list(values)}")
-    total = sum(values)
-    return tuple(w / total for w in values)
 
 
 def attend(queries: Tensor, keys: Tensor, values: Tensor, query_chunk_size: int | None = None) -> Tensor:

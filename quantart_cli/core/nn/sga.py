@@ -14,8 +14,9 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from quantart_cli.core.blend import normalize_weights
 from quantart_cli.core.errors import UsageError
-from quantart_cli.core.nn.attention import AttentionContext, AttnBlock, normalize_weights
+from quantart_cli.core.nn.attention import AttentionContext, AttnBlock
 from quantart_cli.core.nn.blocks import ResnetBlock
 
 

@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from quantart_cli.core.blend import normalize_weights
 from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
 from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, UsageError
@@ -48,7 +49,7 @@ from quantart_cli.core.io.images import (
     resize_longer_side,
     tensor_to_image,
 )
-from quantart_cli.core.nn.attention import normalize_weights, set_query_chunk_size
+from quantart_cli.core.nn.attention import set_query_chunk_size
 from quantart_cli.core.nn.autoencoder import Encoder
 from quantart_cli.core.nn.sga import PreparedReference
 from quantart_cli.core.precision import autocast_context, check_precision, stylize_precision
