@@ -26,8 +26,9 @@ __all__ = ["PNG_SIGNATURE", "png_bit_depth", "write_png16", "write_tiff16"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-#: zlib level of both writers (PIL's default for PNG).
-_LEVEL = 6
+#: zlib level of both writers. The low bytes of 16-bit samples are mostly noise, which no level compresses: on a
+#: 1024 px stylized photo level 6 (PIL's default for 8-bit PNG) made a file 1% smaller than level 1 in 2.5x the time.
+_LEVEL = 1
 #: Uncompressed bytes per block of PNG rows filtered at once, and per TIFF strip.
 _BLOCK_BYTES = 1 << 20
 
