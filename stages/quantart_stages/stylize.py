@@ -28,12 +28,23 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
     out: Path | None = cli_option(None, "Output file (one input) or folder.", short="-o")
     suffix: str = cli_option("_stylized", "Appended to each output's file name.")
     format: Literal["png", "jpg", "webp", "same"] = cli_option("png", "Output image format.")
+    bit_depth: Literal[8, 16] | None = cli_option(
+        None,
+        "Bits per channel of the outputs: 16 writes PNG (or TIFF) from the decoder's floats, with no 8-bit step "
+        "(JPEG and WebP store 8 and are refused). Default: 8, but --format same keeps a 16-bit input 16-bit.",
+    )
     overwrite: bool = cli_option(False, "Redo every output, also those up to date (and replace files quantart "
                                          "did not write).")
     skip_existing: bool = cli_option(
         False, "Keep every output that exists, even one made with another model, style or options."
     )
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
+
+    @field_validator("bit_depth", mode="before")
+    @classmethod
+    def _bit_depth_as_number(cls, value: object) -> object:
+        # The command line and QUANTART_BIT_DEPTH give the choice as text ("16").
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     @field_validator("suffix")
     @classmethod
@@ -55,7 +66,8 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
 def naming(settings: StylizeSettings):
     from quantart_cli.core.transfer.files import OutputNaming
 
-    return OutputNaming(out=settings.out, suffix=settings.suffix, format=settings.format)
+    return OutputNaming(out=settings.out, suffix=settings.suffix, format=settings.format,
+                        bit_depth=settings.bit_depth)
 
 
 def open_session(settings, ctx: RunContext):
@@ -108,8 +120,9 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     single_file = len(pairs) == 1 and pairs[0][1] == names.folder  # --out names the output file itself
     check_outputs(pairs, [*settings.style, *session.checkpoints], names.folder.parent if single_file else names.folder)
 
+    bit_depths = {target: names.bit_depth_of(source, target) for source, target in pairs}
     plan = session.plan(pairs, session.recipe(settings.style), overwrite=settings.overwrite,
-                        skip_existing=settings.skip_existing)
+                        skip_existing=settings.skip_existing, bit_depths=bit_depths)
     if plan.foreign:
         shown = ", ".join(str(f) for f in plan.foreign[:3]) + (", ..." if len(plan.foreign) > 3 else "")
         raise UsageError(
@@ -135,7 +148,8 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     failures: list[str] = []
     with ctx.console.progress("stylizing", len(plan.todo), unit="img") as bar:
         for source, target, note in plan.todo:
-            record = stylize_file(stylizer, source, target, note, max_pixels=settings.max_pixels)
+            record = stylize_file(stylizer, source, target, note, max_pixels=settings.max_pixels,
+                                  bit_depth=bit_depths[target])
             if isinstance(record, str):
                 record = with_listing(record, listed.get(source))
                 if len(pairs) == 1:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from cli_support import assert_one_sentence, require_stylize, run_cli, subprocess_env
 from PIL import Image
 
-from quantart_cli.core.io.images import read_image_note
+from quantart_cli.core.io.images import image_bit_depth, read_image_note, save_image_atomic
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -185,3 +187,102 @@ def test_stylize_suffix_cannot_leave_the_output_folder(capsys, tmp_path, small_i
                      "--device", "cpu")
     assert result.code == 2 and "--suffix" in result.err
     assert not list(tmp_path.parent.glob("**/escaped*"))
+
+
+# --- --bit-depth 16 (issue 28) ---------------------------------------------------------------------------------------
+
+
+def _header_bit_depth(path: Path) -> int:
+    """The bit depth a PNG declares in its IHDR chunk (byte 24 of the file)."""
+    header = path.read_bytes()[:26]
+    assert header[12:16] == b"IHDR", path
+    return header[24]
+
+
+def _samples16(path: Path):
+    cv2 = pytest.importorskip("cv2", reason="the dev extra's opencv-python-headless is the reference decoder")
+    samples = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert samples is not None and samples.dtype.itemsize == 2, path
+    return samples
+
+
+@pytest.fixture
+def smooth_photo(tmp_path: Path) -> Path:
+    from image_files import smooth_images
+
+    return smooth_images(tmp_path / "smooth", 1, size=(64, 96)) / "img_0.png"
+
+
+def test_bit_depth_16_writes_a_16_bit_png_with_more_than_256_levels(capsys, smooth_photo, tmp_path):
+    out = tmp_path / "out"
+    args = [str(smooth_photo), "--style", str(STYLE), "-o", str(out), "--device", "cpu"]
+    first = _stylize(capsys, *args, "--bit-depth", "16", "--json")
+    assert first.code == 0, first.err
+    target = out / "img_0_stylized.png"
+    assert json.loads(first.out)["bit_depth"] == 16
+    assert _header_bit_depth(target) == 16
+    samples = _samples16(target)
+    assert samples.shape == (64, 96, 3)
+    assert min(len(set(samples[..., c].ravel().tolist())) for c in range(3)) > 256
+    assert json.loads(read_image_note(target))["bit_depth"] == 16
+
+    stamp = target.stat().st_mtime_ns
+    again = _stylize(capsys, *args, "--bit-depth", "16")
+    assert again.code == 0 and "up to date" in again.err and target.stat().st_mtime_ns == stamp
+    eight = _stylize(capsys, *args, "--bit-depth", "8")
+    assert eight.code == 0 and "redoing 1 image(s)" in eight.err, eight.err
+    assert _header_bit_depth(target) == 8 and "bit_depth" not in json.loads(read_image_note(target))
+    stamp = target.stat().st_mtime_ns
+    default = _stylize(capsys, *args)  # 8 bits is the default: that output is up to date
+    assert default.code == 0 and "up to date" in default.err and target.stat().st_mtime_ns == stamp
+    sixteen = _stylize(capsys, *args, "--bit-depth", "16")
+    assert sixteen.code == 0 and "redoing 1 image(s)" in sixteen.err and _header_bit_depth(target) == 16
+
+
+def test_an_8_bit_output_is_the_same_file_with_or_without_bit_depth_8(capsys, smooth_photo, tmp_path):
+    args = [str(smooth_photo), "--style", str(STYLE), "--device", "cpu", "--json"]
+    plain = _stylize(capsys, *args, "-o", str(tmp_path / "plain"))
+    explicit = _stylize(capsys, *args, "-o", str(tmp_path / "explicit"), "--bit-depth", "8")
+    assert plain.code == explicit.code == 0, plain.err + explicit.err
+    assert "bit_depth" not in json.loads(plain.out)
+    files = [tmp_path / name / "img_0_stylized.png" for name in ("plain", "explicit")]
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert _header_bit_depth(files[0]) == 8 and "bit_depth" not in json.loads(read_image_note(files[0]))
+
+
+@pytest.mark.parametrize("extra", [["--format", "jpg"], ["--format", "webp"], ["-o", "single.jpg"]])
+def test_bit_depth_16_is_refused_for_formats_that_store_8_bits(capsys, monkeypatch, smooth_photo, tmp_path, extra):
+    monkeypatch.chdir(tmp_path)
+    result = _stylize(capsys, str(smooth_photo), "--style", str(STYLE), "--bit-depth", "16", *extra, *FAST)
+    assert result.code == 2 and "--bit-depth 16 needs PNG or TIFF outputs" in result.err, result.err
+    assert "stores 8 bits per channel" in result.err
+    assert_one_sentence(result.err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smooth"]  # nothing written
+
+
+def test_format_same_keeps_16_bit_inputs_16_bit(capsys, tmp_path):
+    folder = tmp_path / "scans"
+    levels = np.linspace(0, 65535, 40 * 48 * 3).reshape(40, 48, 3).astype(np.uint16)
+    deep = torch.from_numpy(levels / 32767.5 - 1.0).float().permute(2, 0, 1)
+    save_image_atomic(deep, folder / "deep.png", bit_depth=16)
+    save_image_atomic(deep, folder / "deep.tif", bit_depth=16)
+    Image.fromarray(levels[..., 0]).save(folder / "grey.png")  # 16-bit greyscale (PIL mode I;16)
+    Image.open(sorted(CONTENT_DIR.glob("*.jpg"))[0]).resize((48, 32)).save(folder / "flat.png")
+    Image.open(sorted(CONTENT_DIR.glob("*.jpg"))[0]).resize((48, 32)).save(folder / "photo.jpg")
+    out = tmp_path / "out"
+    args = [str(folder), "--style", str(STYLE), "-o", str(out), "--format", "same", *FAST]
+    first = _stylize(capsys, *args)
+    assert first.code == 0, first.err
+    depths = {p.name: image_bit_depth(p) for p in sorted(out.iterdir())}
+    assert depths == {"deep_stylized.png": 16, "deep_stylized.tif": 16, "flat_stylized.png": 8,
+                      "grey_stylized.png": 16, "photo_stylized.jpg": 8}
+    assert _samples16(out / "deep_stylized.tif").shape == (27, 32, 3)  # 48x40 at --size 32
+    assert _header_bit_depth(out / "grey_stylized.png") == 16
+    made = _stamps(out)
+    again = _stylize(capsys, *args)
+    assert again.code == 0 and "skipping 5 image(s) up to date" in again.err and _stamps(out) == made
+    eight = _stylize(capsys, *args, "--bit-depth", "8")
+    assert eight.code == 0 and "redoing 3 image(s)" in eight.err, eight.err
+    assert {p.name: image_bit_depth(p) for p in sorted(out.iterdir())} == dict.fromkeys(depths, 8)
+    refused = _stylize(capsys, *args, "--bit-depth", "16")
+    assert refused.code == 2 and "photo_stylized.jpg would be a JPEG" in refused.err, refused.err

@@ -6,7 +6,8 @@ truncated file is an error, not a silently grey bottom half. Every failure becom
 sentence naming the file.
 
 Pixel convention: tensors are float32 in ``[-1, 1]`` computed as ``x / 127.5 - 1`` (the original's
-normalisation), channels first.
+normalisation), channels first. Saved with 16 bits per channel (PNG and TIFF only), ``[-1, 1]`` maps to
+``0..65535``, so an 8-bit level ``v`` becomes ``257 * v``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MIN_LATENT_SIDE",
     "SAVE_FORMATS",
+    "SIXTEEN_BIT_FORMATS",
+    "BitDepth",
     "Padding",
     "crop_padding",
     "flattened_transparency",
+    "image_bit_depth",
     "image_to_tensor",
     "load_image",
     "load_image_tensor",
@@ -68,6 +72,12 @@ SAVE_FORMATS: dict[str, str] = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
+
+#: Bits per channel of a saved image.
+BitDepth = Literal[8, 16]
+
+#: The formats of :data:`SAVE_FORMATS` that can store 16 bits per channel (JPEG, WebP and BMP store 8).
+SIXTEEN_BIT_FORMATS = frozenset({"PNG", "TIFF"})
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -151,6 +161,31 @@ def read_image_size(path: str | os.PathLike[str], *, max_pixels: int | None = DE
             return image.size
     except OSError as exc:
         raise BadInputError(f"Image {path} cannot be read ({exc}).") from exc
+
+
+def image_bit_depth(path: str | os.PathLike[str]) -> BitDepth:
+    """16 when the file stores more than 8 bits per channel (a 16-bit PNG or TIFF, 16-bit or 32-bit greyscale),
+    else 8; read from the header, and 8 for a file that cannot be read (loading it says why)."""
+    from quantart_cli.core.io.sixteen_bit import png_bit_depth
+
+    try:
+        with open(path, "rb") as handle:
+            declared = png_bit_depth(handle.read(25))
+            if declared is not None:
+                return 16 if declared > 8 else 8
+            handle.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = Image.open(handle)
+                if image.mode in _HIGH_DEPTH_MODES:
+                    return 16
+                if image.format == "TIFF":
+                    bits = image.tag_v2.get(258, (8,))
+                    bits = bits if isinstance(bits, tuple) else (bits,)
+                    return 16 if max(bits, default=8) > 8 else 8
+    except Exception:  # PIL plugins raise many types on malformed headers: loading the file reports it
+        pass
+    return 8
 
 
 def _high_depth_to_l(image: Image.Image) -> Image.Image:
@@ -474,6 +509,7 @@ def save_image_atomic(
     quality: int = 95,
     lossless: bool = False,
     note: str | None = None,
+    bit_depth: BitDepth = 8,
 ) -> Path:
     """Write ``image`` to ``path`` so readers see either the old file or the complete new one.
 
@@ -485,6 +521,10 @@ def save_image_atomic(
     fsynced and renamed; a write failure raises :class:`WriteError`). The format follows the suffix (see
     :data:`SAVE_FORMATS`); ``quality`` applies to JPEG and WebP, ``lossless`` to WebP. A tensor is converted with
     :func:`tensor_to_image`. Returns ``path``.
+
+    ``bit_depth=16`` writes 16 bits per channel, PNG and TIFF only (:data:`SIXTEEN_BIT_FORMATS`; other suffixes
+    are refused): a tensor's floats are rounded straight to ``0..65535``, with no 8-bit step; an 8-bit PIL image
+    keeps its levels (``257 * v``). See :mod:`quantart_cli.core.io.sixteen_bit` for the writers.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -496,6 +536,10 @@ def save_image_atomic(
         )
     if not 1 <= quality <= 100:
         raise UsageError(f"Image quality must be between 1 and 100, got {quality}.")
+    if bit_depth not in (8, 16):
+        raise UsageError(f"`bit_depth` must be 8 or 16, got {bit_depth}.")
+    if bit_depth == 16:
+        return _save_sixteen_bit(image, path, image_format, note)
     if isinstance(image, torch.Tensor):
         image = tensor_to_image(image)
     options: dict[str, object] = {}
@@ -516,6 +560,44 @@ def save_image_atomic(
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             image.save(handle, format=image_format, **options)
+
+    return atomic_write(path, write, what="image")
+
+
+def _samples16(image: Image.Image | torch.Tensor) -> np.ndarray:
+    """(H, W, C) uint16 samples: a tensor's floats in [-1, 1] scaled to 0..65535 (clamped, rounded once); a PIL
+    image's 8-bit levels times 257 (``I;16`` greyscale as it is)."""
+    if isinstance(image, torch.Tensor):
+        tensor = image[0] if image.dim() == 4 and image.shape[0] == 1 else image
+        if tensor.dim() == 2:
+            tensor = tensor.unsqueeze(0)
+        if tensor.dim() != 3 or tensor.shape[0] not in (1, 3):
+            raise ValueError(f"expected a (3, H, W) or (1, H, W) image tensor, got shape {tuple(image.shape)}")
+        scaled = ((tensor.detach().to("cpu", torch.float32).clamp(-1.0, 1.0) + 1.0) * 32767.5).round()
+        return scaled.to(torch.int32).permute(1, 2, 0).numpy().astype(np.uint16)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(image, dtype=np.uint16)
+    if image.mode not in ("RGB", "L"):
+        image = to_rgb(image)
+    return np.asarray(image, dtype=np.uint16) * np.uint16(257)
+
+
+def _save_sixteen_bit(image: Image.Image | torch.Tensor, path: Path, image_format: str, note: str | None) -> Path:
+    from quantart_cli.core.io.sixteen_bit import write_png16, write_tiff16
+
+    if image_format not in SIXTEEN_BIT_FORMATS:
+        raise UsageError(
+            f"Cannot save {path} with `bit_depth=16`: {image_format} stores 8 bits per channel; use a .png or "
+            ".tif file."
+        )
+    samples = _samples16(image)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            if image_format == "PNG":
+                write_png16(handle, samples, text=None if note is None else (NOTE_KEY, note))
+            else:
+                write_tiff16(handle, samples, description=None if note is None else NOTE_KEY + ":" + note)
 
     return atomic_write(path, write, what="image")
 

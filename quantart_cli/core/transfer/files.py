@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from quantart_cli.core.errors import QuantartError, UsageError
 from quantart_cli.core.io.images import (
     SAVE_FORMATS,
+    SIXTEEN_BIT_FORMATS,
+    BitDepth,
     flattened_transparency,
+    image_bit_depth,
     image_to_tensor,
     load_image,
     read_image_note,
@@ -56,11 +59,13 @@ OutputFormat = Literal["png", "jpg", "webp", "same"]
 
 @dataclass(frozen=True)
 class OutputNaming:
-    """How outputs are named: ``out`` (a folder, or one file), ``suffix`` after the input's stem, the format."""
+    """How outputs are named: ``out`` (a folder, or one file), ``suffix`` after the input's stem, the format, and
+    the bits per channel (``bit_depth``; None: 8, but ``format="same"`` keeps a 16-bit input 16-bit)."""
 
     out: Path | None = None
     suffix: str = "_stylized"
     format: OutputFormat = "png"
+    bit_depth: BitDepth | None = None
 
     @property
     def folder(self) -> Path:
@@ -72,6 +77,23 @@ class OutputNaming:
             suffix = source.suffix.lower()
             return suffix if suffix in SAVE_FORMATS else ".png"
         return "." + self.format
+
+    def bit_depth_of(self, source: Path, target: Path) -> BitDepth:
+        """Bits per channel of the output ``target`` of ``source``: ``bit_depth`` when set, else 16 for a 16-bit
+        PNG or TIFF input under ``format="same"`` (its output has its format), else 8. ``bit_depth=16`` with an
+        output that stores 8 bits per channel (JPEG, WebP, BMP) is refused in one sentence."""
+        kind = SAVE_FORMATS.get(target.suffix.lower())
+        if self.bit_depth == 16 and kind not in SIXTEEN_BIT_FORMATS:
+            label = "WebP" if kind == "WEBP" else kind
+            raise UsageError(
+                f"`bit_depth=16` needs PNG or TIFF outputs, but {target} would be a {label}, which stores 8 bits per "
+                "channel; use `format=png` (or an `out` file ending in .png or .tif)."
+            )
+        if self.bit_depth is not None:
+            return self.bit_depth
+        if self.format == "same" and kind in SIXTEEN_BIT_FORMATS and image_bit_depth(source) == 16:
+            return 16
+        return 8
 
 
 def plan_outputs(naming: OutputNaming, inputs: list[Path], roots: Sequence[Path] = ()) -> list[tuple[Path, Path]]:
@@ -129,11 +151,15 @@ class Recipe:
                 del knobs[name]
         return cls(model=model, styles=tuple(styles), options=knobs, continuous_model=continuous_model)
 
-    def note(self, input_sha256: str) -> str:
-        """The text stored in the output: this recipe plus the input's SHA-256, as canonical JSON."""
-        return json.dumps({"recipe": 1, "model": self.model, "continuous_model": self.continuous_model,
-                           "styles": list(self.styles), "input": input_sha256, "options": self.options},
-                          sort_keys=True, separators=(",", ":"))
+    def note(self, input_sha256: str, bit_depth: BitDepth = 8) -> str:
+        """The text stored in the output: this recipe plus the input's SHA-256 and, for a 16-bit output, its
+        ``bit_depth`` (absent at 8 bits, so outputs written before 16-bit ones existed stay up to date), as
+        canonical JSON."""
+        record: dict[str, Any] = {"recipe": 1, "model": self.model, "continuous_model": self.continuous_model,
+                                  "styles": list(self.styles), "input": input_sha256, "options": self.options}
+        if bit_depth != 8:
+            record["bit_depth"] = bit_depth
+        return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
 OutputState = Literal["missing", "current", "stale", "foreign"]
@@ -180,12 +206,19 @@ def is_earlier_output(naming: OutputNaming, source: Path) -> bool:
 
 
 def stylize_file(
-    stylizer: Stylizer, source: Path, target: Path, note: str | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    stylizer: Stylizer,
+    source: Path,
+    target: Path,
+    note: str | None = None,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    bit_depth: BitDepth = 8,
 ) -> dict[str, Any] | str:
-    """Stylize one file and write it atomically (with ``note``, its recipe, inside); returns its record (input,
-    output, size, tiled, seconds per phase, and ``transparency_flattened: true`` when transparent pixels of the input
-    were filled with white), or the error sentence when this input cannot be stylized (unreadable, truncated, or
-    failing in the model), so a batch goes on with the next one."""
+    """Stylize one file and write it atomically (with ``note``, its recipe, inside; with ``bit_depth=16``, 16 bits
+    per channel straight from the decoder's floats: PNG and TIFF only); returns its record (input, output, size,
+    tiled, seconds per phase, ``bit_depth: 16`` for a 16-bit output, and ``transparency_flattened: true`` when
+    transparent pixels of the input were filled with white), or the error sentence when this input cannot be
+    stylized (unreadable, truncated, or failing in the model), so a batch goes on with the next one."""
     start = time.perf_counter()
     try:
         image = load_image(source, max_pixels=max_pixels)
@@ -198,7 +231,7 @@ def stylize_file(
     except (QuantartError, RuntimeError) as err:  # e.g. out of memory on one huge image: the others still run
         return f"Could not stylize {source}: {err}".rstrip(".") + "."
     start = time.perf_counter()
-    save_image_atomic(result.image, target, note=note)
+    save_image_atomic(result.image, target, note=note, bit_depth=bit_depth)
     timings = {"read": read_seconds, **result.timings, "write": time.perf_counter() - start}
     timings["total"] = timings["read"] + timings["total"] + timings["write"]
     height, width = result.image.shape[-2:]
@@ -210,6 +243,8 @@ def stylize_file(
         "tiled": result.tiled,
         "seconds": {k: round(v, 4) for k, v in timings.items()},
     }
+    if bit_depth != 8:
+        record["bit_depth"] = bit_depth
     if flattened_transparency(image):
         record["transparency_flattened"] = True
     return record

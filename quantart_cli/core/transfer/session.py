@@ -11,7 +11,7 @@ paintings. Each of these checks lives here once; the stages only read settings a
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
+    from quantart_cli.core.io.images import BitDepth
     from quantart_cli.core.models import StyleTransfer
     from quantart_cli.core.transfer.engine import Stylizer
 
@@ -127,15 +128,16 @@ class StylizeSession:
                          self.continuous_sha256)
 
     def plan(self, pairs: Sequence[tuple[Path, Path]], recipe: Recipe, *, overwrite: bool = False,
-             skip_existing: bool = False) -> OutputPlan:
+             skip_existing: bool = False, bit_depths: Mapping[Path, BitDepth] | None = None) -> OutputPlan:
         """Sort (input, output) pairs by what a run must do: an output is redone when missing, made from another
         recipe or input (unless ``skip_existing``), or always with ``overwrite``; a file quantart did not write
-        is ``foreign`` (the caller decides), unless ``skip_existing`` keeps it."""
+        is ``foreign`` (the caller decides), unless ``skip_existing`` keeps it. ``bit_depths`` maps outputs to
+        their bits per channel (8 where absent), part of their recipe: an output of another bit depth is stale."""
         from quantart_cli.core.io.digest import file_sha256
 
         plan = OutputPlan()
         for source, target in pairs:
-            note = recipe.note(file_sha256(source))
+            note = recipe.note(file_sha256(source), (bit_depths or {}).get(target, 8))
             state = "missing" if overwrite else output_state(target, note)
             if state == "missing" or state == "stale" and not skip_existing:
                 plan.todo.append((source, target, note))

@@ -19,6 +19,7 @@ from PIL import Image
 from quantart_cli.core.errors import BadInputError, NotFoundError, UsageError, WriteError
 from quantart_cli.core.io.images import (
     crop_padding,
+    image_bit_depth,
     image_to_tensor,
     load_image,
     load_image_tensor,
@@ -368,3 +369,98 @@ def test_notes_round_trip_in_every_format_quantart_writes(tmp_path):
     save_image_atomic(image, tmp_path / "x.bmp")
     assert read_image_note(tmp_path / "x.bmp") is None
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+# ------------------------------------------------------------------------------------ 16 bits per channel
+
+
+def _read16(path: Path) -> np.ndarray:
+    """The samples of a 16-bit file as an independent decoder (OpenCV: libpng, libtiff) reads them, RGB order."""
+    cv2 = pytest.importorskip("cv2", reason="the dev extra's opencv-python-headless is the reference decoder")
+    samples = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert samples is not None and samples.dtype == np.uint16, path
+    return samples[:, :, ::-1] if samples.ndim == 3 else samples
+
+
+def _levels_tensor(levels: np.ndarray) -> torch.Tensor:
+    """A (3, H, W) tensor whose exact 16-bit levels are ``levels`` (H, W, 3)."""
+    return torch.from_numpy(levels.astype(np.float32) / 32767.5 - 1.0).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".tiff"])
+def test_sixteen_bit_files_keep_every_float_level(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 65536, (37, 53, 3), dtype=np.uint16)
+    levels[0, :3] = [[0, 0, 0], [65535, 65535, 65535], [1, 257, 65534]]
+    tensor = _levels_tensor(levels)
+    tensor[:, 1, 0] = torch.tensor([-1.5, 1.5, 0.0])  # out of range: clamped, not wrapped
+    levels[1, 0] = [0, 65535, 32768]
+    path = save_image_atomic(tensor, tmp_path / f"deep{suffix}", note='{"recipe":1}', bit_depth=16)
+    assert np.array_equal(_read16(path), levels)
+    assert image_bit_depth(path) == 16 and read_image_note(path) == '{"recipe":1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"deep{suffix}"]
+    # every other reader of the file (PIL, so quantart itself) sees an 8-bit image of it
+    assert np.array_equal(np.asarray(load_image(path)), (levels >> 8).astype(np.uint8))
+
+
+def test_sixteen_bit_png_header_and_a_smooth_gradient_has_more_than_256_levels(tmp_path):
+    ramp = torch.linspace(-1.0, 1.0, 1000).repeat(3, 4, 1)  # (3, 4, 1000)
+    path = save_image_atomic(ramp, tmp_path / "ramp.png", bit_depth=16)
+    header = path.read_bytes()[:26]
+    assert header[12:16] == b"IHDR" and struct.unpack(">II", header[16:24]) == (1000, 4)
+    assert (header[24], header[25]) == (16, 2)  # bit depth 16, colour type RGB
+    samples = _read16(path)
+    assert len(np.unique(samples[..., 0])) == 1000
+    eight = save_image_atomic(ramp, tmp_path / "ramp8.png")
+    assert eight.read_bytes()[24] == 8 and len(np.unique(np.asarray(load_image(eight))[..., 0])) == 256
+
+
+def test_sixteen_bit_from_pil_images_and_greyscale(tmp_path):
+    image = noise_image(9, 7)
+    path = save_image_atomic(image, tmp_path / "up.png", bit_depth=16)
+    assert np.array_equal(_read16(path), np.asarray(image).astype(np.uint16) * 257)
+    grey = np.array([[0, 1, 4660, 65535]], dtype=np.uint16)
+    for suffix in (".png", ".tif"):
+        kept = save_image_atomic(Image.fromarray(grey), tmp_path / f"grey{suffix}", bit_depth=16)
+        assert np.array_equal(_read16(kept), grey), suffix
+    from_tensor = save_image_atomic(torch.tensor([[[-1.0, 1.0]]]), tmp_path / "g.png", bit_depth=16)
+    assert from_tensor.read_bytes()[24:26] == bytes([16, 0]) and np.array_equal(_read16(from_tensor), [[0, 65535]])
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".webp", ".bmp"])
+def test_sixteen_bits_are_refused_for_formats_that_store_eight(tmp_path, suffix):
+    with pytest.raises(UsageError, match="stores 8 bits per channel"):
+        save_image_atomic(torch.zeros(3, 4, 4), tmp_path / f"x{suffix}", bit_depth=16)
+    with pytest.raises(UsageError, match="`bit_depth` must be 8 or 16"):
+        save_image_atomic(torch.zeros(3, 4, 4), tmp_path / "x.png", bit_depth=12)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_sixteen_bit_save_keeps_old_file(tmp_path, monkeypatch):
+    from quantart_cli.core.io import sixteen_bit
+
+    target = save_image_atomic(torch.zeros(3, 8, 8), tmp_path / "keep.png", bit_depth=16)
+    before = target.read_bytes()
+
+    def half_then_fail(handle, *args, **kwargs):
+        handle.write(b"\x89PNG\r\n\x1a\n partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sixteen_bit, "write_png16", half_then_fail)
+    with pytest.raises(WriteError, match="keep.png.*No space left"):
+        save_image_atomic(torch.ones(3, 8, 8), target, bit_depth=16)
+    assert target.read_bytes() == before and _listing(tmp_path) == ["keep.png"]
+
+
+def test_image_bit_depth_of_inputs(tmp_path):
+    cv2 = pytest.importorskip("cv2", reason="the dev extra's opencv-python-headless writes the reference files")
+    deep = np.full((4, 5, 3), 4660, dtype=np.uint16)
+    for name in ("rgb16.png", "rgb16.tif"):
+        assert cv2.imwrite(str(tmp_path / name), deep)
+        assert image_bit_depth(tmp_path / name) == 16, name
+    grey16 = write_image(tmp_path / "g16.png", Image.fromarray(np.zeros((3, 3), dtype=np.uint16)))
+    assert image_bit_depth(grey16) == 16
+    for name in ("rgb8.png", "rgb8.tif", "rgb8.jpg", "rgb8.webp", "rgb8.bmp"):
+        assert image_bit_depth(write_image(tmp_path / name, noise_image(4, 4))) == 8, name
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    assert image_bit_depth(tmp_path / "junk.png") == 8 and image_bit_depth(tmp_path / "missing.png") == 8
