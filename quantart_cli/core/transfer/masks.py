@@ -111,7 +111,7 @@ def group_styles(count: int, masks: Sequence[Tensor | Image.Image | None] | None
     painting with a mask, then one of the paintings without (when there are any)."""
     masks = [None] * count if masks is None else list(masks)
     if len(masks) != count:
-        raise UsageError(f"`masks` has {len(masks)} entries for {count} style images; give one per style image "
+        raise UsageError(f"`mask` has {len(masks)} entries for {count} style images; give one per style image "
                          "(None for a painting without a mask).")
     masked = [m is not None for m in masks]
     free_weights = check_style_weights(weights, masked)

@@ -174,7 +174,7 @@ def test_each_masked_painting_is_its_own_pass_and_the_others_blend_as_without_ma
         _run(model, styles=(third, STYLE, STYLE_B), masks=[black, None, None], style_weights=[1, 3, 7])
     with pytest.raises(UsageError, match="every style image has a mask"):
         _run(model, styles=(STYLE, STYLE_B), masks=[black, black], style_weights=[1, 1])
-    with pytest.raises(UsageError, match="`masks` has 1 entries for 2 style images"):
+    with pytest.raises(UsageError, match="`mask` has 1 entries for 2 style images"):
         _run(model, styles=(STYLE, STYLE_B), masks=[black])
 
 
