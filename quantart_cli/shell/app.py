@@ -144,7 +144,9 @@ def _command_class(model: type[BaseModel]) -> type[TyperCommand]:
 
     class PairingCommand(TyperCommand):
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-            order = [] if ctx.resilient_parsing else self.make_parser(ctx).parse_args(args=list(args))[2]
+            if ctx.resilient_parsing:  # shell completion: values are not used
+                return super().parse_args(ctx, args)
+            order = self.make_parser(ctx).parse_args(args=list(args))[2]
             rest = super().parse_args(ctx, args)
             for follower, leader in pairs.items():
                 values = list(ctx.params.get(follower) or ())
