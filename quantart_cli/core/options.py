@@ -45,13 +45,17 @@ def cli_option(
     aliases: tuple[str, ...] = (),
     hidden: bool = False,
     comma_list: bool = False,
+    follows: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """A field with CLI extras.
 
     ``short``: a short flag (``-o``); ``flag``: the long flag when it differs from the field name (``--json``
     for ``json_output``); ``aliases``: more long flags; ``hidden``: kept out of ``--help`` (still settable with
-    ``--set``); ``comma_list``: a list option given as ``0.7,0.3`` rather than by repeating the flag.
+    ``--set``); ``comma_list``: a list option given as ``0.7,0.3`` rather than by repeating the flag;
+    ``follows``: a list option whose every use on the command line belongs to the use of the list option of that
+    name just before it (``--style a.jpg --mask m.png --style b.jpg``): the shell lines the values up with that
+    option's, an empty string for each use without one.
     """
     extra: dict[str, Any] = dict(kwargs.pop("json_schema_extra", None) or {})
     for key, value in (
@@ -60,6 +64,7 @@ def cli_option(
         ("cli_aliases", list(aliases)),
         ("cli_hidden", hidden),
         ("cli_comma_list", comma_list),
+        ("cli_follows", follows),
     ):
         if value:
             extra[key] = value

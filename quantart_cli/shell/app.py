@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+from typer.core import TyperCommand
 
 from quantart_cli import __version__
 from quantart_cli.core.errors import QuantartError
@@ -108,7 +110,7 @@ def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
         kwargs.pop("metavar", None)  # an argument is shown by its name
         info = typer.Argument(None, help=help_text, show_default=False, **kwargs)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
-    flag = extra.get("cli_flag") or "--" + name.replace("_", "-")
+    flag = _flag_of(name, field)
     # A switch that is off by default needs no --no- form; one that is on by default does.
     negatable = py_type is bool and field.default is True
     decls = [f"{flag}/--no-{flag[2:]}" if negatable else flag, *extra.get("cli_aliases", [])]
@@ -123,6 +125,56 @@ def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
         None, *decls, help=help_text, show_default=show_default, hidden=extra.get("cli_hidden", False), **kwargs
     )
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+
+def _flag_of(name: str, field: FieldInfo) -> str:
+    return field_extra(field).get("cli_flag") or "--" + name.replace("_", "-")
+
+
+def _command_class(model: type[BaseModel]) -> type[TyperCommand]:
+    """The click command class of a stage: Typer's own, or one that lines up options declared with ``follows``
+    (``cli_option(follows="style")``) with the option each use of them follows on the command line. Click keeps the
+    values of each repeated option in order but not how two options interleave, so the command parses the line a
+    second time for the order in which the options came."""
+    pairs = {name: extra["cli_follows"] for name, field in model.model_fields.items()
+             if (extra := field_extra(field)).get("cli_follows")}
+    if not pairs:
+        return TyperCommand
+    flags = {name: _flag_of(name, field) for name, field in model.model_fields.items()}
+
+    class PairingCommand(TyperCommand):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            if ctx.resilient_parsing:  # shell completion: values are not used
+                return super().parse_args(ctx, args)
+            order = self.make_parser(ctx).parse_args(args=list(args))[2]
+            rest = super().parse_args(ctx, args)
+            for follower, leader in pairs.items():
+                values = list(ctx.params.get(follower) or ())
+                if values:
+                    ctx.params[follower] = _line_up(order, values, follower, leader, flags, ctx)
+            return rest
+
+    return PairingCommand
+
+
+def _line_up(order: list[Any], values: list[Any], follower: str, leader: str, flags: dict[str, str],
+             ctx: Any) -> list[Any]:
+    """``values`` of ``follower`` (in the order given), one per use of ``leader`` (an empty string for a use that
+    no ``follower`` follows), from the parser's ``order`` of the options' uses."""
+    slots: list[Any] = []
+    given = iter(values)
+    for param in order:
+        if param.name == leader:
+            slots.append(None)
+        elif param.name == follower:
+            if not slots:
+                raise _USAGE_ERROR(f"{flags[follower]} belongs to the {flags[leader]} before it, and none comes "
+                                   f"before the first {flags[follower]}", ctx=ctx)
+            if slots[-1] is not None:
+                raise _USAGE_ERROR(f"two {flags[follower]} follow one {flags[leader]}; give at most one after each "
+                                   f"{flags[leader]}", ctx=ctx)
+            slots[-1] = next(given)
+    return ["" if slot is None else slot for slot in slots]
 
 
 def _plain(value: Any) -> Any:
@@ -302,6 +354,7 @@ def build_app(discovery: Discovery | None = None, extra_stages: list[Stage] | No
             help=loaded.stage.help,
             short_help=loaded.stage.help,
             epilog=loaded.stage.description or None,
+            cls=_command_class(loaded.stage.settings),
         )(_make_command(loaded, all_known))
 
     @app.command("stages")
@@ -418,6 +471,8 @@ def main(argv: list[str] | None = None, *, extra_stages: list[Stage] | None = No
 #: The base class of the parser's errors (click's ClickException: Typer's own copy of click since 0.20, click itself
 #: before), found from the one Typer exports.
 _PARSER_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+#: The parser's usage mistake (click's UsageError), found the same way.
+_USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def parser_error_sentence(err: Exception, args: list[str], app: typer.Typer) -> str:

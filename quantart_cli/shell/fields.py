@@ -82,7 +82,7 @@ def takes_paths(annotation: Any) -> bool:
     inner, _ = unwrap_optional(annotation)
     if typing.get_origin(inner) in (list, tuple):
         args = typing.get_args(inner)
-        inner = args[0] if args else None
+        inner = unwrap_optional(args[0])[0] if args else None
     return inner is Path
 
 

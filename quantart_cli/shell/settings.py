@@ -405,6 +405,8 @@ def render_config(resolved: ResolvedSettings) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if value is None:  # an empty entry of a list lined up with another (TOML has no null)
+        return '""'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

@@ -206,12 +206,14 @@ class Studio:
         return image
 
     def stylize(self, photo: str | Path | None, paintings: Sequence[str | Path], options: StylizeOptions,
-                progress: Progress | None = None) -> Job:
-        """Stylize ``photo`` after ``paintings`` exactly as ``quantart stylize PHOTO --style P1 --style P2 ...``
-        with these options would: same reading, same engine, same PNG (recipe included)."""
+                progress: Progress | None = None, masks: Sequence[str | Path | None] = ()) -> Job:
+        """Stylize ``photo`` after ``paintings`` exactly as ``quantart stylize PHOTO --style P1 --mask M1 --style P2
+        ...`` with these options would: same reading, same engine, same PNG (recipe included). ``masks`` holds the
+        mask of each painting in order (None or missing: none)."""
         from quantart_cli.core.io.digest import file_sha256
         from quantart_cli.core.io.images import image_to_tensor, load_image
         from quantart_cli.core.transfer.files import OutputNaming, plan_outputs, stylize_file
+        from quantart_cli.core.transfer.masks import load_mask
 
         if not photo:
             raise UsageError("Pick a photo first: upload one or click a sample photo.")
@@ -219,7 +221,8 @@ class Studio:
             raise UsageError("Pick at least one painting: upload one or click a sample painting.")
         photo = Path(photo)
         painting_paths = [Path(p) for p in paintings]
-        names = {p: p.name for p in (photo, *painting_paths)}
+        mask_paths = self._masks(masks, len(painting_paths))
+        names = {p: p.name for p in (photo, *painting_paths, *(m for m in mask_paths or [] if m is not None))}
         step = progress or (lambda fraction, text: None)
         with self._lock:
             if self._closed:
@@ -228,13 +231,15 @@ class Studio:
                 step(0.05, f"reading {len(painting_paths)} painting(s)")
                 styles = [image_to_tensor(load_image(p, max_pixels=self.settings.max_pixels))
                           for p in painting_paths]
+                mask_tensors = None if mask_paths is None else [
+                    None if p is None else load_mask(p, max_pixels=self.settings.max_pixels) for p in mask_paths]
                 step(0.15, "encoding the painting(s)")
                 start = time.perf_counter()
-                stylizer = self.session.stylizer(styles, options)
+                stylizer = self.session.stylizer(styles, options, masks=mask_tensors)
                 self._jobs += 1
                 folder = self.workdir / f"job-{self._jobs:05d}"
                 ((_, target),) = plan_outputs(OutputNaming(out=folder), [photo])
-                recipe = self.session.recipe(painting_paths, options)
+                recipe = self.session.recipe(painting_paths, options, mask_files=mask_paths)
                 step(0.3, "stylizing the photo")
                 record = stylize_file(stylizer, photo, target, recipe.note(file_sha256(photo)),
                                       max_pixels=self.settings.max_pixels)
@@ -248,6 +253,17 @@ class Studio:
         self.console.info(f"stylized {photo.name} after {', '.join(p.name for p in painting_paths)} "
                           f"({record['width']}x{record['height']}, alpha {options.alpha:g}) in {seconds:.1f}s")
         return Job(output=target, record=record)
+
+    @staticmethod
+    def _masks(masks: Sequence[str | Path | None], paintings: int) -> list[Path | None] | None:
+        """The page's mask uploads lined up with the paintings (None when no painting has a mask)."""
+        given = [Path(m) if m else None for m in masks]
+        extra = [i for i, m in enumerate(given) if m is not None and i >= paintings]
+        if extra:
+            raise UsageError(f"Mask {extra[0] + 1} has no painting {extra[0] + 1}; add that painting or remove the "
+                             "mask.")
+        given = (given + [None] * paintings)[:paintings]
+        return given if any(m is not None for m in given) else None
 
     @property
     def busy(self) -> bool:

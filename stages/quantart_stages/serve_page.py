@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 #: Jobs waiting behind the running one; more are turned away with a message until the queue drains.
 QUEUE_SIZE = 16
+#: Mask uploads on the page, one per painting in order (paintings after these have no mask).
+MASK_SLOTS = 4
 
 #: Fonts the browser already has: a Google font would be fetched from outside at every visit.
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
@@ -64,11 +66,11 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
     paintings = [str(p) for p in sorted(PAINTINGS_DIR.glob("*.jpg"))]
     defaults = studio.session.options
 
-    def stylize(photo, chosen, alpha, size, preserve_color, weights, progress=gr.Progress()):
+    def stylize(photo, chosen, alpha, size, preserve_color, weights, *masks, progress=gr.Progress()):
         try:
             options = studio.options(alpha, size, preserve_color, weights)
             job = studio.stylize(photo, _paths(chosen), options,
-                                 progress=lambda fraction, text: progress(fraction, desc=text))
+                                 progress=lambda fraction, text: progress(fraction, desc=text), masks=masks)
         except QuantartError as err:
             studio.console.warn(f"page: {err}")
             raise gr.Error(str(err), print_exception=False) from None
@@ -137,11 +139,24 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
                                  label="Blend weights", placeholder="equal; or e.g. 0.7, 0.3",
                                  info="one per painting, for several paintings", elem_id="weights")
             button = gr.Button("Stylize", variant="primary", elem_id="stylize-button", scale=0, min_width=160)
-        inputs = [photo, chosen, alpha, size, preserve_color, weights]
+        with gr.Accordion("Regions (optional): a mask per painting", open=False, elem_id="regions"):
+            gr.Markdown(
+                "A painting with a mask takes the white of its mask fully, the black not at all and grey partly; "
+                "paintings without a mask fill what the masks leave (or, if every painting has one, the photo "
+                "shows there). A mask is stretched to the photo's size."
+            )
+            with gr.Row():
+                mask_slots = [
+                    hands_over_the_file(gr.Image(label=f"Mask of painting {i + 1}", type="filepath",
+                                                 sources=["upload", "clipboard"], elem_id=f"mask-{i + 1}",
+                                                 height=160))
+                    for i in range(MASK_SLOTS)
+                ]
+        inputs = [photo, chosen, alpha, size, preserve_color, weights, *mask_slots]
         outputs = [result, download, details]
         sample = {Path(p).stem: p for p in photos + paintings}
         examples = gr.Examples(
-            [[sample[photo_name], [sample[name] for name in names], None, None, None, blend]
+            [[sample[photo_name], [sample[name] for name in names], None, None, None, blend, *[None] * MASK_SLOTS]
              for _, photo_name, names, blend in EXAMPLES],
             inputs=inputs, label="Try an example (one click fills the page and stylizes it)",
             example_labels=[label for label, *_ in EXAMPLES],
@@ -155,6 +170,8 @@ def build_page(studio: Studio, settings: ServeSettings) -> gr.Blocks:
         checks = {"concurrency_id": "checks", "concurrency_limit": 2, "show_progress": "hidden",
                   "api_visibility": "private"}
         photo.upload(check_upload, photo, None, **checks)
+        for slot in mask_slots:
+            slot.upload(check_upload, slot, None, **checks)
         chosen.upload(check_paintings, chosen, None, **checks)
         sample_photos.select(pick_photo, None, photo, **checks)
         sample_paintings.select(add_painting, chosen, chosen, **checks)

@@ -18,6 +18,12 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
 
     content: list[str] = cli_argument("Content images, folders or globs.", default=[])
     style: list[Path] = cli_option([], "Style (reference) image; repeat to blend several.", short="-s")
+    mask: list[Path | None] = cli_option(
+        [],
+        "Mask for the --style just before it: that painting takes the mask's white fully, its black not at all, "
+        "grey partly; paintings without a mask (else the photo) fill the rest (docs/stylize.md, Regions).",
+        follows="style",
+    )
     ckpt: Path | None = cli_option(
         None,
         "Style-transfer checkpoint (or set QUANTART_CKPT). Default: the built-in model shipped with quantart, "
@@ -45,6 +51,14 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
     def _bit_depth_as_number(cls, value: object) -> object:
         # The command line and QUANTART_BIT_DEPTH give the choice as text ("16").
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _no_mask_is_none(cls, masks: object) -> object:
+        """An empty entry or ``none`` is a painting without a mask (the lists line up with ``style``)."""
+        if isinstance(masks, (list, tuple)):
+            return [None if m is None or str(m).strip().lower() in ("", "none") else m for m in masks]
+        return masks
 
     @field_validator("suffix")
     @classmethod
@@ -82,6 +96,31 @@ def open_session(settings, ctx: RunContext):
     return session
 
 
+def mask_files(settings: StylizeSettings) -> list[Path | None] | None:
+    """Each style image's mask (None for one without), or None when no painting has a mask; the counts and the
+    blend weights are checked before any file is read."""
+    from quantart_cli.core.transfer.masks import check_style_weights
+
+    masks = list(settings.mask)
+    if masks and len(masks) != len(settings.style):
+        raise UsageError(
+            f"`mask` has {len(masks)} entries for {len(settings.style)} style images; give one per style image "
+            "(none for a painting without a mask), or give each --mask right after its --style."
+        )
+    masks = masks if any(m is not None for m in masks) else []
+    check_style_weights(settings.style_weights, [m is not None for m in masks] or [False] * len(settings.style))
+    return masks or None
+
+
+def read_masks(paths: list[Path | None] | None, max_pixels: int) -> list | None:
+    """The masks as tensors (:func:`~quantart_cli.core.transfer.masks.load_mask`), None where a painting has none."""
+    if paths is None:
+        return None
+    from quantart_cli.core.transfer.masks import load_mask
+
+    return [None if p is None else load_mask(p, max_pixels=max_pixels) for p in paths]
+
+
 def run(settings: StylizeSettings, ctx: RunContext) -> int:
     if not settings.content:
         raise UsageError("stylize needs at least one content image, folder or glob.")
@@ -89,6 +128,8 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
     if settings.overwrite and settings.skip_existing:
         raise UsageError("--overwrite redoes every output and --skip-existing keeps every existing one; pick one.")
+    masks = mask_files(settings)  # before any file is read
+
     from quantart_cli.core.data.sources import collect_images, list_notes, with_listing
     from quantart_cli.core.io.images import flattened_transparency, image_to_tensor, load_image
     from quantart_cli.core.transfer.files import check_outputs, is_earlier_output, plan_outputs, stylize_file
@@ -105,6 +146,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         if flattened_transparency(painting):
             ctx.console.info(f"{path} has transparent pixels: the model sees them filled with white")
         styles.append(image_to_tensor(painting))
+    mask_tensors = read_masks(masks, settings.max_pixels)
     names = naming(settings)
     earlier = [p for p in inputs if is_earlier_output(names, p)]
     if earlier:
@@ -118,10 +160,11 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     roots = [Path(item) for item in settings.content if Path(item).is_dir()]
     pairs = plan_outputs(names, inputs, roots)
     single_file = len(pairs) == 1 and pairs[0][1] == names.folder  # --out names the output file itself
-    check_outputs(pairs, [*settings.style, *session.checkpoints], names.folder.parent if single_file else names.folder)
+    check_outputs(pairs, [*settings.style, *(m for m in masks or [] if m is not None), *session.checkpoints],
+                  names.folder.parent if single_file else names.folder)
 
     bit_depths = {target: names.bit_depth_of(source, target) for source, target in pairs}
-    plan = session.plan(pairs, session.recipe(settings.style), overwrite=settings.overwrite,
+    plan = session.plan(pairs, session.recipe(settings.style, mask_files=masks), overwrite=settings.overwrite,
                         skip_existing=settings.skip_existing, bit_depths=bit_depths)
     if plan.foreign:
         shown = ", ".join(str(f) for f in plan.foreign[:3]) + (", ..." if len(plan.foreign) > 3 else "")
@@ -139,9 +182,10 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
     if not plan.todo:
         return 0
 
-    stylizer = session.stylizer(styles)
+    stylizer = session.stylizer(styles, masks=mask_tensors)
+    regions = f" ({sum(m is not None for m in masks)} with a mask)" if masks else ""
     ctx.console.info(
-        f"model {session.name} on {session.device}; {len(styles)} style image(s) encoded in "
+        f"model {session.name} on {session.device}; {len(styles)} style image(s){regions} encoded in "
         f"{session.load_seconds + stylizer.style_seconds:.1f}s"
     )
 

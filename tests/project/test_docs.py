@@ -20,6 +20,7 @@ import pytest
 import torch
 from cli_support import run_cli
 from doc_commands import REPO, all_commands
+from PIL import Image
 from tiny_models import tiny_st_config, tiny_vq_config
 
 from quantart_cli.core.io.checkpoints import save_checkpoint
@@ -102,6 +103,9 @@ def _make_sandbox(root: Path) -> Path:
     shutil.copy(STYLE_DIR / "wikiart_1.jpg", work / "monet.jpg")
     shutil.copy(STYLE_DIR / "wikiart_2.jpg", work / "vangogh.jpg")
     shutil.copy(STYLE_DIR / "wikiart_2.jpg", work / "painting.jpg")
+    sky = Image.new("L", (64, 64), 0)
+    sky.paste(255, (0, 0, 64, 24))
+    sky.save(work / "sky.png")  # a mask (docs/stylize.md, Regions): white where the sky is
     torch.manual_seed(0)
     vq = VQGAN(TINY)
     for name in ("imagenet_vq.pt", "photo_vq.pt", "art_vq.pt", "vq.pt", "runs/vq/last.pt"):

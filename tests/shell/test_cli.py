@@ -289,3 +289,40 @@ def test_paths_shows_the_built_in_model_and_the_samples(capsys):
     shown = dict(line.split("\t") for line in result.out.splitlines())
     assert Path(shown["builtin-model"]) == BUILTIN_MODEL and BUILTIN_MODEL.is_file()
     assert Path(shown["samples"]) == SAMPLES_DIR and (SAMPLES_DIR / "content").is_dir()
+
+
+class _Paired(StageSettings):
+    style: list[str] = cli_option([], "Styles.", short="-s")
+    mask: list[str] = cli_option([], "The mask of the style before it.", follows="style")
+    note: str = cli_option("", "Any text.")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--style", "a", "--mask", "m", "--style", "b"], (["a", "b"], ["m", ""])),
+    (["-s", "a", "-s", "b", "--mask=n"], (["a", "b"], ["", "n"])),
+    (["--style=a", "--note", "--mask", "--mask", "m", "-s", "b", "--mask", "n"], (["a", "b"], ["m", "n"])),
+    (["-s", "a", "-s", "b"], (["a", "b"], [])),
+])
+def test_an_option_that_follows_another_is_lined_up_with_it(capsys, args, expected):
+    """`follows`: each --mask belongs to the --style just before it, however the flags are spelled (a value that
+    looks like a flag, here --note's, is a value); the lists line up, an empty string for a style without one."""
+    seen = {}
+
+    def run(settings, ctx):
+        seen["pairs"] = (settings.style, settings.mask)
+
+    result = run_cli(capsys, "probe", *args, extra_stages=[_stage(run, _Paired)])
+    assert result.code == 0, result.err
+    assert seen["pairs"] == expected
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--mask", "m", "--style", "a"], "--mask belongs to the --style before it, and none comes before the first "
+                                      "--mask"),
+    (["--style", "a", "--mask", "m", "--mask", "n"], "two --mask follow one --style; give at most one after each "
+                                                     "--style"),
+])
+def test_an_option_that_follows_nothing_is_one_sentence(capsys, args, message):
+    result = run_cli(capsys, "probe", *args, extra_stages=[_stage(lambda s, c: 0, _Paired)])
+    assert result.code == 2
+    assert result.err.strip() == f"error: {message}; see quantart probe --help."

@@ -4,6 +4,7 @@ a port in use, and bf16 on a CPU without it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ from repo_root import REPO
 
 from quantart_cli.core import precision
 from quantart_cli.core.errors import BadInputError, UsageError
+from quantart_cli.core.io.digest import file_sha256
+from quantart_cli.core.io.images import read_image_note
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 from quantart_cli.shell.console import Console
@@ -181,6 +184,49 @@ def test_settings_no_job_could_run_with_are_refused_at_start(tmp_path):
     settings, ctx = _context(visual_fidelity=0.5)
     with pytest.raises(UsageError, match="`visual_fidelity=0.5` needs `continuous_ckpt`"):
         serve.Studio(settings, ctx, tmp_path)
+
+
+def _left_mask(path: Path) -> Path:
+    left = np.zeros((64, 64), dtype=np.uint8)
+    left[:, :32] = 255
+    Image.fromarray(left).save(path)
+    return path
+
+
+def test_a_job_with_masks_writes_what_stylize_writes(studio, tmp_path, capsys):
+    """A mask per painting (regions): the same PNG and recipe as `stylize --style P1 --mask M1 --style P2`."""
+    other = PAINTINGS_DIR / "sisley_snow_road.jpg"
+    mask = _uploaded(_left_mask(tmp_path / "left.png"), tmp_path / "uploads")
+    job = studio.stylize(_uploaded(PHOTO, tmp_path), [_uploaded(PAINTING, tmp_path), _uploaded(other, tmp_path)],
+                         studio.options(size=64), masks=[mask, None, None, None])
+    result = run_cli(capsys, "stylize", str(PHOTO), "--style", str(PAINTING), "--mask", str(tmp_path / "left.png"),
+                     "--style", str(other), "--size", "64", "--out", str(tmp_path / "cli"), "--device", "cpu")
+    assert result.code == 0, result.err
+    assert job.output.read_bytes() == (tmp_path / "cli" / "lhq_1_stylized.png").read_bytes()
+    with pytest.raises(UsageError, match=r"^Mask 2 has no painting 2; add that painting or remove the mask\.$"):
+        studio.stylize(PHOTO, [PAINTING], studio.options(), masks=[None, mask])
+    with pytest.raises(UsageError, match=r"^Every style image has a mask, so Blend weights has nothing"):
+        studio.stylize(PHOTO, [PAINTING], studio.options(weights="1,2"), masks=[mask])
+    (tmp_path / "notes.png").write_text("not an image")
+    text = _uploaded(tmp_path / "notes.png", tmp_path / "uploads")
+    with pytest.raises(BadInputError, match=r"^File notes.png is not an image"):
+        studio.stylize(PHOTO, [PAINTING], studio.options(), masks=[text])
+
+
+def test_the_page_has_a_mask_upload_per_painting(studio, tmp_path, monkeypatch):
+    """The page's stylize button hands the mask uploads to the job in painting order (no browser needed)."""
+    pytest.importorskip("gradio", reason='the page needs the ui extra: pip install -e ".[ui]"')
+    for name in [*serve.GRADIO_ENVIRONMENT, "GRADIO_TEMP_DIR"]:
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored after the test
+    page_module = serve.page_module(tmp_path / "uploads")
+    page = page_module.build_page(studio, studio.settings)
+    (handler,) = [fn for fn in page.fns.values() if fn.api_name == "stylize"]
+    slots = [component.elem_id for component in handler.inputs][-page_module.MASK_SLOTS:]
+    assert slots == [f"mask-{i}" for i in range(1, page_module.MASK_SLOTS + 1)]
+    mask = _left_mask(tmp_path / "left.png")
+    output, _, details = handler.fn(str(PHOTO), [str(PAINTING)], 1.0, 64, False, "", str(mask), None, None, None)
+    recipe = json.loads(read_image_note(Path(output)))
+    assert recipe["masks"] == [file_sha256(mask)] and details.startswith("64 x 64 px")
 
 
 def test_closing_waits_for_the_running_job_then_refuses_more(tmp_path):

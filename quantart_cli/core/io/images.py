@@ -287,11 +287,12 @@ def load_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     exif_orientation: bool = True,
+    background: tuple[int, int, int] = (255, 255, 255),
 ) -> Image.Image:
     """Decode an image file fully into an 8-bit RGB PIL image.
 
     EXIF orientation is applied, every mode is converted by :func:`to_rgb` (transparent pixels are filled with
-    white, and :func:`flattened_transparency` then says so), images above ``max_pixels``
+    ``background``, white unless told, and :func:`flattened_transparency` then says so), images above ``max_pixels``
     (``None``: no limit) are refused; a limit above PIL's own raises PIL's process-wide threshold to
     match (it is never lowered). Raises NotFoundError for a missing file and BadInputError for an
     empty, truncated, corrupt, non-image or oversized one.
@@ -321,7 +322,7 @@ def load_image(
         except Exception as exc:  # a malformed EXIF block should not lose an otherwise good image
             logger.warning("Ignoring unreadable EXIF orientation of %s (%s).", path, exc)
     try:
-        rgb = to_rgb(image)
+        rgb = to_rgb(image, background=background)
     except (ValueError, OSError) as exc:
         raise BadInputError(f"Image {path} uses colour mode {image.mode}, which cannot be converted to RGB.") from exc
     if _has_transparent_pixels(image):

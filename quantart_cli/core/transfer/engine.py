@@ -13,6 +13,11 @@ are the same from the continuous model (no quantizers). Each model's share of th
 ``visual_fidelity * W_discrete + (1 - visual_fidelity) * W_continuous``. With ``visual_fidelity = 1`` only the
 discrete branch runs; with ``alpha = 0`` the SGA module is skipped.
 
+Regions (:mod:`quantart_cli.core.transfer.masks`): with a mask per painting, each painting with a mask runs its own
+SGA pass and the latent is blended per latent cell, ``b * (sum_g s_g * zq_y_g) + (1 - b * sum_g s_g) * zq_c`` with
+the groups' shares ``s_g`` in place of ``b * zq_y + (1 - b) * zq_c`` (and likewise in the continuous branch).
+Without masks there is one group of share 1, which is the formula above.
+
 Any size: the content is reflect-padded to a multiple of the downsampling factor (and to at least two latent cells
 per side: a 1x1 latent cannot be normalized by one-channel GroupNorm groups) and cropped back.
 Large images run the encoder and decoder tiled (:mod:`quantart_cli.core.transfer.tiling`); the SGA module and the
@@ -37,7 +42,6 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from quantart_cli.core.blend import normalize_weights
 from quantart_cli.core.color_space import rgb_to_ycbcr, ycbcr_to_rgb
 from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, UsageError
@@ -53,6 +57,7 @@ from quantart_cli.core.nn.attention import set_query_chunk_size
 from quantart_cli.core.nn.autoencoder import Encoder
 from quantart_cli.core.nn.sga import PreparedReference
 from quantart_cli.core.precision import autocast_context, check_precision, stylize_precision
+from quantart_cli.core.transfer.masks import Share, StyleGroup, group_styles, latent_shares
 from quantart_cli.core.transfer.options import StylizeOptions, check_visual_fidelity
 from quantart_cli.core.transfer.tiling import decode_tiled, encode_tiled
 
@@ -149,7 +154,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 class _Branch:
     """One model's share of the computation (the discrete or the continuous branch): its encoders, quantizers,
-    SGA module and prepared style reference."""
+    SGA module and prepared style references (one per group of paintings, see :func:`group_styles`)."""
 
     def __init__(self, model: StyleTransfer, options: StylizeOptions, channels_last: bool) -> None:
         self.model = set_memory_format(model, channels_last)
@@ -158,7 +163,7 @@ class _Branch:
         self.factor = model.config.content.autoencoder.downsample_factor
         self.style_factor = model.config.style.autoencoder.downsample_factor
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.reference: PreparedReference | None = None
+        self.references: list[PreparedReference] = []
 
     def _run_encoder(self, tiled: bool) -> EncoderRunner | None:
         """Run the encoder tiled (exact, see tiling.py) or, when None, the model's own way."""
@@ -183,17 +188,22 @@ class _Branch:
         quant, _ = self.model.encode_content(x, self._run_encoder(tiled))
         return quant.contiguous(memory_format=self.memory_format)
 
-    def prepare(self, styles: Sequence[Tensor], weights: Sequence[float] | None) -> None:
+    def prepare(self, styles: Sequence[Tensor], groups: Sequence[StyleGroup]) -> None:
         latents = []
         for ref in styles:
             padded, _ = pad_to_multiple(ref, self.style_factor, "reflect", min_size=MIN_LATENT_SIDE * self.style_factor)
             quant, _ = self.model.encode_style(padded, self._run_encoder(self.options.tiles(*padded.shape[-2:])))
             latents.append(quant.contiguous(memory_format=self.memory_format))
-        self.reference = self.model.model_x2y.prepare_reference(latents, weights)
+        self.references = [
+            self.model.model_x2y.prepare_reference([latents[i] for i in group.indices], group.weights)
+            for group in groups
+        ]
 
-    def stylize_latent(self, z_c: Tensor) -> Tensor:
-        assert self.reference is not None
-        return self.model.stylize_latent(z_c, self.reference)[1].contiguous(memory_format=self.memory_format)
+    def stylize_latent(self, z_c: Tensor) -> list[Tensor]:
+        """The stylized latent of each group of paintings."""
+        assert self.references
+        return [self.model.stylize_latent(z_c, reference)[1].contiguous(memory_format=self.memory_format)
+                for reference in self.references]
 
 
 # --------------------------------------------------------------------------------------- the engine
@@ -207,6 +217,10 @@ class Stylizer:
     (``channels_last=False``: in the contiguous order): their convolution kernels are put in that order in place
     (:func:`~quantart_cli.core.devices.set_memory_format`). ``precision="bf16"`` on a
     CPU without bf16 instructions runs in fp32 with a one-line ``UserWarning`` (``.options`` says so).
+
+    ``masks`` (one per style, None for a painting without one: (H, W), (1, H, W) or (1, 1, H, W) tensors in [0, 1]
+    or PIL images) gives paintings their regions (:mod:`quantart_cli.core.transfer.masks`); with masks,
+    ``style_weights`` weights only the paintings without a mask.
     """
 
     def __init__(
@@ -216,6 +230,7 @@ class Stylizer:
         options: StylizeOptions | None = None,
         continuous_model: StyleTransfer | None = None,
         *,
+        masks: Sequence[Tensor | Image.Image | None] | None = None,
         channels_last: bool = True,
     ) -> None:
         self.options = options = StylizeOptions() if options is None else options
@@ -230,7 +245,7 @@ class Stylizer:
         style_list = [styles] if isinstance(styles, Tensor) else list(styles)
         if not style_list:
             raise UsageError("stylize needs at least one style image (`style`)")
-        weights = None if options.style_weights is None else normalize_weights(options.style_weights, len(style_list))
+        self.groups = group_styles(len(style_list), masks, options.style_weights)
         visual_fidelity = options.visual_fidelity
         check_visual_fidelity(visual_fidelity, continuous_model is not None)
         self.continuous_model = continuous_model if visual_fidelity < 1.0 else None
@@ -253,7 +268,7 @@ class Stylizer:
                 refs.append(ref)
             if options.alpha > 0.0:
                 for branch in self.branches:
-                    branch.prepare(refs, weights)
+                    branch.prepare(refs, self.groups)
             if self.continuous_model is not None:
                 self.post_quant_conv, self.decoder = interpolate_decoder(model, self.continuous_model, visual_fidelity)
             else:
@@ -263,16 +278,28 @@ class Stylizer:
     def _autocast(self) -> Any:
         return autocast_context(self.device, self.options.precision)
 
-    def latent(self, x: Tensor, tiled: bool, timings: dict[str, float] | None = None) -> Tensor:
-        """The mixed latent ``z`` of a padded content batch (see the module docstring)."""
+    @property
+    def masked(self) -> bool:
+        """Whether some painting has a mask (a region of its own)."""
+        return any(group.mask is not None for group in self.groups)
+
+    def latent(self, x: Tensor, tiled: bool, timings: dict[str, float] | None = None,
+               photo: tuple[int, int] | None = None) -> Tensor:
+        """The mixed latent ``z`` of a padded content batch (see the module docstring); with masks, ``photo`` is
+        the (height, width) of the content before padding (default: ``x``'s own)."""
         with self._autocast():
             parts = self._branch_latents(x, tiled, self.options.alpha > 0.0, timings)
-        return self._mix(parts, self.options.alpha)
+        return self._mix(parts, self.options.alpha, self.shares(photo or tuple(x.shape[-2:])))
+
+    def shares(self, photo: tuple[int, int]) -> list[Share]:
+        """Each group's share of the latent of a photo of ``photo`` = (height, width) pixels (before padding)."""
+        return latent_shares(self.groups, photo, self.factor, self.device)
 
     def _branch_latents(
         self, x: Tensor, tiled: bool, stylize: bool, timings: dict[str, float] | None
-    ) -> list[tuple[Tensor, Tensor | None]]:
-        """Per branch: (content latent ``z_c``, stylized latent ``z_y`` or None when not ``stylize``)."""
+    ) -> list[tuple[Tensor, list[Tensor] | None]]:
+        """Per branch: (content latent ``z_c``, the stylized latent ``z_y`` of each group or None when not
+        ``stylize``)."""
         timings = {} if timings is None else timings
         parts = []
         for branch in self.branches:
@@ -285,17 +312,15 @@ class Stylizer:
             parts.append((z_c, z_y))
         return parts
 
-    def _mix(self, parts: list[tuple[Tensor, Tensor | None]], alpha: float) -> Tensor:
+    def _mix(self, parts: list[tuple[Tensor, list[Tensor] | None]], alpha: float, shares: Sequence[Share]) -> Tensor:
         """The module docstring's ``z`` from :meth:`_branch_latents`: each branch's ``alpha`` blend of ``z_y`` and
-        ``z_c``, weighted by its share (``visual_fidelity`` for the discrete branch, the rest for the continuous)."""
+        ``z_c``, weighted by its share (``visual_fidelity`` for the discrete branch, the rest for the continuous).
+        With groups of paintings, ``alpha * z_y`` is ``alpha * sum_g s_g z_y_g`` and ``(1 - alpha)`` is
+        ``(1 - alpha * sum_g s_g)``, ``s_g`` being the groups' ``shares`` (numbers, or maps over the latent grid)."""
         visual_fidelity = self.options.visual_fidelity
         mixed: Tensor | None = None
-        for (z_c, z_y), share in zip(parts, (visual_fidelity, 1.0 - visual_fidelity), strict=False):
-            if alpha == 0.0:
-                z = z_c
-            else:
-                assert z_y is not None
-                z = z_y if alpha == 1.0 else alpha * z_y + (1.0 - alpha) * z_c
+        for (z_c, z_ys), share in zip(parts, (visual_fidelity, 1.0 - visual_fidelity), strict=False):
+            z = z_c if alpha == 0.0 else _blend(z_c, z_ys, alpha, shares)
             if share != 1.0:
                 z = share * z
             mixed = z if mixed is None else mixed + z
@@ -337,7 +362,7 @@ class Stylizer:
         values = [float(alpha) for alpha in alphas]
         if not values or any(not 0.0 <= alpha <= 1.0 for alpha in values):
             raise UsageError(f"alphas must be one or more values between 0 and 1, got {values}")
-        if any(alpha > 0.0 for alpha in values) and self.branches[0].reference is None:
+        if any(alpha > 0.0 for alpha in values) and not self.branches[0].references:
             raise UsageError("this Stylizer was built with alpha 0, so its style references were not encoded; "
                              "build it with the largest alpha of the sweep")
         outputs = []
@@ -351,10 +376,11 @@ class Stylizer:
             shared: dict[str, float] = {}
             with self._autocast():
                 parts = self._branch_latents(padded, tiled, any(alpha > 0.0 for alpha in values), shared)
+            shares = self.shares(tuple(x.shape[-2:]))
             for alpha in values:
                 timings = dict(shared) if not outputs else {"encode": 0.0, "sga": 0.0}
                 start = time.perf_counter()
-                image = crop_padding(self.decode(self._mix(parts, alpha), tiled), padding)
+                image = crop_padding(self.decode(self._mix(parts, alpha, shares), tiled), padding)
                 timings["decode"] = _elapsed(start, image)
                 if self.options.preserve_color:
                     image = preserve_content_color(image, x)
@@ -363,6 +389,29 @@ class Stylizer:
                 total = time.perf_counter()
                 outputs.append(StylizeOutput(image=image, tiled=tiled, timings=timings))
         return outputs
+
+
+def _blend(z_c: Tensor, z_ys: list[Tensor] | None, alpha: float, shares: Sequence[Share]) -> Tensor:
+    """``alpha * sum_g s_g z_y_g + (1 - alpha * sum_g s_g) z_c``, skipping terms whose weight is the number 0 and
+    multiplications by the number 1 (so one group of share 1 is exactly ``alpha z_y + (1 - alpha) z_c``)."""
+    assert z_ys is not None and len(z_ys) == len(shares)
+    terms: list[Tensor] = []
+    covered: Share = 0.0
+    for z_y, share in zip(z_ys, shares, strict=True):
+        weight = alpha * share
+        covered = covered + share
+        if isinstance(weight, float) and weight == 0.0:
+            continue
+        terms.append(z_y if isinstance(weight, float) and weight == 1.0 else weight * z_y)
+    rest = 1.0 - alpha * covered
+    if not (isinstance(rest, float) and rest == 0.0):
+        terms.append(z_c if isinstance(rest, float) and rest == 1.0 else rest * z_c)
+    if not terms:
+        return torch.zeros_like(z_c)
+    mixed = terms[0]
+    for term in terms[1:]:
+        mixed = mixed + term
+    return mixed
 
 
 def _elapsed(start: float, like: Tensor) -> float:
@@ -386,13 +435,15 @@ def stylize_images(
     style_image: Image.Image | Tensor | Sequence[Image.Image | Tensor],
     *,
     continuous_model: StyleTransfer | None = None,
+    masks: Image.Image | Tensor | None | Sequence[Image.Image | Tensor | None] = None,
     options: StylizeOptions | None = None,
     **knobs: Any,
 ) -> Image.Image | Tensor:
     """Stylize one content image (PIL, or a (3, H, W) / (B, 3, H, W) tensor in [-1, 1]).
 
     The knobs are :class:`StylizeOptions` fields (``alpha=0.8, preserve_color=True, tile=256, ...``), given
-    one by one or as ``options=``.
+    one by one or as ``options=``. ``masks``: one per style image (None for one without), a greyscale PIL image
+    or a tensor in [0, 1] where white takes that painting fully and black not at all (see :class:`Stylizer`).
 
     Returns the same kind it was given: a PIL image for a PIL image, else a tensor on the content's
     device with the content's number of dimensions.
@@ -401,7 +452,10 @@ def stylize_images(
     if options is not None and knobs:
         raise UsageError("stylize_images takes either options= or separate knobs, not both")
     options = StylizeOptions(**knobs) if options is None else options
-    stylizer = Stylizer(model, [_to_tensor(s, "style image") for s in styles], options, continuous_model)
+    if masks is not None and not isinstance(masks, (list, tuple)):
+        masks = [masks]
+    stylizer = Stylizer(model, [_to_tensor(s, "style image") for s in styles], options, continuous_model,
+                        masks=masks)
     result = stylizer(_to_tensor(content_image, "content image")).image
     if isinstance(content_image, Image.Image):
         return tensor_to_image(result)

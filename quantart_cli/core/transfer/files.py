@@ -134,29 +134,36 @@ def _subfolder(source: Path, roots: Sequence[Path]) -> Path:
 
 @dataclass(frozen=True)
 class Recipe:
-    """What makes an output: SHA-256 of the model (and continuous model), of each style image and of the input,
-    the blend weights and every knob that changes pixels. Stored as JSON inside each output (beside a BMP, see
-    :func:`~quantart_cli.core.io.images.note_sidecar`)."""
+    """What makes an output: SHA-256 of the model (and continuous model), of each style image (and its mask) and
+    of the input, the blend weights and every knob that changes pixels. Stored as JSON inside each output (beside a
+    BMP, see :func:`~quantart_cli.core.io.images.note_sidecar`)."""
 
     model: str
     styles: tuple[str, ...]
     options: dict[str, Any] = field(hash=False)
     continuous_model: str | None = None
+    #: SHA-256 of each style image's mask (None: no mask); recorded only when some painting has one, so outputs
+    #: made before masks existed stay up to date.
+    masks: tuple[str | None, ...] | None = None
 
     @classmethod
-    def of(cls, model: str, styles: Sequence[str], options: StylizeOptions, continuous_model: str | None) -> Recipe:
+    def of(cls, model: str, styles: Sequence[str], options: StylizeOptions, continuous_model: str | None,
+           masks: Sequence[str | None] | None = None) -> Recipe:
         knobs = options.model_dump(mode="json", exclude=set(PERFORMANCE_ONLY))
         for name, default in LATER_KNOBS.items():
             if knobs.get(name) == default:
                 del knobs[name]
-        return cls(model=model, styles=tuple(styles), options=knobs, continuous_model=continuous_model)
+        masks = tuple(masks) if masks is not None and any(m is not None for m in masks) else None
+        return cls(model=model, styles=tuple(styles), options=knobs, continuous_model=continuous_model, masks=masks)
 
     def note(self, input_sha256: str, bit_depth: BitDepth = 8) -> str:
         """The text stored in the output: this recipe plus the input's SHA-256 and, for a 16-bit output, its
         ``bit_depth`` (absent at 8 bits, so outputs written before 16-bit ones existed stay up to date), as
-        canonical JSON."""
+        canonical JSON; masks only when a painting has one."""
         record: dict[str, Any] = {"recipe": 1, "model": self.model, "continuous_model": self.continuous_model,
                                   "styles": list(self.styles), "input": input_sha256, "options": self.options}
+        if self.masks is not None:
+            record["masks"] = list(self.masks)
         if bit_depth != 8:
             record["bit_depth"] = bit_depth
         return json.dumps(record, sort_keys=True, separators=(",", ":"))

@@ -120,12 +120,15 @@ class StylizeSession:
         """The session's options with some fields changed (validated, precision kept as it runs)."""
         return StylizeOptions(**{**self.options.model_dump(), **changes})
 
-    def recipe(self, style_files: Sequence[Path], options: StylizeOptions | None = None) -> Recipe:
-        """The recipe an output made by this session after ``style_files`` with ``options`` records."""
+    def recipe(self, style_files: Sequence[Path], options: StylizeOptions | None = None,
+               mask_files: Sequence[Path | None] | None = None) -> Recipe:
+        """The recipe an output made by this session after ``style_files`` (and their ``mask_files``, None for a
+        painting without one) with ``options`` records."""
         from quantart_cli.core.io.digest import file_sha256
 
+        masks = None if mask_files is None else [None if p is None else file_sha256(p) for p in mask_files]
         return Recipe.of(self.model_sha256, [file_sha256(p) for p in style_files], options or self.options,
-                         self.continuous_sha256)
+                         self.continuous_sha256, masks)
 
     def plan(self, pairs: Sequence[tuple[Path, Path]], recipe: Recipe, *, overwrite: bool = False,
              skip_existing: bool = False, bit_depths: Mapping[Path, BitDepth] | None = None) -> OutputPlan:
@@ -149,9 +152,11 @@ class StylizeSession:
                 plan.current.append(target)
         return plan
 
-    def stylizer(self, styles: Tensor | Sequence[Tensor], options: StylizeOptions | None = None) -> Stylizer:
-        """A :class:`Stylizer` after these paintings ((3, H, W) tensors in [-1, 1]); loads the model if needed."""
+    def stylizer(self, styles: Tensor | Sequence[Tensor], options: StylizeOptions | None = None,
+                 masks: Sequence[Tensor | None] | None = None) -> Stylizer:
+        """A :class:`Stylizer` after these paintings ((3, H, W) tensors in [-1, 1]) and their masks (see
+        :mod:`~quantart_cli.core.transfer.masks`); loads the model if needed."""
         from quantart_cli.core.transfer.engine import Stylizer
 
         model = self.load()
-        return Stylizer(model, styles, options or self.options, self._continuous)
+        return Stylizer(model, styles, options or self.options, self._continuous, masks=masks)
