@@ -68,3 +68,17 @@ class RunFolderWriteError(WriteError):
     """Writing to the run folder failed (disk full, unwritable folder); the last complete checkpoint is kept."""
 
     exit_code = 1
+
+
+class SaidElsewhere(QuantartError):
+    """This process stops because a process of the same torchrun job failed, and that process says why.
+
+    Raised by :func:`quantart_cli.core.split.together` on the processes that must not repeat an error (one that
+    rank 0 says as well, or another process's). The CLI prints nothing and exits 0: the process that says the
+    error exits with its code, so the launcher (torchrun) fails the job and names that process as its cause.
+    """
+
+    exit_code = 0
+
+    def __init__(self) -> None:
+        super().__init__("Another process of this torchrun job failed; its error says why.")

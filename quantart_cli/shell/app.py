@@ -25,7 +25,7 @@ from pydantic_core import PydanticUndefined
 from typer.core import TyperCommand
 
 from quantart_cli import __version__
-from quantart_cli.core.errors import QuantartError
+from quantart_cli.core.errors import QuantartError, SaidElsewhere
 from quantart_cli.shell.console import Console
 from quantart_cli.shell.fields import field_extra, is_model, known_keys, spell_options, unwrap_optional
 from quantart_cli.shell.plugins import Discovery, LoadedStage, RunContext, Stage, discover_stages
@@ -196,6 +196,8 @@ def _run_guarded(work: typing.Callable[[], int]) -> int:
     except KeyboardInterrupt:
         console.error("Interrupted.")
         return EXIT_INTERRUPTED
+    except SaidElsewhere as err:  # another process of the torchrun job says what went wrong
+        return err.exit_code
     except QuantartError as err:
         if _STATE.debug:
             console.print_exception()

@@ -94,6 +94,14 @@ class Console:
         nested.result_table = nested.table  # type: ignore[method-assign]
         return nested
 
+    def muted(self) -> Console:
+        """A console for what another process says already (the processes of a torchrun job after the first share
+        its notes): notes, warnings, tables and progress print nothing; results and errors still print."""
+        silent = Console(quiet=True, debug=self.debug, spell=self.spell)
+        silent.err = self.err
+        silent.warn = lambda message: None  # type: ignore[method-assign]
+        return silent
+
     # -- notes (stderr) ---------------------------------------------------------------------------------------
     def info(self, message: str) -> None:
         if not self.quiet:

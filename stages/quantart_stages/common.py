@@ -324,3 +324,13 @@ def check_discriminator_fits(size: int, factor: int, n_layers: int) -> None:
             f"--size {size} gives {what} of {side}x{side}, too small for the discriminator with "
             f"loss.disc_num_layers = {n_layers}, which needs at least {needed}x{needed}: use --size {smallest} or more."
         )
+
+
+def first_process_context(ctx, info):
+    """``ctx`` for the notes and summaries of a job split across torchrun's processes: rank 0 says them for all,
+    so elsewhere its console is muted (each process still prints its own outputs' lines through ``ctx``)."""
+    if info.is_main:
+        return ctx
+    from dataclasses import replace
+
+    return replace(ctx, console=ctx.console.muted())

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
+from quantart_cli.core.errors import SaidElsewhere
 from quantart_cli.core.transfer.options import StylizeOptions
 from quantart_cli.plugin import BadInputError, NotFoundError, RunContext, Stage, UsageError, cli_argument, cli_option
-from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings
+from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettings, first_process_context
 
 
 class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOptions):
@@ -68,12 +70,17 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
         return suffix
 
     @model_validator(mode="after")
-    def _one_weight_per_style(self) -> StylizeSettings:
-        # the engine's own count (torch-free), made with the settings so --print-config and presets see it too
-        if self.style_weights is not None and self.style:
-            from quantart_cli.core.blend import normalize_weights
+    def _masks_and_weights_fit_the_styles(self) -> StylizeSettings:
+        # checked with the settings, so --print-config and presets see it too (torch-free)
+        from quantart_cli.core.blend import check_style_weights
 
-            normalize_weights(self.style_weights, len(self.style))
+        if self.mask and len(self.mask) != len(self.style):
+            raise UsageError(
+                f"`mask` has {len(self.mask)} entries for {len(self.style)} style images; give one per style image "
+                "(none for a painting without a mask), or give each --mask right after its --style."
+            )
+        if self.style:
+            check_style_weights(self.style_weights, [m is not None for m in self.mask] or [False] * len(self.style))
         return self
 
 
@@ -84,32 +91,23 @@ def naming(settings: StylizeSettings):
                         bit_depth=settings.bit_depth)
 
 
-def open_session(settings, ctx: RunContext):
-    """The core stylization session of these settings (``ckpt``, ``continuous_ckpt``, ``device`` and the
-    stylization knobs; ``quantart serve`` takes the same ones), its notes told to the user."""
+def open_session(settings, ctx: RunContext, device=None):
+    """The core stylization session of these settings (``ckpt``, ``continuous_ckpt``, ``device`` unless another is
+    given, and the stylization knobs; ``quantart serve`` takes the same ones), its notes told to the user."""
     from quantart_cli.core.transfer.session import StylizeSession
 
     session = StylizeSession(settings.ckpt, settings.continuous_ckpt, options=StylizeOptions.pick(settings),
-                             device=settings.device, trust=settings.trust_checkpoint)
+                             device=settings.device if device is None else device, trust=settings.trust_checkpoint)
     for note in session.notes:
         ctx.console.info(note)
     return session
 
 
 def mask_files(settings: StylizeSettings) -> list[Path | None] | None:
-    """Each style image's mask (None for one without), or None when no painting has a mask; the counts and the
-    blend weights are checked before any file is read."""
-    from quantart_cli.core.transfer.masks import check_style_weights
-
+    """Each style image's mask (None for one without), or None when no painting has a mask (the settings have
+    checked that the masks and the blend weights fit the styles)."""
     masks = list(settings.mask)
-    if masks and len(masks) != len(settings.style):
-        raise UsageError(
-            f"`mask` has {len(masks)} entries for {len(settings.style)} style images; give one per style image "
-            "(none for a painting without a mask), or give each --mask right after its --style."
-        )
-    masks = masks if any(m is not None for m in masks) else []
-    check_style_weights(settings.style_weights, [m is not None for m in masks] or [False] * len(settings.style))
-    return masks or None
+    return masks if any(m is not None for m in masks) else None
 
 
 def read_masks(paths: list[Path | None] | None, max_pixels: int) -> list | None:
@@ -121,21 +119,73 @@ def read_masks(paths: list[Path | None] | None, max_pixels: int) -> list | None:
     return [None if p is None else load_mask(p, max_pixels=max_pixels) for p in paths]
 
 
+@dataclass
+class _Job:
+    """What every process decided alike before stylizing: the session, the paintings, the outputs."""
+
+    session: Any
+    styles: list
+    pairs: list[tuple[Path, Path]]
+    plan: Any
+    listed: dict
+    masks: list | None  # the masks as tensors, None where a painting has none (None: no painting has one)
+    bit_depths: dict[Path, int]  # per output
+
+
 def run(settings: StylizeSettings, ctx: RunContext) -> int:
+    from quantart_cli.core import split
+
+    with split.joined() as info:
+        return _run(settings, ctx, info)
+
+
+def _run(settings: StylizeSettings, ctx: RunContext, info) -> int:
+    """Under torchrun every process plans alike (rank 0 alone says so), stylizes its share of the outputs and
+    counts with the others at the end; a single process has a share of everything."""
+    from quantart_cli.core import split
+
+    main = first_process_context(ctx, info)
+    with split.together(info):  # all plan before any writes, so no process sees another's new output as current
+        job = _plan(settings, main, info)
+    if not job.plan.todo:
+        return 0
+    mine = split.share(job.plan.todo, info.rank, info.world_size)
+    if info.enabled:
+        main.console.info(f"splitting {len(job.plan.todo)} image(s) across {info.world_size} processes, each with "
+                          "its own copy of the model")
+    with split.together(info):
+        failures = _stylize(settings, ctx, main, job, mine)
+    failed = sum(split.gather(len(failures), info))
+    written = len(job.plan.todo) - failed
+    if len(job.pairs) > 1:
+        main.console.info(f"done: {written} written, {len(job.plan.current)} skipped, {failed} failed")
+    if failed:
+        if not info.is_main:
+            raise SaidElsewhere()
+        raise BadInputError(
+            f"{failed} of {len(job.pairs)} content images could not be stylized (each named above); "
+            f"{written} were written."
+        )
+    return 0
+
+
+def _plan(settings: StylizeSettings, ctx: RunContext, info) -> _Job:
     if not settings.content:
         raise UsageError("stylize needs at least one content image, folder or glob.")
     if not settings.style:
         raise UsageError("stylize needs --style, a reference painting (repeat --style to blend several).")
     if settings.overwrite and settings.skip_existing:
         raise UsageError("--overwrite redoes every output and --skip-existing keeps every existing one; pick one.")
-    masks = mask_files(settings)  # before any file is read
+    from quantart_cli.core.split import process_device
 
-    from quantart_cli.core.data.sources import collect_images, list_notes, with_listing
+    masks = mask_files(settings)
+
+    from quantart_cli.core.data.sources import collect_images, list_notes
     from quantart_cli.core.io.images import flattened_transparency, image_to_tensor, load_image
-    from quantart_cli.core.transfer.files import check_outputs, is_earlier_output, plan_outputs, stylize_file
+    from quantart_cli.core.transfer.files import check_outputs, is_earlier_output, plan_outputs
 
     # Everything is checked before anything is decided: inputs, styles, checkpoints, options.
-    session = open_session(settings, ctx)
+    session = open_session(settings, ctx, process_device(settings.device, info))
     listed: dict = {}
     inputs = collect_images(settings.content, listed=listed)
     for note in list_notes(listed):
@@ -179,24 +229,33 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
         ctx.console.info(f"skipping {len(plan.current)} image(s) {why}; --overwrite redoes them")
     if plan.stale:
         ctx.console.info(f"redoing {len(plan.stale)} image(s) made with another model, style, input or options")
-    if not plan.todo:
-        return 0
+    return _Job(session, styles, pairs, plan, listed, mask_tensors, bit_depths)
 
-    stylizer = session.stylizer(styles, masks=mask_tensors)
-    regions = f" ({sum(m is not None for m in masks)} with a mask)" if masks else ""
-    ctx.console.info(
-        f"model {session.name} on {session.device}; {len(styles)} style image(s){regions} encoded in "
+
+def _stylize(settings: StylizeSettings, ctx: RunContext, main: RunContext, job: _Job, todo: list) -> list[str]:
+    """Stylize this process's ``todo`` (its lines through ``ctx``, notes and progress through ``main``); the
+    sentences of the inputs that failed. The model is loaded here, once, by a process that has work."""
+    if not todo:
+        return []
+    from quantart_cli.core.data.sources import with_listing
+    from quantart_cli.core.transfer.files import stylize_file
+
+    session = job.session
+    stylizer = session.stylizer(job.styles, masks=job.masks)
+    regions = f" ({sum(m is not None for m in job.masks)} with a mask)" if job.masks else ""
+    main.console.info(
+        f"model {session.name} on {session.device}; {len(job.styles)} style image(s){regions} encoded in "
         f"{session.load_seconds + stylizer.style_seconds:.1f}s"
     )
 
     failures: list[str] = []
-    with ctx.console.progress("stylizing", len(plan.todo), unit="img") as bar:
-        for source, target, note in plan.todo:
+    with main.console.progress("stylizing", len(todo), unit="img") as bar:
+        for source, target, note in todo:
             record = stylize_file(stylizer, source, target, note, max_pixels=settings.max_pixels,
-                                  bit_depth=bit_depths[target])
+                                  bit_depth=job.bit_depths[target])
             if isinstance(record, str):
-                record = with_listing(record, listed.get(source))
-                if len(pairs) == 1:
+                record = with_listing(record, job.listed.get(source))
+                if len(job.pairs) == 1:
                     raise BadInputError(record)
                 ctx.console.warn(record)
                 failures.append(record)
@@ -206,15 +265,7 @@ def run(settings: StylizeSettings, ctx: RunContext) -> int:
                                      "no transparency)")
                 ctx.console.result(json.dumps(record) if settings.json_output else str(target))
             bar.advance()
-    written = len(plan.todo) - len(failures)
-    if len(pairs) > 1:
-        ctx.console.info(f"done: {written} written, {len(plan.current)} skipped, {len(failures)} failed")
-    if failures:
-        raise BadInputError(
-            f"{len(failures)} of {len(pairs)} content images could not be stylized (each named above); "
-            f"{written} were written."
-        )
-    return 0
+    return failures
 
 
 stage = Stage(

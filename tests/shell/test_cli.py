@@ -11,7 +11,7 @@ from cli_support import run_cli
 from pydantic import BaseModel, Field
 
 from quantart_cli import __version__
-from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError, UsageError
+from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError, SaidElsewhere, UsageError
 from quantart_cli.core.options import cli_argument, cli_option
 from quantart_cli.samples import PAINTINGS_DIR
 from quantart_cli.shell.plugins import Stage
@@ -135,6 +135,24 @@ def test_missing_thing_exits_3(capsys):
     result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
     assert result.code == 3
     assert result.err.count("\n") <= 2
+
+
+def test_a_process_stopped_by_another_says_nothing_more_and_exits_0(capsys):
+    """Under torchrun, rank 0 says the notes and the error that every process found; the others print only their
+    own outputs' lines, and exit 0 so that torchrun names the process that failed as the job's cause."""
+
+    def run(settings, ctx):
+        muted = ctx.console.muted()
+        muted.info("a note rank 0 says")
+        muted.warn("a warning rank 0 says")
+        muted.table("a summary", ["", "value"], [("written", "3")])
+        with muted.progress("stylizing", 3) as bar:
+            bar.advance()
+        muted.result("out/mine.png")
+        raise SaidElsewhere()
+
+    result = run_cli(capsys, "probe", extra_stages=[_stage(run)])
+    assert (result.code, result.out, result.err) == (0, "out/mine.png\n", "")
 
 
 class _Table(BaseModel):

@@ -102,6 +102,35 @@ def test_single_file_for_a_dataset(capsys, vq_ckpt, images, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "odd.png"]
 
 
+def test_decode_checks_every_code_file_before_it_writes_an_image(capsys, vq_ckpt, images, tmp_path, tiny_vq):
+    """A code file of another codebook used to stop the run after the files before it were decoded; now nothing
+    is written (every process of a torchrun job plans the whole decode before any writes)."""
+    codes, other = tmp_path / "codes", tmp_path / "other"
+    assert run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes)).code == 0
+    assert run_cli(capsys, "encode", str(images / "a.png"), "--ckpt", str(tiny_vq), "--out", str(other)).code == 0
+    result = run_cli(capsys, "encode", str(codes), str(other), "--decode", "--ckpt", str(vq_ckpt), "--out",
+                     str(tmp_path / "decoded"))
+    assert result.code == 2 and "16-code book" in result.err, result.err
+    assert not (tmp_path / "decoded").exists()
+
+
+def test_decode_writes_each_output_name_once(capsys, vq_ckpt, images, tmp_path):
+    codes, target, decoded = tmp_path / "codes", tmp_path / "all.safetensors", tmp_path / "decoded"
+    assert run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes)).code == 0
+    assert run_cli(capsys, "encode", str(images / "odd.jpg"), "--ckpt", str(vq_ckpt), "--single-file", "--size",
+                   "24", "--out", str(target)).code == 0
+    result = run_cli(capsys, "encode", str(codes), str(target), "--decode", "--ckpt", str(vq_ckpt), "--out",
+                     str(decoded))
+    assert result.code == 0, result.err
+    assert sorted(Path(line).name for line in result.out.split()) == ["a.png", "b.png", "odd.png"]
+    assert f"skipping {decoded / 'odd.png'}: it exists" in result.err  # the first record of the name was written
+    assert Image.open(decoded / "odd.png").size == (50, 37)
+    result = run_cli(capsys, "encode", str(codes), str(target), "--decode", "--ckpt", str(vq_ckpt), "--out",
+                     str(decoded), "--overwrite")
+    assert sorted(Path(line).name for line in result.out.split()) == ["a.png", "b.png", "odd.png"]
+    assert Image.open(decoded / "odd.png").size == (24, 18)  # the last record of the name, as before
+
+
 def test_encode_needs_a_vqgan_checkpoint(capsys, images, tmp_path):
     config = tiny_st_config(tiny_vqgan_config())
     st_path = tmp_path / "st.pt"

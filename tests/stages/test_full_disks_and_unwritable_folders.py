@@ -100,18 +100,17 @@ def test_encode_into_unwritable_folder_is_one_sentence(capsys, tmp_path, small_i
 
 def test_encode_on_full_disk_is_one_sentence_and_leaves_no_partial_file(capsys, tmp_path, small_images, tiny_vq,
                                                                       monkeypatch):
-    import quantart_cli.core.io.codes as codes
-
-    real_save_file = codes.save_file
+    real_write_bytes = Path.write_bytes
     calls = {"n": 0}
 
-    def full_disk(tensors, filename, metadata=None):
+    def full_disk(path, data):  # code files are serialized in memory, then written
         calls["n"] += 1
         if calls["n"] == 2:
-            raise _enospc(filename)
-        return real_save_file(tensors, filename, metadata=metadata)
+            real_write_bytes(path, data[: len(data) // 2])  # what a full disk leaves behind
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write_bytes(path, data)
 
-    monkeypatch.setattr(codes, "save_file", full_disk)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     out = tmp_path / "codes"
     result = run_cli(capsys, "encode", str(small_images), "--ckpt", str(tiny_vq), "--out", str(out), "--device", "cpu")
     assert result.code == 1
@@ -127,17 +126,20 @@ def _safetensors_disk_full(*args, **kwargs):
     raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28) at path x")
 
 
-def test_safetensors_writes_on_full_disk_are_one_sentence(capsys, tmp_path, small_images, tiny_vq, monkeypatch):
-    """safetensors reports a full disk as SafetensorError, not OSError: convert and encode still say it plainly."""
-    import safetensors.torch
+def _disk_full(path, data):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    import quantart_cli.core.io.codes as codes
+
+def test_safetensors_writes_on_full_disk_are_one_sentence(capsys, tmp_path, small_images, tiny_vq, monkeypatch):
+    """safetensors reports a full disk as SafetensorError, not OSError: convert still says it plainly (and encode,
+    which serializes its code files in memory and writes the bytes itself, says the OSError)."""
+    import safetensors.torch
 
     target = tmp_path / "out.safetensors"
     assert run_cli(capsys, "convert", str(tiny_vq), str(target)).code == 0
     before = target.read_bytes()
     monkeypatch.setattr(safetensors.torch, "save_file", _safetensors_disk_full)
-    monkeypatch.setattr(codes, "save_file", _safetensors_disk_full)
+    monkeypatch.setattr(Path, "write_bytes", _disk_full)
     result = run_cli(capsys, "convert", str(tiny_vq), str(target), "--overwrite")
     assert result.code == 1
     assert_one_sentence(result.err)

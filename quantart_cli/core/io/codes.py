@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import BadInputError, NotFoundError, QuantartError
@@ -125,7 +125,8 @@ def decode_records(model: VQGAN, records: Iterable[CodeRecord], *, device: torch
 
 
 def save_code_file(path: str | os.PathLike[str], code_file: CodeFile) -> Path:
-    """Write records atomically (:func:`~quantart_cli.core.io.atomic.atomic_write`)."""
+    """Write records atomically (:func:`~quantart_cli.core.io.atomic.atomic_write`); the same records always give
+    the same bytes."""
     path = Path(path)
     single = len(code_file.records) == 1
     dtype = _index_dtype(code_file.n_embed)
@@ -143,7 +144,19 @@ def save_code_file(path: str | os.PathLike[str], code_file: CodeFile) -> Path:
         "downsample_factor": str(code_file.downsample_factor),
         "records": json.dumps(metas),
     }
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), what="code file")
+    data = _sorted_header(save(tensors, metadata=metadata))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), what="code file")
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted. safetensors writes the metadata in the order of a hash
+    map, which differs from one save to the next; sorted, the same records always give the same bytes. The
+    header stays padded with spaces to a multiple of 8 bytes, as safetensors' own writer leaves it, and the
+    offsets it holds still point into the unchanged tensor data after it."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + size :]
 
 
 def load_code_file(path: str | os.PathLike[str]) -> CodeFile:

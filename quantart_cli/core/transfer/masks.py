@@ -28,15 +28,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from quantart_cli.core.blend import check_style_weights
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.images import MIN_LATENT_SIDE, load_image, pad_to_multiple, to_rgb
 from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
-from quantart_cli.core.nn.attention import normalize_weights
 
 __all__ = [
     "FEATHER_SIGMA",
     "StyleGroup",
-    "check_style_weights",
     "group_styles",
     "latent_shares",
     "load_mask",
@@ -85,24 +84,6 @@ def mask_to_tensor(mask: Image.Image | Tensor) -> Tensor:
     if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
         raise BadInputError("a mask tensor must hold values between 0 (no style) and 1 (full style)")
     return mask
-
-
-def check_style_weights(weights: Sequence[float] | None, masked: Sequence[bool]) -> tuple[float, ...] | None:
-    """The blend weights of the paintings without a mask, normalized; None when there are none. Without masks this
-    is :func:`~quantart_cli.core.nn.attention.normalize_weights` over every painting; with masks ``style_weights``
-    gives one weight per painting *without* a mask, in order (a painting with a mask is weighted by its mask)."""
-    if not any(masked):
-        return normalize_weights(weights, len(masked))
-    free = sum(not m for m in masked)
-    if weights is not None and len(weights) != free:
-        if free == 0:
-            raise UsageError("every style image has a mask, so `style_weights` has nothing to blend; leave it out "
-                             "(a mask's grey level is its painting's strength).")
-        raise UsageError(
-            f"`style_weights` has {len(weights)} values, but with masks it weights only the {free} style image(s) "
-            "without a mask; give one weight per style image without a mask."
-        )
-    return normalize_weights(weights, free) if free else None
 
 
 def group_styles(count: int, masks: Sequence[Tensor | Image.Image | None] | None,
