@@ -29,8 +29,8 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
     ckpt: Path | None = cli_option(
         None,
         "Style-transfer checkpoint (or set QUANTART_CKPT). Default: the built-in model shipped with quantart, "
-        "a small QuantArt model trained on 108 photos and 110 paintings: it takes a painting's palette and "
-        "contrast but gives soft, blurry results (scores and limits in docs/model-card.md).",
+        "a small QuantArt model trained on 108 photos and 110 paintings: it paints broad strokes in the painting's "
+        "palette and loses small details (scores and limits in docs/model-card.md).",
     )
     continuous_ckpt: Path | None = cli_option(None, "Continuous model (train-sga --continuous) for --visual-fidelity.")
     out: Path | None = cli_option(None, "Output file (one input) or folder.", short="-o")

