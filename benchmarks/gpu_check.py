@@ -288,7 +288,7 @@ class Check:
 
     def part_tests(self, limit: float) -> list[Row]:
         marked = re.compile(r"^\s*@pytest\.mark\.gpu\b|^pytestmark\b.*\bmark\.gpu\b", re.MULTILINE)
-        files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")
+        files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")
                        if marked.search(p.read_text(encoding="utf-8")))
         if not files:
             return [Row("tests", "pytest -m gpu", "FAILED", note="no test file carries the gpu marker")]

@@ -133,15 +133,15 @@ def test_half_and_half_gives_each_side_its_painting_and_no_seam(builtin):
                                                                                  alone[1][..., :quarter])
     near_b, far_b = apart(both[..., -quarter:], alone[1][..., -quarter:]), apart(both[..., -quarter:],
                                                                                    alone[0][..., -quarter:])
-    assert near_a < 12 and near_b < 12  # measured 5.8 and 9.3 levels (the decoder normalizes the whole image)
-    assert far_a > 6 * near_a and far_b > 6 * near_b  # measured 89.9 and 86.4
+    assert near_a < 12 and near_b < 12  # built-in v2: 9.2 and 8.1 levels (the decoder normalizes the whole image)
+    assert far_a > 4 * near_a and far_b > 4 * near_b  # built-in v2: 50.6 and 72.6 (v1: 89.9 and 86.4)
 
     steps = _column_steps(both)
     band = steps[width // 2 - 8: width // 2 + 8]
     elsewhere = torch.cat([steps[: width // 2 - 8], steps[width // 2 + 8:]])
     pasted = _column_steps(torch.cat([alone[0][..., : width // 2], alone[1][..., width // 2:]], dim=-1))
-    assert band.max() <= elsewhere.max()  # measured 4.0 against 5.3
-    assert pasted[width // 2 - 1] > 10 * band.max()  # the seam masks avoid: measured 89.7
+    assert band.max() <= elsewhere.max()  # built-in v2: 6.3 against 15.4
+    assert pasted[width // 2 - 1] > 10 * band.max()  # the seam masks avoid: built-in v2 75.6
 
     # the same masks with a painting without one: it fills what the left mask leaves
     filled = Stylizer(builtin, paintings, options, masks=[left, None])(photo).image
