@@ -14,15 +14,42 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gradio as gr
 
 from quantart_cli.plugin import QuantartError, RunContext
 from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR, SAMPLES_DIR
 
-if TYPE_CHECKING:
-    from quantart_stages.serve import ServeSettings, Studio
+
+class Studio(Protocol):
+    """What the page uses of ``serve``'s Studio, which ``serve`` hands in (declared here, so the page imports
+    nothing from the module that imports it)."""
+
+    session: Any
+    console: Any
+
+    @property
+    def busy(self) -> bool: ...
+
+    def options(self, alpha: float | None = None, size: int | float | None = None,
+                preserve_color: bool | None = None, weights: Any = None) -> Any: ...
+
+    def stylize(self, photo: Any, paintings: Any, options: Any, progress: Any = None, masks: Any = ()) -> Any: ...
+
+    def preview(self, path: Any, longest: int = 768) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class ServeSettings(Protocol):
+    """The settings of ``quantart serve`` the page reads."""
+
+    ckpt: Path | None
+    host: str
+    port: int
+    max_upload_mb: float
+    max_pixels: int
 
 #: Jobs waiting behind the running one; more are turned away with a message until the queue drains.
 QUEUE_SIZE = 16
