@@ -63,3 +63,35 @@ def read_all(path: Path) -> list[np.ndarray]:
     from quantart_cli.core.io.video import read_frames
 
     return list(read_frames(path))
+
+
+def jittered_frames(photo: np.ndarray, count: int = 24, *, noise: float = 4 / 255, brightness: float = 0.02,
+                    seed: int = 0) -> list[np.ndarray]:
+    """``count`` frames of one still ``photo`` (H, W, 3 uint8), each with its own Gaussian noise (``noise``, on the
+    0..1 scale) and a brightness factor drawn from 1 ± ``brightness``: a tripod shot by a real sensor."""
+    rng = np.random.default_rng(seed)
+    base = photo.astype(np.float32) / 255.0
+    frames = []
+    for _ in range(count):
+        gain = 1.0 + rng.uniform(-brightness, brightness)
+        frame = base * gain + rng.normal(0.0, noise, base.shape).astype(np.float32)
+        frames.append((np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    return frames
+
+
+def panning_frames(photo: np.ndarray, count: int, width: int, step: int = 3) -> list[np.ndarray]:
+    """``count`` windows ``width`` wide sliding ``step`` pixels right per frame over ``photo``."""
+    assert photo.shape[1] >= width + step * (count - 1)
+    return [np.ascontiguousarray(photo[:, i * step:i * step + width]) for i in range(count)]
+
+
+def frame_change(frames: Sequence[np.ndarray]) -> float:
+    """Mean |O(t+1) - O(t)| in 8-bit levels over the clip (the flicker measure)."""
+    return float(np.mean([np.abs(b.astype(np.int16) - a.astype(np.int16)).mean()
+                          for a, b in zip(frames, frames[1:], strict=False)]))
+
+
+def frame_distance(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]) -> list[float]:
+    """Mean |a - b| in 8-bit levels of each pair of frames."""
+    assert len(ours) == len(theirs)
+    return [float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) for a, b in zip(ours, theirs, strict=True)]

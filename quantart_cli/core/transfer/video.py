@@ -66,7 +66,9 @@ class TemporalStabilizer:
             output = stylized
         else:
             previous = self._photo
-            ratio = previous.mean() / cells.mean().clamp_min(1e-6)  # a global brightness change is no motion
+            # A global brightness change is no motion: divided out with the median ratio over the cells (robust
+            # to the part of the picture that really moved).
+            ratio = (previous.mean(dim=1) / cells.mean(dim=1).clamp_min(0.02)).median()
             change = (cells * ratio - previous).abs().mean(dim=1, keepdim=True)
             keep = self.stability * (1.0 - change / self.threshold).clamp(0.0, 1.0)
             keep = F.interpolate(keep, scale_factor=self.cell, mode="bilinear", align_corners=False)
