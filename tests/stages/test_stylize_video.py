@@ -86,3 +86,16 @@ def test_without_pyav_a_clip_is_refused_in_one_sentence(tmp_path, capsys, monkey
     assert_one_sentence(result.err)
     assert 'quantart needs its optional video packages for clip.mov: pip install "quantart[video]"' in result.err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_single_output_keeps_the_inputs_kind(tmp_path, capsys, tiny_style_transfer):
+    clip = write_clip(tmp_path / "clip.mp4", moving_frames(2, 16, 16))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(moving_frames(1, 16, 16)[0]).save(photo)
+    common = ["--style", str(_style(tmp_path)), "--ckpt", str(tiny_style_transfer), "--device", "cpu"]
+    to_png = run_cli(capsys, "stylize", str(clip), "--out", str(tmp_path / "clip.png"), *common)
+    assert to_png.code == 2 and "keep the video's container, .mp4" in to_png.err
+    assert_one_sentence(to_png.err)
+    to_mp4 = run_cli(capsys, "stylize", str(photo), "--out", str(tmp_path / "photo_art.mp4"), *common)
+    assert to_mp4.code == 2 and "names a video" in to_mp4.err
+    assert not (tmp_path / "photo_art.mp4").exists() and not (tmp_path / "clip.png").exists()

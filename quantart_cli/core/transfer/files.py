@@ -115,6 +115,12 @@ def plan_outputs(naming: OutputNaming, inputs: list[Path], roots: Sequence[Path]
             raise UsageError(
                 f"`out={out}` names one file but there are {len(inputs)} content images; give a folder instead."
             )
+        video_in, video_out = is_video(inputs[0]), out.suffix.lower() in VIDEO_EXTENSIONS
+        if video_in and out.suffix.lower() != inputs[0].suffix.lower():
+            raise UsageError(f"`out={out}` must keep the video's container, {inputs[0].suffix.lower()}, like "
+                             f"{inputs[0]}; name it ...{inputs[0].suffix.lower()}.")
+        if video_out and not video_in:
+            raise UsageError(f"`out={out}` names a video but {inputs[0]} is a photo; name an image file instead.")
         return [(inputs[0], out)]
     resolved_roots = [r.resolve() for r in roots]
     pairs: list[tuple[Path, Path]] = []
