@@ -294,8 +294,8 @@ def _stylize(settings: StylizeSettings, ctx: RunContext, main: RunContext, job: 
 
 def _frame_count(source: Path) -> int:
     """The clip's frame count for the progress bar (0 when unreadable: stylizing it says why)."""
-    from quantart_cli.core.errors import QuantartError
     from quantart_cli.core.io.video import video_info
+    from quantart_cli.plugin import QuantartError
 
     try:
         return video_info(source).frames
