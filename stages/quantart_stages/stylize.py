@@ -18,7 +18,9 @@ from quantart_stages.common import CheckpointReadingSettings, ImageReadingSettin
 class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOptions):
     """What to stylize and where to write it; the stylization knobs are :class:`StylizeOptions`' fields."""
 
-    content: list[str] = cli_argument("Content images, folders or globs.", default=[])
+    content: list[str] = cli_argument(
+        "Content images, videos (.mp4, .mov, .mkv, .webm, animated .gif), folders or globs.", default=[]
+    )
     style: list[Path] = cli_option([], "Style (reference) image; repeat to blend several.", short="-s")
     mask: list[Path | None] = cli_option(
         [],
@@ -47,6 +49,13 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
         False, "Keep every output that exists, even one made with another model, style or options."
     )
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
+    stability: float = cli_option(
+        0.8,
+        "Videos: how much of the previous output frame a still part of the picture keeps (0: frames stylized one "
+        "by one, which flickers); moving parts follow the new frame (docs/video.md).",
+        ge=0.0,
+        le=0.95,
+    )
 
     @field_validator("bit_depth", mode="before")
     @classmethod
@@ -181,13 +190,17 @@ def _plan(settings: StylizeSettings, ctx: RunContext, info) -> _Job:
     masks = mask_files(settings)
 
     from quantart_cli.core.data.sources import collect_images, list_notes
-    from quantart_cli.core.io.images import flattened_transparency, image_to_tensor, load_image
+    from quantart_cli.core.io.images import IMAGE_EXTENSIONS, flattened_transparency, image_to_tensor, load_image
+    from quantart_cli.core.io.video import VIDEO_EXTENSIONS, is_video, require_av
     from quantart_cli.core.transfer.files import check_outputs, is_earlier_output, plan_outputs
 
     # Everything is checked before anything is decided: inputs, styles, checkpoints, options.
     session = open_session(settings, ctx, process_device(settings.device, info))
     listed: dict = {}
-    inputs = collect_images(settings.content, listed=listed)
+    inputs = collect_images(settings.content, listed=listed, extensions=IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
+    videos = [p for p in inputs if is_video(p)]
+    if videos:
+        require_av(videos[0])  # one sentence naming the extra, before any work
     for note in list_notes(listed):
         ctx.console.info(note)
     styles = []
@@ -215,7 +228,8 @@ def _plan(settings: StylizeSettings, ctx: RunContext, info) -> _Job:
 
     bit_depths = {target: names.bit_depth_of(source, target) for source, target in pairs}
     plan = session.plan(pairs, session.recipe(settings.style, mask_files=masks), overwrite=settings.overwrite,
-                        skip_existing=settings.skip_existing, bit_depths=bit_depths)
+                        skip_existing=settings.skip_existing, bit_depths=bit_depths,
+                        video={"stability": settings.stability})
     if plan.foreign:
         shown = ", ".join(str(f) for f in plan.foreign[:3]) + (", ..." if len(plan.foreign) > 3 else "")
         raise UsageError(
@@ -238,7 +252,9 @@ def _stylize(settings: StylizeSettings, ctx: RunContext, main: RunContext, job: 
     if not todo:
         return []
     from quantart_cli.core.data.sources import with_listing
+    from quantart_cli.core.io.video import is_video
     from quantart_cli.core.transfer.files import stylize_file
+    from quantart_cli.core.transfer.video import stylize_video_file
 
     session = job.session
     stylizer = session.stylizer(job.styles, masks=job.masks)
@@ -248,11 +264,18 @@ def _stylize(settings: StylizeSettings, ctx: RunContext, main: RunContext, job: 
         f"{session.load_seconds + stylizer.style_seconds:.1f}s"
     )
 
+    # With videos the bar counts frames (an image is one), so its rate and ETA are per frame.
+    clips = {source: _frame_count(source) for source, _, _ in todo if is_video(source)}
+    total = sum(max(frames, 1) for frames in clips.values()) + len(todo) - len(clips)
     failures: list[str] = []
-    with main.console.progress("stylizing", len(todo), unit="img") as bar:
+    with main.console.progress("stylizing", total, unit="frame" if clips else "img") as bar:
         for source, target, note in todo:
-            record = stylize_file(stylizer, source, target, note, max_pixels=settings.max_pixels,
-                                  bit_depth=job.bit_depths[target])
+            if source in clips:
+                record = stylize_video_file(stylizer, source, target, note, stability=settings.stability,
+                                            on_frame=bar.advance)
+            else:
+                record = stylize_file(stylizer, source, target, note, max_pixels=settings.max_pixels,
+                                      bit_depth=job.bit_depths[target])
             if isinstance(record, str):
                 record = with_listing(record, job.listed.get(source))
                 if len(job.pairs) == 1:
@@ -264,8 +287,20 @@ def _stylize(settings: StylizeSettings, ctx: RunContext, main: RunContext, job: 
                     ctx.console.info(f"{source} has transparent pixels: they were filled with white (an output has "
                                      "no transparency)")
                 ctx.console.result(json.dumps(record) if settings.json_output else str(target))
-            bar.advance()
+            if source not in clips:
+                bar.advance()
     return failures
+
+
+def _frame_count(source: Path) -> int:
+    """The clip's frame count for the progress bar (0 when unreadable: stylizing it says why)."""
+    from quantart_cli.core.io.video import video_info
+    from quantart_cli.plugin import QuantartError
+
+    try:
+        return video_info(source).frames
+    except QuantartError:
+        return 0
 
 
 stage = Stage(
@@ -275,6 +310,7 @@ stage = Stage(
     run=run,
     description=(
         "Example: quantart stylize photo.jpg --style monet.jpg --alpha 0.8   (the built-in model; --ckpt MODEL.pt "
-        "picks another, e.g. an imported original release checkpoint)"
+        "picks another, e.g. an imported original release checkpoint). Videos too: quantart stylize clip.mp4 "
+        "--style monet.jpg --out clip_art.mp4"
     ),
 )

@@ -206,3 +206,12 @@ def test_gpu_check_marks_what_its_time_budget_cut_or_left_out(tmp_path: Path) ->
     statuses = [(r["part"], r["status"]) for r in report["rows"]]
     assert statuses[0] == ("setup", "cut"), report["rows"][0]  # stopped after 1 s, with everything it started
     assert len(statuses) == 7 and set(statuses[1:]) == {("stylize", "not run")}
+
+
+@pytest.mark.slow
+def test_bench_video_times_both_ways_and_measures_flicker() -> None:
+    pytest.importorskip("av")
+    report = json.loads(_run("bench_video.py", "--size", "32", "--frames", "2", "--flicker-size", "48",
+                             "--threads", "1"))
+    assert report["frames"] == 2 and report["fps_stable"] > 0 and report["fps_one_by_one"] > 0
+    assert set(report["flicker"]) >= {"tripod_change_stable", "tripod_change_one_by_one", "pan_apart_max"}

@@ -22,6 +22,7 @@ from cli_support import run_cli
 from doc_commands import REPO, all_commands
 from PIL import Image
 from tiny_models import tiny_st_config, tiny_vq_config
+from video_files import moving_frames, write_clip
 
 from quantart_cli.core.io.checkpoints import save_checkpoint
 from quantart_cli.core.models import VQGAN, StyleTransfer
@@ -47,6 +48,8 @@ SKIPPED = {
     "--configs f16": "a multi-minute benchmark of the full model; run by hand",
     "benchmarks/bench_models.py": "a multi-minute benchmark of the full f16 model; run by hand",
     "benchmarks/bench_stylize.py": "a multi-minute benchmark up to 4096 px; run by hand",
+    "benchmarks/bench_video.py": "minutes of the built-in model on 512 px clips; tiny run in "
+                                 "tests/project/test_benchmarks.py",
     "benchmarks/profile_stylize.py": "a profile of the full f16 model; run by hand",
     "benchmarks/bench_speed.py": "a multi-minute race of the full f16 model against the original; tiny run in "
                                  "tests/project/test_benchmarks.py",
@@ -103,6 +106,7 @@ def _make_sandbox(root: Path) -> Path:
     shutil.copy(STYLE_DIR / "wikiart_1.jpg", work / "monet.jpg")
     shutil.copy(STYLE_DIR / "wikiart_2.jpg", work / "vangogh.jpg")
     shutil.copy(STYLE_DIR / "wikiart_2.jpg", work / "painting.jpg")
+    write_clip(work / "clip.mp4", moving_frames(3, 48, 32), audio=True)  # docs/video.md
     sky = Image.new("L", (64, 64), 0)
     sky.paste(255, (0, 0, 64, 24))
     sky.save(work / "sky.png")  # a mask (docs/stylize.md, Regions): white where the sky is

@@ -459,7 +459,8 @@ def _note_options(image_format: str, note: str) -> dict[str, object]:
 
 
 def note_sidecar(path: str | os.PathLike[str]) -> Path:
-    """Where the note of a BMP file lives: BMP has no field for text, so a hidden ``.NAME.quantart.json`` beside
+    """Where the note of a BMP file (or an animated GIF, see :mod:`~quantart_cli.core.io.video`) lives: BMP has
+    no field for text, so a hidden ``.NAME.quantart.json`` beside
     it holds the note and the SHA-256 of the BMP bytes it was written with. A note whose SHA-256 does not match
     the file (the BMP was replaced by another one of that name) counts as no note."""
     path = Path(path)
@@ -489,7 +490,7 @@ def read_image_note(path: str | os.PathLike[str]) -> str | None:
             if image.format == "PNG":
                 text = getattr(image, "text", {}) or {}
                 return text.get(NOTE_KEY)
-            if image.format == "BMP":
+            if image.format in ("BMP", "GIF"):  # a GIF's note: a video's, see core/io/video.py
                 return _sidecar_note(Path(path))
             if image.format == "TIFF":
                 raw = image.tag_v2.get(270)

@@ -28,6 +28,7 @@ from quantart_cli.core.io.images import (
     save_image_atomic,
 )
 from quantart_cli.core.io.limits import DEFAULT_MAX_PIXELS
+from quantart_cli.core.io.video import VIDEO_EXTENSIONS, is_video, read_video_note
 from quantart_cli.core.transfer.options import StylizeOptions
 
 if TYPE_CHECKING:
@@ -72,7 +73,10 @@ class OutputNaming:
         return self.out or DEFAULT_OUT
 
     def extension(self, source: Path) -> str:
-        """``.png`` etc.; ``same`` keeps the input's suffix when it can be written, else PNG."""
+        """``.png`` etc.; ``same`` keeps the input's suffix when it can be written, else PNG. A video keeps its
+        container (``.mp4`` stays ``.mp4``) whatever the format."""
+        if is_video(source):
+            return source.suffix.lower()
         if self.format == "same":
             suffix = source.suffix.lower()
             return suffix if suffix in SAVE_FORMATS else ".png"
@@ -82,6 +86,10 @@ class OutputNaming:
         """Bits per channel of the output ``target`` of ``source``: ``bit_depth`` when set, else 16 for a 16-bit
         PNG or TIFF input under ``format="same"`` (its output has its format), else 8. ``bit_depth=16`` with an
         output that stores 8 bits per channel (JPEG, WebP, BMP) is refused in one sentence."""
+        if target.suffix.lower() in VIDEO_EXTENSIONS and is_video(source):
+            if self.bit_depth == 16:
+                raise UsageError(f"`bit_depth=16` makes images; the video {target} is written with 8 bits per channel.")
+            return 8
         kind = SAVE_FORMATS.get(target.suffix.lower())
         if self.bit_depth == 16 and kind not in SIXTEEN_BIT_FORMATS:
             label = "WebP" if kind == "WEBP" else kind
@@ -102,11 +110,17 @@ def plan_outputs(naming: OutputNaming, inputs: list[Path], roots: Sequence[Path]
     subfolder under the output folder, so equal names in different subfolders do not collide; two inputs that
     would still write the same file are refused with one sentence."""
     out = naming.folder
-    if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
+    if (out.suffix.lower() in SAVE_FORMATS or out.suffix.lower() in VIDEO_EXTENSIONS) and not out.is_dir():
         if len(inputs) != 1:
             raise UsageError(
                 f"`out={out}` names one file but there are {len(inputs)} content images; give a folder instead."
             )
+        video_in, video_out = is_video(inputs[0]), out.suffix.lower() in VIDEO_EXTENSIONS
+        if video_in and out.suffix.lower() != inputs[0].suffix.lower():
+            raise UsageError(f"`out={out}` must keep the video's container, {inputs[0].suffix.lower()}, like "
+                             f"{inputs[0]}; name it ...{inputs[0].suffix.lower()}.")
+        if video_out and not video_in:
+            raise UsageError(f"`out={out}` names a video but {inputs[0]} is a photo; name an image file instead.")
         return [(inputs[0], out)]
     resolved_roots = [r.resolve() for r in roots]
     pairs: list[tuple[Path, Path]] = []
@@ -156,16 +170,19 @@ class Recipe:
         masks = tuple(masks) if masks is not None and any(m is not None for m in masks) else None
         return cls(model=model, styles=tuple(styles), options=knobs, continuous_model=continuous_model, masks=masks)
 
-    def note(self, input_sha256: str, bit_depth: BitDepth = 8) -> str:
+    def note(self, input_sha256: str, bit_depth: BitDepth = 8, video: dict[str, Any] | None = None) -> str:
         """The text stored in the output: this recipe plus the input's SHA-256 and, for a 16-bit output, its
         ``bit_depth`` (absent at 8 bits, so outputs written before 16-bit ones existed stay up to date), as
-        canonical JSON; masks only when a painting has one."""
+        canonical JSON; masks only when a painting has one; ``video``, a video's own knobs (its temporal
+        stability), only for a video."""
         record: dict[str, Any] = {"recipe": 1, "model": self.model, "continuous_model": self.continuous_model,
                                   "styles": list(self.styles), "input": input_sha256, "options": self.options}
         if self.masks is not None:
             record["masks"] = list(self.masks)
         if bit_depth != 8:
             record["bit_depth"] = bit_depth
+        if video is not None:
+            record["video"] = video
         return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
@@ -177,7 +194,7 @@ def output_state(target: Path, note: str) -> OutputState:
     another recipe or input: redo it); ``foreign`` (a file quantart did not write: leave it unless told)."""
     if not target.exists():
         return "missing"
-    stored = read_image_note(target)
+    stored = read_video_note(target) if target.suffix.lower() in VIDEO_EXTENSIONS else read_image_note(target)
     if stored is None:
         return "foreign"
     try:

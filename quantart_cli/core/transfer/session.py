@@ -131,16 +131,20 @@ class StylizeSession:
                          self.continuous_sha256, masks)
 
     def plan(self, pairs: Sequence[tuple[Path, Path]], recipe: Recipe, *, overwrite: bool = False,
-             skip_existing: bool = False, bit_depths: Mapping[Path, BitDepth] | None = None) -> OutputPlan:
+             skip_existing: bool = False, bit_depths: Mapping[Path, BitDepth] | None = None,
+             video: Mapping[str, object] | None = None) -> OutputPlan:
         """Sort (input, output) pairs by what a run must do: an output is redone when missing, made from another
         recipe or input (unless ``skip_existing``), or always with ``overwrite``; a file quantart did not write
         is ``foreign`` (the caller decides), unless ``skip_existing`` keeps it. ``bit_depths`` maps outputs to
-        their bits per channel (8 where absent), part of their recipe: an output of another bit depth is stale."""
+        their bits per channel (8 where absent), part of their recipe: an output of another bit depth is stale.
+        ``video``: the video knobs recorded in (and so compared with) each video output's recipe."""
         from quantart_cli.core.io.digest import file_sha256
+        from quantart_cli.core.io.video import is_video
 
         plan = OutputPlan()
         for source, target in pairs:
-            note = recipe.note(file_sha256(source), (bit_depths or {}).get(target, 8))
+            knobs = dict(video or {}) if is_video(source) else None
+            note = recipe.note(file_sha256(source), (bit_depths or {}).get(target, 8), knobs)
             state = "missing" if overwrite else output_state(target, note)
             if state == "missing" or state == "stale" and not skip_existing:
                 plan.todo.append((source, target, note))
