@@ -102,3 +102,19 @@ def write_tiny_vq_preset(folder: Path, steps: int) -> Path:
     path = folder / f"tiny-{steps}.toml"
     path.write_text(TINY_VQ_PRESET.format(steps=steps))
     return path
+
+
+def engine_test_model(seed: int, continuous: bool = False) -> StyleTransfer:
+    """The style-transfer model the engine's tests run: the core's tiny VQGAN config on both sides, seeded, eval."""
+    from quantart_cli.core.config import tiny_vqgan_config
+
+    return seeded_style_transfer(tiny_st_config(tiny_vqgan_config(), continuous=continuous), seed).eval()
+
+
+def smooth_image(height: int, width: int, seed: int):
+    """A seeded (1, 3, H, W) image in [-1, 1], blurred so it has the local structure of a picture."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, height, width, generator=gen) * 2 - 1
+    return torch.nn.functional.avg_pool2d(x, 5, 1, 2).clamp(-1, 1)

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import seeded_style_transfer, tiny_preset_vq_config, tiny_st_config
+from tiny_models import engine_test_model, seeded_style_transfer, smooth_image, tiny_preset_vq_config, tiny_st_config
 
 from quantart_cli.core import precision
 from quantart_cli.core.color_space import rgb_to_ycbcr
-from quantart_cli.core.config import tiny_vqgan_config
 from quantart_cli.core.devices import set_memory_format
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.models import StyleTransfer
@@ -23,24 +22,8 @@ from quantart_cli.core.transfer.options import StylizeOptions
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _tiny_model(seed: int, continuous: bool = False) -> StyleTransfer:
-    return seeded_style_transfer(tiny_st_config(tiny_vqgan_config(), continuous=continuous), seed).eval()
-
-
-@pytest.fixture(scope="module")
-def model() -> StyleTransfer:
-    return _tiny_model(0)
-
-
-@pytest.fixture(scope="module")
-def continuous_model() -> StyleTransfer:
-    return _tiny_model(1, continuous=True)
-
-
-def _image(height: int, width: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(1, 3, height, width, generator=gen) * 2 - 1
-    return torch.nn.functional.avg_pool2d(x, 5, 1, 2).clamp(-1, 1)
+_tiny_model = engine_test_model
+_image = smooth_image
 
 
 CONTENT = _image(32, 48, 1)

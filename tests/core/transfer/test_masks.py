@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import seeded_style_transfer, tiny_st_config
+from tiny_models import engine_test_model, smooth_image
 
-from quantart_cli.core.config import tiny_vqgan_config
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.images import image_to_tensor, load_image
-from quantart_cli.core.models import StyleTransfer
 from quantart_cli.core.transfer.engine import Stylizer, stylize_images
 from quantart_cli.core.transfer.masks import (
     StyleGroup,
@@ -28,24 +26,8 @@ from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _tiny_model(seed: int, continuous: bool = False) -> StyleTransfer:
-    return seeded_style_transfer(tiny_st_config(tiny_vqgan_config(), continuous=continuous), seed).eval()
-
-
-@pytest.fixture(scope="module")
-def model() -> StyleTransfer:
-    return _tiny_model(0)
-
-
-@pytest.fixture(scope="module")
-def continuous_model() -> StyleTransfer:
-    return _tiny_model(1, continuous=True)
-
-
-def _image(height: int, width: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(1, 3, height, width, generator=gen) * 2 - 1
-    return torch.nn.functional.avg_pool2d(x, 5, 1, 2).clamp(-1, 1)
+_tiny_model = engine_test_model
+_image = smooth_image
 
 
 CONTENT = _image(40, 56, 1)
