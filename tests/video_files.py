@@ -95,3 +95,19 @@ def frame_distance(ours: Sequence[np.ndarray], theirs: Sequence[np.ndarray]) -> 
     """Mean |a - b| in 8-bit levels of each pair of frames."""
     assert len(ours) == len(theirs)
     return [float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) for a, b in zip(ours, theirs, strict=True)]
+
+
+def hide_pyav(monkeypatch) -> None:
+    """Make ``import av`` fail for the rest of the test, as on a machine without the ``video`` extra."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_av(name, *args, **kwargs):
+        if name == "av" or name.startswith("av."):
+            raise ImportError("No module named 'av'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "av", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_av)

@@ -4,16 +4,14 @@ clip in a batch is named and the others are written; without PyAV one sentence n
 
 from __future__ import annotations
 
-import builtins
 import json
-import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from cli_support import assert_one_sentence, run_cli
 from PIL import Image
-from video_files import moving_frames, read_all, write_clip
+from video_files import hide_pyav, moving_frames, read_all, write_clip
 
 from quantart_cli.core.io import video as video_io
 
@@ -71,15 +69,7 @@ def test_a_folder_mixes_photos_and_videos(tmp_path, capsys, tiny_style_transfer)
 
 def test_without_pyav_a_clip_is_refused_in_one_sentence(tmp_path, capsys, monkeypatch, tiny_style_transfer):
     clip = write_clip(tmp_path / "clip.mov", moving_frames(2, 16, 16))
-    real_import = builtins.__import__
-
-    def no_av(name, *args, **kwargs):
-        if name == "av" or name.startswith("av."):
-            raise ImportError("No module named 'av'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.delitem(sys.modules, "av", raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_av)
+    hide_pyav(monkeypatch)
     result = run_cli(capsys, "stylize", str(clip), "--style", str(_style(tmp_path)), "--ckpt",
                      str(tiny_style_transfer), "--out", str(tmp_path / "o"), "--device", "cpu")
     assert result.code == 2

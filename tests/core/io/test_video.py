@@ -3,13 +3,11 @@ the audio is copied, the recipe note is stored, and a failed or interrupted writ
 
 from __future__ import annotations
 
-import builtins
-import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from video_files import moving_frames, read_all, write_clip
+from video_files import hide_pyav, moving_frames, read_all, write_clip
 
 from quantart_cli.core.errors import UsageError
 from quantart_cli.core.io import video as video_io
@@ -88,15 +86,7 @@ def test_a_still_gif_is_an_image_and_an_animated_one_a_video(tmp_path):
 
 
 def test_without_pyav_one_sentence_names_the_extra(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_av(name, *args, **kwargs):
-        if name == "av" or name.startswith("av."):
-            raise ImportError("No module named 'av'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.delitem(sys.modules, "av", raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_av)
+    hide_pyav(monkeypatch)
     with pytest.raises(UsageError) as caught:
         video_io.require_av("clip.mp4")
     assert str(caught.value) == 'quantart needs its optional video packages for clip.mp4: pip install "quantart[video]"'
