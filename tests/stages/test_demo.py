@@ -37,8 +37,12 @@ def test_demo_stylizes_with_the_builtin_model(capsys, tmp_path):
 def test_demo_train_adds_a_labelled_tiny_model_panel(capsys, tmp_path):
     out = tmp_path / "demo"
     result = run_cli(capsys, "--device", "cpu", "demo", "--out", str(out), "--train", "--vq-steps", "2",
-                     "--sga-steps", "2", "--alphas", "0,1")
+                     "--sga-steps", "2", "--alphas", "0,1", "--size", "128")
     assert result.code == 0, result.err
+    with Image.open(out / "stylized" / "lhq_1_hokusai_great_wave_alpha1.png") as image:
+        assert image.size == (128, 128)  # --size: the built-in model's results at 128 px
+    with Image.open(out / "closeup.png") as closeup:
+        assert closeup.size == (3 * 128, 4 * 128)
     assert read_checkpoint_header(out / "vq-photo" / "last.pt").kind == "vqgan"
     assert read_checkpoint_header(out / "vq-art" / "last.pt").kind == "vqgan"
     assert read_checkpoint_header(out / "sga" / "last.pt").kind == "style-transfer"
