@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -22,12 +23,18 @@ from quantart_stages.common import (
 )
 
 GENRE_CSV_NAME = "train_info.csv"
+logger = logging.getLogger(__name__)
 
 
 class TrainSGASettings(TrainingSettings):
     batch_size: int = cli_option(8, "Content/style pairs per step on each device.", ge=1)
     content_vq: Path | None = cli_option(None, "Stage-1 checkpoint of the content (photo) domain.")
     style_vq: Path | None = cli_option(None, "Stage-1 checkpoint of the style (art) domain.")
+    init_from: Path | None = cli_option(
+        None,
+        "Fine-tune from this style-transfer checkpoint (its two VQGANs and SGA module, native or original) "
+        "instead of starting from --content-vq/--style-vq.",
+    )
     content_data: list[Path] = cli_option([], "Content images: folder, list file or CSV (repeatable).")
     style_data: list[Path] = cli_option([], "Style images: folder, list file or CSV (repeatable).")
     style_genre_csv: Path | None = cli_option(None, "WikiArt train_info.csv to filter style images by genre.")
@@ -45,8 +52,14 @@ class TrainSGASettings(TrainingSettings):
 
 def run(settings: TrainSGASettings, ctx: RunContext) -> int:
     settings = resumed_settings(settings, ctx)  # --resume DIR alone: the run's recorded settings
-    if settings.resume is None and (settings.content_vq is None or settings.style_vq is None):
-        raise UsageError("train-sga needs --content-vq and --style-vq: the two stage-1 VQGAN checkpoints.")
+    if settings.resume is None and settings.init_from is not None:
+        if settings.content_vq is not None or settings.style_vq is not None:
+            raise UsageError("--init-from brings its own VQGANs; give it without --content-vq and --style-vq.")
+    elif settings.resume is None and (settings.content_vq is None or settings.style_vq is None):
+        raise UsageError(
+            "train-sga needs --content-vq and --style-vq (the two stage-1 VQGAN checkpoints), or --init-from "
+            "(a style-transfer checkpoint to fine-tune)."
+        )
     if not settings.content_data or not settings.style_data:
         raise UsageError("train-sga needs --content-data and --style-data: folders, list files or CSV manifests.")
 
@@ -59,7 +72,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         out_dir = training_run_folder(settings, ctx, "train-sga")
         seed_everything(settings.seed)
         show = ctx.console if info.is_main else None
-        model, provenance = _build_model(settings, out_dir, device)
+        model, provenance, discriminator = _build_model(settings, out_dir, device)
         _check_size(settings.size, model, settings.loss.disc_num_layers)
         from quantart_cli.core.data.datasets import UnpairedDataset
         from quantart_cli.core.losses.style_transfer import StyleTransferLoss
@@ -82,6 +95,8 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         )
         loss = StyleTransferLoss(settings.loss.model_copy(update={"disc_in_channels": model.config.embed_dim}))
         loss = loss.to(device)
+        if discriminator:
+            _load_discriminator(loss, discriminator, settings.init_from)
         lr, how = training_lr(settings, info.world_size, ctx)
         summary = images.summary()
         if show:
@@ -145,7 +160,8 @@ def _first_record(path: Path) -> dict | None:
 
 
 def _build_model(settings: TrainSGASettings, out_dir: Path, device):
-    """A new model from the two VQGANs, or on resume the run's own model."""
+    """A new model from the two VQGANs, or from --init-from, or on resume the run's own model; with the provenance
+    stored in its checkpoints and, from --init-from, the discriminator saved beside it (or None)."""
     if settings.resume is not None:
         header = resume_header(out_dir, "style-transfer", "train-sga")
         if header.config.continuous != settings.continuous:
@@ -157,8 +173,10 @@ def _build_model(settings: TrainSGASettings, out_dir: Path, device):
 
         # The weights are needed before the loop restores them: the latent cache checks its encoders.
         model = load_model(header.path, device=device, expected_kind="style-transfer")
-        provenance = {k: header.metadata[k] for k in ("content_vq", "style_vq") if k in header.metadata}
-        return model, provenance
+        provenance = {k: header.metadata[k] for k in _PROVENANCE_KEYS if k in header.metadata}
+        return model, provenance, None
+    if settings.init_from is not None:
+        return _fine_tuned_model(settings, device)
     from quantart_cli.core.train.sga_task import assemble_style_transfer, load_vqgan_pair
 
     content, style = load_vqgan_pair(
@@ -177,7 +195,42 @@ def _build_model(settings: TrainSGASettings, out_dir: Path, device):
         "content_vq": {"file": str(content.path), "sha256": content.sha256},
         "style_vq": {"file": str(style.path), "sha256": style.sha256},
     }
-    return model, provenance
+    return model, provenance, None
+
+
+#: Where a model came from, carried from checkpoint to checkpoint.
+_PROVENANCE_KEYS = ("content_vq", "style_vq", "init_from")
+#: Settings that shape the SGA module: a fine-tuned model keeps those of the checkpoint it starts from.
+_ARCHITECTURE = ("sga_blocks", "use_residual", "sga_padding", "continuous")
+
+
+def _fine_tuned_model(settings: TrainSGASettings, device):
+    from quantart_cli.core.io.checkpoints import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(
+        settings.init_from, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint
+    )
+    for name in _ARCHITECTURE:
+        theirs, ours = getattr(ckpt.config, name), getattr(settings, name)
+        if theirs != ours:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{settings.init_from} was trained with {name} = {theirs!r} but this run asks for {ours!r}; "
+                f"set {flag} to the checkpoint's value (a fine-tuned model keeps its architecture)."
+            )
+    model = model_from_checkpoint(ckpt, device=device)
+    provenance = {k: ckpt.metadata[k] for k in ("content_vq", "style_vq") if k in ckpt.metadata}
+    provenance["init_from"] = {"file": str(ckpt.path), "sha256": ckpt.sha256}
+    return model, provenance, ckpt.extra_state_dicts.get("discriminator")
+
+
+def _load_discriminator(loss, state: dict, source: Path) -> None:
+    """The latent discriminator trained beside an --init-from model goes on training; one of another shape (other
+    disc_* settings) is replaced by a fresh one, which is said."""
+    try:
+        loss.discriminator.load_state_dict(state, strict=True)
+    except RuntimeError:
+        logger.info("The discriminator in %s does not fit; a fresh one is trained.", source)
 
 
 def _check_size(size: int, model, disc_num_layers: int) -> None:

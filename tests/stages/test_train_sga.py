@@ -461,6 +461,66 @@ def test_cli_run_folder_and_exact_resume(capsys, preset, vqgans, data, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
 
 
+def test_init_from_fine_tunes_a_style_transfer_checkpoint(capsys, preset, vqgans, data, tmp_path):
+    first = _cli(capsys, preset, vqgans, data, tmp_path / "first", "--steps", "2")
+    assert first.code == 0, first.err
+    start = tmp_path / "first" / "last.pt"
+
+    def fine_tune(out: Path, *extra: str, init: Path = start):
+        return run_cli(
+            capsys,
+            "train-sga",
+            "--preset",
+            str(preset),
+            "--init-from",
+            str(init),
+            "--content-data",
+            str(data[0]),
+            "--style-data",
+            str(data[1]),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            *extra,
+        )
+
+    tuned = fine_tune(tmp_path / "tuned", "--steps", "2", "--set", "loss.image_style_weight=0.5")
+    assert tuned.code == 0, tuned.err
+    before, after = load_checkpoint(start), load_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert after.step == 2  # a new run: its own step count, optimizer and settings
+    assert after.metadata["init_from"]["sha256"] == before.sha256
+    assert after.metadata["content_vq"] == before.metadata["content_vq"]  # where the VQGANs came from, carried on
+    frozen = [k for k in before.state_dict if not k.startswith("model_x2y.")]
+    assert frozen and all(torch.equal(before.state_dict[k], after.state_dict[k]) for k in frozen)
+    sga = [k for k in before.state_dict if k.startswith("model_x2y.")]
+    assert any(not torch.equal(before.state_dict[k], after.state_dict[k]) for k in sga)
+    # it started from the checkpoint's SGA module, not a fresh one: two steps from it stay nearer it than two
+    # steps from another initialisation
+    fresh = _cli(capsys, preset, vqgans, data, tmp_path / "fresh", "--steps", "2", "--seed", "99")
+    assert fresh.code == 0, fresh.err
+    scratch = load_checkpoint(tmp_path / "fresh" / "last.pt")
+
+    def distance(a, b, keys):
+        return sum((a[k] - b[k]).abs().sum().item() for k in keys)
+
+    far = distance(scratch.state_dict, before.state_dict, sga)
+    assert distance(after.state_dict, before.state_dict, sga) < 0.5 * far
+    # and its discriminator went on from the one saved beside the model, not from a fresh one
+    d_before, d_after = before.extra_state_dicts["discriminator"], after.extra_state_dicts["discriminator"]
+    d_scratch = scratch.extra_state_dicts["discriminator"]
+    far = distance(d_scratch, d_before, list(d_before))
+    assert distance(d_after, d_before, list(d_before)) < 0.5 * far
+
+    wrong = fine_tune(tmp_path / "wrong", "--sga-blocks", "2")
+    assert wrong.code == 2 and "sga_blocks = 1" in wrong.err and "--sga-blocks" in wrong.err
+    both = fine_tune(tmp_path / "both", "--content-vq", str(vqgans[0]))
+    assert both.code == 2 and "without --content-vq" in both.err
+    vq = fine_tune(tmp_path / "vq-only", init=vqgans[0])
+    assert vq.code != 0 and "style-transfer" in vq.err
+    assert not any((tmp_path / name).exists() for name in ("wrong", "both", "vq-only"))
+
+
 def test_cli_from_cache_with_crops_and_exact_resume(capsys, preset, vqgans, data, tmp_path):
     cache = tmp_path / "cache"
     extra = ("--cache", str(cache), "--random-crop", "--hflip")
@@ -550,8 +610,9 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(capsys, preset, vqgans, da
 def test_tiny_preset_lowers_the_style_loss_on_the_sample_images(capsys, tmp_path):
     """The shipped tiny preset on VQGANs shaped like train-vq's tiny preset (random weights, spread codes)."""
     config = tiny_preset_vq_config()
-    paths = [save_checkpoint(seeded_vqgan(config, seed, spread_codes=0.5), tmp_path / f"vq{seed}.pt")
-             for seed in (1, 2)]
+    paths = [
+        save_checkpoint(seeded_vqgan(config, seed, spread_codes=0.5), tmp_path / f"vq{seed}.pt") for seed in (1, 2)
+    ]
     out = tmp_path / "run"
     samples = SAMPLES_DIR  # the sample photos and paintings (the same files as ../shared/samples)
     result = run_cli(
