@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from cli_support import run_cli
-from image_files import random_pixel_images
 from PIL import Image
 from tiny_models import tiny_st_config, tiny_vq_config
 
@@ -22,23 +21,9 @@ from quantart_cli.samples import CONTENT_DIR
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def vq_ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_vq.pt"
-    save_checkpoint(VQGAN(tiny_vqgan_config()), path)
-    return path
-
-
-@pytest.fixture
-def images(tmp_path) -> Path:
-    return random_pixel_images(tmp_path / "images", {"a.png": (48, 32), "odd.jpg": (50, 37), "b.png": (48, 32)},
-                               seed=1)
-
-
-def test_encode_then_decode_round_trip(capsys, vq_ckpt, images, tmp_path):
+def test_encode_then_decode_round_trip(capsys, saved_vq, pictures, tmp_path):
     codes, decoded = tmp_path / "codes", tmp_path / "decoded"
-    result = run_cli(capsys, "--device", "cpu", "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes))
+    result = run_cli(capsys, "--device", "cpu", "encode", str(pictures), "--ckpt", str(saved_vq), "--out", str(codes))
     assert result.code == 0, result.err
     written = sorted(Path(line) for line in result.out.split())
     assert [p.name for p in written] == ["a.safetensors", "b.safetensors", "odd.safetensors"]
@@ -48,14 +33,14 @@ def test_encode_then_decode_round_trip(capsys, vq_ckpt, images, tmp_path):
     assert record.indices.shape == (3, 4)  # 64x48 padded, factor 16
     assert code_file.n_embed == 128 and len(code_file.checkpoint_sha256) == 64
 
-    model = load_model(vq_ckpt, expected_kind="vqgan")
-    padded, padding = pad_to_multiple(load_image_tensor(images / "odd.jpg"), 16)
+    model = load_model(saved_vq, expected_kind="vqgan")
+    padded, padding = pad_to_multiple(load_image_tensor(pictures / "odd.jpg"), 16)
     with torch.inference_mode():
         expected_indices = model.encode_to_indices(padded)[0]
         expected_image = crop_padding(model.decode_indices(expected_indices[None]), padding)
     assert torch.equal(record.indices, expected_indices)
 
-    result = run_cli(capsys, "encode", str(codes), "--decode", "--ckpt", str(vq_ckpt), "--out", str(decoded))
+    result = run_cli(capsys, "encode", str(codes), "--decode", "--ckpt", str(saved_vq), "--out", str(decoded))
     assert result.code == 0, result.err
     image = Image.open(decoded / "odd.png")
     assert image.size == (50, 37)
@@ -81,61 +66,61 @@ def test_a_tiny_image_round_trips_with_a_one_channel_per_group_model(capsys, tmp
     assert Image.open(tmp_path / "back" / "tiny.png").size == (7, 5)
 
 
-def test_existing_outputs_are_skipped_unless_overwrite(capsys, vq_ckpt, images, tmp_path):
+def test_existing_outputs_are_skipped_unless_overwrite(capsys, saved_vq, pictures, tmp_path):
     codes = tmp_path / "codes"
-    assert run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes)).code == 0
-    result = run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes))
+    assert run_cli(capsys, "encode", str(pictures), "--ckpt", str(saved_vq), "--out", str(codes)).code == 0
+    result = run_cli(capsys, "encode", str(pictures), "--ckpt", str(saved_vq), "--out", str(codes))
     assert result.code == 0 and result.out == "" and "skipping 3" in result.err
-    result = run_cli(capsys, "encode", str(images / "a.png"), "--ckpt", str(vq_ckpt), "--out", str(codes),
+    result = run_cli(capsys, "encode", str(pictures / "a.png"), "--ckpt", str(saved_vq), "--out", str(codes),
                      "--overwrite")
     assert result.out.strip().endswith("a.safetensors")
 
 
-def test_single_file_for_a_dataset(capsys, vq_ckpt, images, tmp_path):
+def test_single_file_for_a_dataset(capsys, saved_vq, pictures, tmp_path):
     target = tmp_path / "all.safetensors"
-    result = run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--single-file", "--out", str(target))
+    result = run_cli(capsys, "encode", str(pictures), "--ckpt", str(saved_vq), "--single-file", "--out", str(target))
     assert result.code == 0, result.err
     code_file = load_code_file(target)
     assert [Path(r.source).name for r in code_file.records] == ["a.png", "b.png", "odd.jpg"]
     out = tmp_path / "back"
-    assert run_cli(capsys, "encode", str(target), "--reverse", "--ckpt", str(vq_ckpt), "--out", str(out)).code == 0
+    assert run_cli(capsys, "encode", str(target), "--reverse", "--ckpt", str(saved_vq), "--out", str(out)).code == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "odd.png"]
 
 
-def test_decode_checks_every_code_file_before_it_writes_an_image(capsys, vq_ckpt, images, tmp_path, tiny_vq):
+def test_decode_checks_every_code_file_before_it_writes_an_image(capsys, saved_vq, pictures, tmp_path, tiny_vq):
     """A code file of another codebook used to stop the run after the files before it were decoded; now nothing
     is written (every process of a torchrun job plans the whole decode before any writes)."""
     codes, other = tmp_path / "codes", tmp_path / "other"
-    assert run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes)).code == 0
-    assert run_cli(capsys, "encode", str(images / "a.png"), "--ckpt", str(tiny_vq), "--out", str(other)).code == 0
-    result = run_cli(capsys, "encode", str(codes), str(other), "--decode", "--ckpt", str(vq_ckpt), "--out",
+    assert run_cli(capsys, "encode", str(pictures), "--ckpt", str(saved_vq), "--out", str(codes)).code == 0
+    assert run_cli(capsys, "encode", str(pictures / "a.png"), "--ckpt", str(tiny_vq), "--out", str(other)).code == 0
+    result = run_cli(capsys, "encode", str(codes), str(other), "--decode", "--ckpt", str(saved_vq), "--out",
                      str(tmp_path / "decoded"))
     assert result.code == 2 and "16-code book" in result.err, result.err
     assert not (tmp_path / "decoded").exists()
 
 
-def test_decode_writes_each_output_name_once(capsys, vq_ckpt, images, tmp_path):
+def test_decode_writes_each_output_name_once(capsys, saved_vq, pictures, tmp_path):
     codes, target, decoded = tmp_path / "codes", tmp_path / "all.safetensors", tmp_path / "decoded"
-    assert run_cli(capsys, "encode", str(images), "--ckpt", str(vq_ckpt), "--out", str(codes)).code == 0
-    assert run_cli(capsys, "encode", str(images / "odd.jpg"), "--ckpt", str(vq_ckpt), "--single-file", "--size",
+    assert run_cli(capsys, "encode", str(pictures), "--ckpt", str(saved_vq), "--out", str(codes)).code == 0
+    assert run_cli(capsys, "encode", str(pictures / "odd.jpg"), "--ckpt", str(saved_vq), "--single-file", "--size",
                    "24", "--out", str(target)).code == 0
-    result = run_cli(capsys, "encode", str(codes), str(target), "--decode", "--ckpt", str(vq_ckpt), "--out",
+    result = run_cli(capsys, "encode", str(codes), str(target), "--decode", "--ckpt", str(saved_vq), "--out",
                      str(decoded))
     assert result.code == 0, result.err
     assert sorted(Path(line).name for line in result.out.split()) == ["a.png", "b.png", "odd.png"]
     assert f"skipping {decoded / 'odd.png'}: it exists" in result.err  # the first record of the name was written
     assert Image.open(decoded / "odd.png").size == (50, 37)
-    result = run_cli(capsys, "encode", str(codes), str(target), "--decode", "--ckpt", str(vq_ckpt), "--out",
+    result = run_cli(capsys, "encode", str(codes), str(target), "--decode", "--ckpt", str(saved_vq), "--out",
                      str(decoded), "--overwrite")
     assert sorted(Path(line).name for line in result.out.split()) == ["a.png", "b.png", "odd.png"]
     assert Image.open(decoded / "odd.png").size == (24, 18)  # the last record of the name, as before
 
 
-def test_encode_needs_a_vqgan_checkpoint(capsys, images, tmp_path):
+def test_encode_needs_a_vqgan_checkpoint(capsys, pictures, tmp_path):
     config = tiny_st_config(tiny_vqgan_config())
     st_path = tmp_path / "st.pt"
     save_checkpoint(StyleTransfer(config), st_path)
-    result = run_cli(capsys, "encode", str(images), "--ckpt", str(st_path), "--out", str(tmp_path / "c"))
+    result = run_cli(capsys, "encode", str(pictures), "--ckpt", str(st_path), "--out", str(tmp_path / "c"))
     assert result.code != 0
     assert "style-transfer" in result.err and "Traceback" not in result.err
 
@@ -151,10 +136,10 @@ def test_encode_needs_a_vqgan_checkpoint(capsys, images, tmp_path):
         (["encode", "{images}", "--decode", "--ckpt", "{ckpt}", "--out", "{tmp}/d"], 1, "a.png"),
     ],
 )
-def test_bad_input_is_one_sentence(capsys, vq_ckpt, images, tmp_path, args, code, needle):
+def test_bad_input_is_one_sentence(capsys, saved_vq, pictures, tmp_path, args, code, needle):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    fill = {"ckpt": str(vq_ckpt), "images": str(images / "a.png"), "corrupt": str(corrupt), "tmp": str(tmp_path)}
+    fill = {"ckpt": str(saved_vq), "images": str(pictures / "a.png"), "corrupt": str(corrupt), "tmp": str(tmp_path)}
     result = run_cli(capsys, *[a.format(**fill) for a in args])
     assert result.code == code, result.err
     assert needle in result.err and "Traceback" not in result.err
@@ -168,9 +153,9 @@ def test_encode_goes_on_past_an_unreadable_image(capsys, tmp_path, small_images,
     assert len(list((tmp_path / "codes").glob("*.safetensors"))) == 4
 
 
-def test_encode_takes_a_size(capsys, tmp_path, vq_ckpt):
+def test_encode_takes_a_size(capsys, tmp_path, saved_vq):
     out = tmp_path / "codes"
-    result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"), "--ckpt", str(vq_ckpt), "--out",
+    result = run_cli(capsys, "encode", str(CONTENT_DIR / "lhq_1.jpg"), "--ckpt", str(saved_vq), "--out",
                      str(out), "--size", "48", "--device", "cpu")
     assert result.code == 0, result.err
     from quantart_cli.core.io.codes import load_code_file
