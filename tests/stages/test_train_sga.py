@@ -113,25 +113,13 @@ def _ctx() -> StepContext:
 
 
 def _cli(capsys, preset: Path, vqgans, data, out: Path, *extra: str):
-    return run_cli(
-        capsys,
-        "train-sga",
-        "--preset",
-        str(preset),
-        "--content-vq",
-        str(vqgans[0]),
-        "--style-vq",
-        str(vqgans[1]),
-        "--content-data",
-        str(data[0]),
-        "--style-data",
-        str(data[1]),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        *extra,
-    )
+    return _train_sga(capsys, preset, data, out, "--content-vq", str(vqgans[0]), "--style-vq", str(vqgans[1]), *extra)
+
+
+def _train_sga(capsys, preset: Path, data, out: Path, *args: str):
+    """``quantart train-sga`` with the preset, the data, the run folder, the CPU and ``args``."""
+    return run_cli(capsys, "train-sga", "--preset", str(preset), "--content-data", str(data[0]), "--style-data",
+                   str(data[1]), "--out", str(out), "--device", "cpu", *args)
 
 
 # ----------------------------------------------------------------------------------- assembly
@@ -467,23 +455,7 @@ def test_init_from_fine_tunes_a_style_transfer_checkpoint(capsys, preset, vqgans
     start = tmp_path / "first" / "last.pt"
 
     def fine_tune(out: Path, *extra: str, init: Path = start):
-        return run_cli(
-            capsys,
-            "train-sga",
-            "--preset",
-            str(preset),
-            "--init-from",
-            str(init),
-            "--content-data",
-            str(data[0]),
-            "--style-data",
-            str(data[1]),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            *extra,
-        )
+        return _train_sga(capsys, preset, data, out, "--init-from", str(init), *extra)
 
     tuned = fine_tune(tmp_path / "tuned", "--steps", "2", "--set", "loss.image_style_weight=0.5")
     assert tuned.code == 0, tuned.err
