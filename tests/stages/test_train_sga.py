@@ -112,14 +112,15 @@ def _ctx() -> StepContext:
     return StepContext(torch.device("cpu"), "fp32", torch.amp.GradScaler("cpu", enabled=False), 1)
 
 
-def _cli(capsys, preset: Path, vqgans, data, out: Path, *extra: str):
-    return _train_sga(capsys, preset, data, out, "--content-vq", str(vqgans[0]), "--style-vq", str(vqgans[1]), *extra)
+def _cli(capsys, preset: Path | str, vqgans, data, out: Path, *extra: str):
+    vq = ("--content-vq", str(vqgans[0]), "--style-vq", str(vqgans[1]))
+    return _train_sga(capsys, preset, data, *vq, "--out", str(out), *extra)
 
 
-def _train_sga(capsys, preset: Path, data, out: Path, *args: str):
-    """``quantart train-sga`` with the preset, the data, the run folder, the CPU and ``args``."""
+def _train_sga(capsys, preset: Path | str, data, *args: str):
+    """``quantart train-sga`` with the preset (a file or a name), the data, on the CPU, and ``args``."""
     return run_cli(capsys, "train-sga", "--preset", str(preset), "--content-data", str(data[0]), "--style-data",
-                   str(data[1]), "--out", str(out), "--device", "cpu", *args)
+                   str(data[1]), "--device", "cpu", *args)
 
 
 # ----------------------------------------------------------------------------------- assembly
@@ -429,20 +430,7 @@ def test_cli_run_folder_and_exact_resume(capsys, preset, vqgans, data, tmp_path)
 
     first = _cli(capsys, preset, vqgans, data, tmp_path / "split", "--steps", "2")
     assert first.code == 0, first.err
-    second = run_cli(
-        capsys,
-        "train-sga",
-        "--preset",
-        str(preset),
-        "--content-data",
-        str(data[0]),
-        "--style-data",
-        str(data[1]),
-        "--resume",
-        str(tmp_path / "split"),
-        "--device",
-        "cpu",
-    )
+    second = _train_sga(capsys, preset, data, "--resume", str(tmp_path / "split"))
     assert second.code == 0, second.err
     a, b = _weights(out / "last.pt"), _weights(tmp_path / "split" / "last.pt")
     assert a.keys() == b.keys()
@@ -455,7 +443,7 @@ def test_init_from_fine_tunes_a_style_transfer_checkpoint(capsys, preset, vqgans
     start = tmp_path / "first" / "last.pt"
 
     def fine_tune(out: Path, *extra: str, init: Path = start):
-        return _train_sga(capsys, preset, data, out, "--init-from", str(init), *extra)
+        return _train_sga(capsys, preset, data, "--init-from", str(init), "--out", str(out), *extra)
 
     tuned = fine_tune(tmp_path / "tuned", "--steps", "2", "--set", "loss.image_style_weight=0.5")
     assert tuned.code == 0, tuned.err
@@ -503,21 +491,7 @@ def test_cli_from_cache_with_crops_and_exact_resume(capsys, preset, vqgans, data
     first = _cli(capsys, preset, vqgans, data, tmp_path / "split", *extra, "--steps", "2")
     assert first.code == 0, first.err
     assert "already encoded" in first.err
-    second = run_cli(
-        capsys,
-        "train-sga",
-        "--preset",
-        str(preset),
-        "--content-data",
-        str(data[0]),
-        "--style-data",
-        str(data[1]),
-        "--resume",
-        str(tmp_path / "split"),
-        "--device",
-        "cpu",
-        *extra,
-    )
+    second = _train_sga(capsys, preset, data, "--resume", str(tmp_path / "split"), *extra)
     assert second.code == 0, second.err
     a, b = _weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "split" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -587,28 +561,8 @@ def test_tiny_preset_lowers_the_style_loss_on_the_sample_images(capsys, tmp_path
     ]
     out = tmp_path / "run"
     samples = SAMPLES_DIR  # the sample photos and paintings (the same files as ../shared/samples)
-    result = run_cli(
-        capsys,
-        "train-sga",
-        "--preset",
-        "tiny",
-        "--content-vq",
-        str(paths[0]),
-        "--style-vq",
-        str(paths[1]),
-        "--content-data",
-        str(samples / "content"),
-        "--style-data",
-        str(samples / "style"),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--steps",
-        "40",
-        "--sample-every",
-        "40",
-    )
+    result = _cli(capsys, "tiny", paths, (samples / "content", samples / "style"), out, "--steps", "40",
+                  "--sample-every", "40")
     assert result.code == 0, result.err
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 4
