@@ -16,13 +16,14 @@
 #   photo  train-vq --preset builtin-photo   photos, from base
 #   paint  train-vq --preset builtin-paint   paintings, from art: VGG19 perceptual loss + PatchGAN (strokes)
 #   sga    train-sga --preset builtin-paint  photo VQGAN -> paint VQGAN, from images, image-space VGG19 terms
-#   export convert sga/last.pt -> builtin.safetensors (weights only, no optimizer or discriminator)
+#   refine train-sga --preset builtin-refine the sga model fine-tuned (--init-from), image content term almost off
+#   export convert refine/last.pt -> builtin.safetensors (weights only, no optimizer or discriminator)
 # PHASES="base art" limits the run to those phases. QUANTART (default: quantart) is the command used.
 set -euo pipefail
 
 data=${1:?usage: scripts/train_builtin_model.sh DATA_DIR [RUN_DIR]}
 runs=${2:-runs/builtin}
-phases=${PHASES:-base art photo paint sga export}
+phases=${PHASES:-base art photo paint sga refine export}
 qa=${QUANTART:-quantart}
 here=$(cd "$(dirname "$0")" && pwd)
 seed=23
@@ -87,7 +88,11 @@ if wants sga; then
     --content-vq "$runs/photo/last.pt" --style-vq "$runs/paint/last.pt" \
     --content-data "$runs/photos.txt" --style-data "$runs/paintings.txt"
 fi
+if wants refine; then
+  run_phase refine train-sga --preset builtin-refine --seed $seed --init-from "$runs/sga/last.pt" \
+    --content-data "$runs/photos.txt" --style-data "$runs/paintings.txt"
+fi
 if wants export; then
-  "$qa" convert "$runs/sga/last.pt" "$runs/builtin.safetensors"
+  "$qa" convert --overwrite "$runs/refine/last.pt" "$runs/builtin.safetensors"
   echo "wrote $runs/builtin.safetensors" >&2
 fi
