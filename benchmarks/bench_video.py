@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--stability", type=float, default=0.8)
+    parser.add_argument("--stability", type=float, default=0.6)
     parser.add_argument("--flicker-size", type=int, default=192, help="0 skips the flicker measure")
     args = parser.parse_args()
 

@@ -50,7 +50,7 @@ class StylizeSettings(CheckpointReadingSettings, ImageReadingSettings, StylizeOp
     )
     json_output: bool = cli_option(False, "Print one JSON line per output with timings.", flag="--json")
     stability: float = cli_option(
-        0.8,
+        0.6,  # quantart_cli.core.transfer.video.DEFAULT_STABILITY (not imported here: it needs torch)
         "Videos: how much of the previous output frame a still part of the picture keeps (0: frames stylized one "
         "by one, which flickers); moving parts follow the new frame (docs/video.md).",
         ge=0.0,

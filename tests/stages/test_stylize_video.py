@@ -14,6 +14,7 @@ from PIL import Image
 from video_files import hide_pyav, moving_frames, read_all, write_clip
 
 from quantart_cli.core.io import video as video_io
+from quantart_cli.core.transfer.video import DEFAULT_STABILITY
 
 pytest.importorskip("av")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,11 +35,11 @@ def test_a_clip_becomes_a_stylized_clip_of_the_same_shape(tmp_path, capsys, tiny
     result = run_cli(capsys, *args)
     assert result.code == 0, result.err
     record = json.loads(result.out.strip().splitlines()[-1])
-    assert record["frames"] == 7 and record["stability"] == 0.8
+    assert record["frames"] == 7 and record["stability"] == DEFAULT_STABILITY
     before, after = video_io.video_info(clip), video_io.video_info(out)
     assert (after.width, after.height, after.fps, after.audio) == (40, 24, before.fps, True)
     assert len(read_all(out)) == 7
-    assert json.loads(video_io.read_video_note(out))["video"] == {"stability": 0.8}
+    assert json.loads(video_io.read_video_note(out))["video"] == {"stability": DEFAULT_STABILITY}
 
     again = run_cli(capsys, *args)
     assert again.code == 0 and again.out.strip() == ""
@@ -89,3 +90,9 @@ def test_a_single_output_keeps_the_inputs_kind(tmp_path, capsys, tiny_style_tran
     to_mp4 = run_cli(capsys, "stylize", str(photo), "--out", str(tmp_path / "photo_art.mp4"), *common)
     assert to_mp4.code == 2 and "names a video" in to_mp4.err
     assert not (tmp_path / "photo_art.mp4").exists() and not (tmp_path / "clip.png").exists()
+
+
+def test_the_stage_default_stability_is_the_core_default():
+    from quantart_stages.stylize import StylizeSettings
+
+    assert StylizeSettings.model_fields["stability"].default == DEFAULT_STABILITY

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_STABILITY", "TemporalStabilizer", "VideoStylizer", "stylize_video_file"]
 
 #: How much of the previous output a still part of the picture keeps, by default.
-DEFAULT_STABILITY = 0.8
+DEFAULT_STABILITY = 0.6
 
 
 class TemporalStabilizer:

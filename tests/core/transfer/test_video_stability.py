@@ -9,7 +9,7 @@ import pytest
 import torch
 from video_files import frame_change, frame_distance, jittered_frames, panning_frames, read_all, write_clip
 
-from quantart_cli.core.transfer.video import TemporalStabilizer
+from quantart_cli.core.transfer.video import DEFAULT_STABILITY, TemporalStabilizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ def test_the_built_in_model_flickers_half_as_much_on_a_tripod_clip_and_follows_a
 
     still = np.asarray(photo.resize((192, 128), Image.BICUBIC))
     source = write_clip(tmp_path / "tripod.mp4", jittered_frames(still, 24), quality=0)
-    steady = _stylize_clip(stylizer, source, tmp_path / "steady.mp4", 0.8)
+    steady = _stylize_clip(stylizer, source, tmp_path / "steady.mp4", DEFAULT_STABILITY)
     one_by_one = _stylize_clip(stylizer, source, tmp_path / "one_by_one.mp4", 0.0)
     assert len(steady) == len(one_by_one) == 24
     flicker, baseline = frame_change(steady), frame_change(one_by_one)
@@ -80,7 +80,7 @@ def test_the_built_in_model_flickers_half_as_much_on_a_tripod_clip_and_follows_a
 
     wide = np.asarray(photo.resize((288, 128), Image.BICUBIC))
     source = write_clip(tmp_path / "pan.mp4", panning_frames(wide, 24, 192), quality=0)
-    steady = _stylize_clip(stylizer, source, tmp_path / "pan_steady.mp4", 0.8)
+    steady = _stylize_clip(stylizer, source, tmp_path / "pan_steady.mp4", DEFAULT_STABILITY)
     one_by_one = _stylize_clip(stylizer, source, tmp_path / "pan_one_by_one.mp4", 0.0)
     apart = frame_distance(steady, one_by_one)
     print(f"pan: at most {max(apart):.2f} levels from one by one (mean {np.mean(apart):.2f})")
