@@ -488,4 +488,22 @@ def parser_error_sentence(err: Exception, args: list[str], app: typer.Typer) -> 
     else:  # a flag without its value: click does not say in which command it was
         commands = {info.name for info in app.registered_commands}
         where = " ".join(["quantart", *[token for token in args if token in commands][:1]])
-    return f"{message}; see {where} --help."
+    hint = _repeat_flag_hint(message, args, context)
+    return f"{message}{hint}; see {where} --help."
+
+
+def _repeat_flag_hint(message: str, args: list[str], context) -> str:
+    """For extra arguments right after a flag that takes many values one at a time (``--content a.jpg b.jpg``):
+    how to give several."""
+    if context is None or not message.startswith("Got unexpected extra argument"):
+        return ""
+    extra = message.rsplit("(", 1)[-1].rstrip(")").split()
+    if not extra or extra[0] not in args:
+        return ""
+    before = args[: args.index(extra[0])]
+    flag = next((token for token in reversed(before) if token.startswith("-")), None)
+    repeated = {name for param in context.command.params if getattr(param, "multiple", False)
+                for name in getattr(param, "opts", [])}
+    if flag not in repeated:
+        return ""
+    return f" ({flag} takes one value each time: repeat it, {flag} A {flag} B)"

@@ -88,6 +88,7 @@ PARSER_MISTAKES = [
     (["stylise", "photo.jpg"], "stylise"),
     (["--device"], "--device"),
     (["presets", "no-such-stage"], "no-such-stage"),
+    (["evaluate", "--content", "a.jpg", "b.jpg", "--style", "c.jpg"], "--content A --content B"),
 ]
 
 
@@ -100,6 +101,13 @@ def test_parser_mistakes_are_one_error_line_like_every_other_mistake(capsys, arg
     assert result.err.startswith("error: ") and result.err.count("\n") == 1, result.err
     assert named in result.err and "--help" in result.err
     assert not any(mark in result.err for mark in ("╭", "│", "Usage:", "Try '"))
+
+
+def test_extra_values_after_a_repeatable_flag_say_to_repeat_it_and_others_do_not(capsys):
+    result = run_cli(capsys, "evaluate", "--content", "a.jpg", "b.jpg", "--style", "c.jpg")
+    assert "(b.jpg) (--content takes one value each time: repeat it, --content A --content B)" in result.err
+    other = run_cli(capsys, "evaluate", "extra", "--content", "a.jpg")
+    assert other.code == 2 and "(extra);" in other.err and "repeat" not in other.err
 
 
 def test_a_rule_between_two_options_names_them_not_settings(capsys):
