@@ -27,7 +27,7 @@ from typer.core import TyperCommand
 from quantart_cli import __version__
 from quantart_cli.core.errors import QuantartError, SaidElsewhere
 from quantart_cli.shell.console import Console
-from quantart_cli.shell.fields import field_extra, is_model, known_keys, spell_options, unwrap_optional
+from quantart_cli.shell.fields import field_extra, flag_of, is_model, known_keys, spell_options, unwrap_optional
 from quantart_cli.shell.plugins import Discovery, LoadedStage, RunContext, Stage, discover_stages
 from quantart_cli.shell.presets import list_presets, load_preset
 from quantart_cli.shell.settings import DEVICE_HELP, render_config, resolve_settings
@@ -110,7 +110,7 @@ def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
         kwargs.pop("metavar", None)  # an argument is shown by its name
         info = typer.Argument(None, help=help_text, show_default=False, **kwargs)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
-    flag = _flag_of(name, field)
+    flag = flag_of(name, field)
     # A switch that is off by default needs no --no- form; one that is on by default does.
     negatable = py_type is bool and field.default is True
     decls = [f"{flag}/--no-{flag[2:]}" if negatable else flag, *extra.get("cli_aliases", [])]
@@ -127,10 +127,6 @@ def _field_parameter(name: str, field: FieldInfo) -> inspect.Parameter | None:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
 
-def _flag_of(name: str, field: FieldInfo) -> str:
-    return field_extra(field).get("cli_flag") or "--" + name.replace("_", "-")
-
-
 def _command_class(model: type[BaseModel]) -> type[TyperCommand]:
     """The click command class of a stage: Typer's own, or one that lines up options declared with ``follows``
     (``cli_option(follows="style")``) with the option each use of them follows on the command line. Click keeps the
@@ -140,7 +136,7 @@ def _command_class(model: type[BaseModel]) -> type[TyperCommand]:
              if (extra := field_extra(field)).get("cli_follows")}
     if not pairs:
         return TyperCommand
-    flags = {name: _flag_of(name, field) for name, field in model.model_fields.items()}
+    flags = {name: flag_of(name, field) for name, field in model.model_fields.items()}
 
     class PairingCommand(TyperCommand):
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:

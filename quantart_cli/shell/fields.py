@@ -134,8 +134,13 @@ def option_label(dotted: str, model: type[BaseModel]) -> str:
         if field_extra(field).get("cli_argument"):
             return head.upper()
         if not is_model(field.annotation):
-            return field_extra(field).get("cli_flag") or "--" + head.replace("_", "-")
+            return flag_of(head, field)
     return f"--set {dotted}"
+
+
+def flag_of(name: str, field: Any) -> str:
+    """The command-line flag of a settings field: its ``cli_flag``, else ``--`` and the name with dashes."""
+    return field_extra(field).get("cli_flag") or "--" + name.replace("_", "-")
 
 
 def spell_options(text: str, models: Sequence[type[BaseModel]]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -324,6 +325,17 @@ def check_discriminator_fits(size: int, factor: int, n_layers: int) -> None:
             f"--size {size} gives {what} of {side}x{side}, too small for the discriminator with "
             f"loss.disc_num_layers = {n_layers}, which needs at least {needed}x{needed}: use --size {smallest} or more."
         )
+
+
+def load_saved_discriminator(loss, state: dict | None, source: Path) -> None:
+    """A fine-tuning run (``--init-from``) goes on with the discriminator saved beside the model it starts from;
+    one of another shape (other ``disc_*`` settings) is left fresh, which is logged. Nothing saved: nothing to do."""
+    if not state:
+        return
+    try:
+        loss.discriminator.load_state_dict(state, strict=True)
+    except RuntimeError:
+        logging.getLogger(__name__).info("The discriminator in %s does not fit; a fresh one is trained.", source)
 
 
 def first_process_context(ctx, info):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +11,7 @@ from quantart_cli.plugin import RunContext, Stage, UsageError, cli_option
 from quantart_stages.common import (
     TrainingSettings,
     check_discriminator_fits,
+    load_saved_discriminator,
     record_run_settings,
     resume_header,
     resumed_settings,
@@ -23,7 +23,6 @@ from quantart_stages.common import (
 )
 
 GENRE_CSV_NAME = "train_info.csv"
-logger = logging.getLogger(__name__)
 
 
 class TrainSGASettings(TrainingSettings):
@@ -95,8 +94,7 @@ def run(settings: TrainSGASettings, ctx: RunContext) -> int:
         )
         loss = StyleTransferLoss(settings.loss.model_copy(update={"disc_in_channels": model.config.embed_dim}))
         loss = loss.to(device)
-        if discriminator:
-            _load_discriminator(loss, discriminator, settings.init_from)
+        load_saved_discriminator(loss, discriminator, settings.init_from)
         lr, how = training_lr(settings, info.world_size, ctx)
         summary = images.summary()
         if show:
@@ -210,27 +208,20 @@ def _fine_tuned_model(settings: TrainSGASettings, device):
     ckpt = load_checkpoint(
         settings.init_from, device=device, expected_kind="style-transfer", trust=settings.trust_checkpoint
     )
+    from quantart_cli.shell.fields import option_label
+
     for name in _ARCHITECTURE:
         theirs, ours = getattr(ckpt.config, name), getattr(settings, name)
         if theirs != ours:
-            flag = "--" + name.replace("_", "-")
             raise UsageError(
                 f"{settings.init_from} was trained with {name} = {theirs!r} but this run asks for {ours!r}; "
-                f"set {flag} to the checkpoint's value (a fine-tuned model keeps its architecture)."
+                f"set {option_label(name, type(settings))} to the checkpoint's value (a fine-tuned model keeps its "
+                "architecture)."
             )
     model = model_from_checkpoint(ckpt, device=device)
     provenance = {k: ckpt.metadata[k] for k in ("content_vq", "style_vq") if k in ckpt.metadata}
     provenance["init_from"] = {"file": str(ckpt.path), "sha256": ckpt.sha256}
     return model, provenance, ckpt.extra_state_dicts.get("discriminator")
-
-
-def _load_discriminator(loss, state: dict, source: Path) -> None:
-    """The latent discriminator trained beside an --init-from model goes on training; one of another shape (other
-    disc_* settings) is replaced by a fresh one, which is said."""
-    try:
-        loss.discriminator.load_state_dict(state, strict=True)
-    except RuntimeError:
-        logger.info("The discriminator in %s does not fit; a fresh one is trained.", source)
 
 
 def _check_size(size: int, model, disc_num_layers: int) -> None:

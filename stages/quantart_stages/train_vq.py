@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from quantart_cli.core.config import VQGANConfig
@@ -11,6 +10,7 @@ from quantart_cli.plugin import RunContext, Stage, UsageError, cli_option
 from quantart_stages.common import (
     TrainingSettings,
     check_discriminator_fits,
+    load_saved_discriminator,
     record_run_settings,
     resume_header,
     resumed_settings,
@@ -20,8 +20,6 @@ from quantart_stages.common import (
     training_lr,
     training_run_folder,
 )
-
-logger = logging.getLogger(__name__)
 
 
 class TrainVQSettings(TrainingSettings):
@@ -137,12 +135,7 @@ def _build(settings: TrainVQSettings, config: VQGANConfig, device):
                 "use the preset that matches it (or --set model.* to its values)."
             )
         model.load_state_dict(ckpt.state_dict, strict=True)
-        disc = ckpt.extra_state_dicts.get("discriminator")
-        if disc:
-            try:
-                loss.discriminator.load_state_dict(disc, strict=True)
-            except RuntimeError:  # a discriminator of another shape: train a fresh one
-                logger.info("The discriminator in %s does not fit; a fresh one is trained.", settings.init_from)
+        load_saved_discriminator(loss, ckpt.extra_state_dicts.get("discriminator"), settings.init_from)
     return model, loss
 
 
