@@ -132,10 +132,10 @@ def run(settings: DemoSettings, ctx: RunContext) -> int:
 
 
 def _stylize(ckpt: Path | None, settings: DemoSettings, folder: Path, panel: _Panel, photos: list[Path],
-             paintings: list[Path], strip_painting: Path, size: int | None) -> int:
-    """Every photo after each painting at alpha 1 and after the strip's painting at the strip's alphas, written
-    as ``quantart stylize`` writes them, by one stylization session (``ckpt`` None: the built-in model, loaded
-    once for all)."""
+             paintings: list[Path], strip_painting: Path, size: int) -> int:
+    """Every photo after each painting at alpha 1 and after the strip's painting at the strip's alphas, photos and
+    paintings at ``size`` px, written as ``quantart stylize`` writes them, by one stylization session (``ckpt``
+    None: the built-in model, loaded once for all)."""
     from quantart_cli.core.io.images import image_to_tensor, load_image
     from quantart_cli.core.transfer.files import OutputNaming, plan_outputs, stylize_file
     from quantart_cli.core.transfer.session import StylizeSession
@@ -144,7 +144,7 @@ def _stylize(ckpt: Path | None, settings: DemoSettings, folder: Path, panel: _Pa
     jobs = [(p, 1.0) for p in paintings] + [(strip_painting, a) for a in settings.alphas if a != 1.0]
     for painting, alpha in jobs:
         suffix = f"_{painting.stem}_alpha{alpha:g}"
-        options = session.with_options(alpha=alpha, **({} if size is None else {"size": size, "style_size": size}))
+        options = session.with_options(alpha=alpha, size=size, style_size=size)
         plan = session.plan(plan_outputs(OutputNaming(out=folder, suffix=suffix), photos),
                             session.recipe([painting], options))
         stylizer = session.stylizer([image_to_tensor(load_image(painting))], options)
