@@ -22,13 +22,9 @@ from quantart_cli.core.transfer.options import StylizeOptions
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-_tiny_model = engine_test_model
-_image = smooth_image
-
-
-CONTENT = _image(32, 48, 1)
-STYLE = _image(32, 32, 2)
-STYLE_B = _image(48, 32, 3)
+CONTENT = smooth_image(32, 48, 1)
+STYLE = smooth_image(32, 32, 2)
+STYLE_B = smooth_image(48, 32, 3)
 
 
 def _run(model: StyleTransfer, content: torch.Tensor = CONTENT, styles=(STYLE,), cont=None, **options) -> torch.Tensor:
@@ -62,7 +58,7 @@ def test_visual_fidelity_mixes_latents_and_decoder_weights(
         z = a * (b * discrete.quant_y + (1 - b) * discrete.quant_x) + (1 - a) * (
             b * continuous.quant_y + (1 - b) * continuous.quant_x
         )
-        by_hand = set_memory_format(_tiny_model(0), True)  # as the engine runs its models
+        by_hand = set_memory_format(engine_test_model(0), True)  # as the engine runs its models
         mixed = by_hand.state_dict()
         for key, value in continuous_model.state_dict().items():
             if key.startswith(("decoder.", "post_quant_conv.")):
@@ -132,7 +128,7 @@ def test_visual_fidelity_needs_a_continuous_model(model: StyleTransfer) -> None:
     with pytest.raises(UsageError, match="`continuous_ckpt`"):
         _run(model, visual_fidelity=0.5)
     with pytest.raises(UsageError, match="continuous"):
-        _run(model, cont=_tiny_model(5), visual_fidelity=0.5)  # a discrete model given as the continuous one
+        _run(model, cont=engine_test_model(5), visual_fidelity=0.5)  # a discrete model given as the continuous one
 
 
 @pytest.mark.parametrize(
@@ -140,7 +136,7 @@ def test_visual_fidelity_needs_a_continuous_model(model: StyleTransfer) -> None:
     [(37, 53, None, (37, 53)), (17, 30, None, (17, 30)), (50, 30, 40, (40, 24))],
 )
 def test_any_size_round_trips(model: StyleTransfer, height: int, width: int, size, expected) -> None:
-    out = _run(model, content=_image(height, width, 4), size=size)
+    out = _run(model, content=smooth_image(height, width, 4), size=size)
     assert tuple(out.shape) == (1, 3, *expected)
     assert out.abs().max() <= 1.0
 
@@ -156,13 +152,13 @@ def test_photos_and_paintings_smaller_than_two_latent_cells_are_stylized(height:
     """Issue 25: a 7x5 photo ended a batch with "Expected more than 1 value per channel"; the padding now reaches
     a latent of at least 2x2."""
     model = _one_channel_per_group_model()
-    out = _run(model, content=_image(height, width, 4), styles=(_image(height, width, 5),))
+    out = _run(model, content=smooth_image(height, width, 4), styles=(smooth_image(height, width, 5),))
     assert tuple(out.shape) == (1, 3, height, width)
     assert torch.isfinite(out).all()
 
 
 def test_single_tile_equals_untiled_and_tiles_change_little(model: StyleTransfer) -> None:
-    content = _image(64, 64, 6)
+    content = smooth_image(64, 64, 6)
     untiled = _run(model, content=content, alpha=0.0)
     one_tile = _run(model, content=content, alpha=0.0, tiling="always", tile=128, overlap=32)
     assert torch.allclose(one_tile, untiled, atol=1e-5)
@@ -176,7 +172,7 @@ def test_single_tile_equals_untiled_and_tiles_change_little(model: StyleTransfer
 def test_tiled_stylize_matches_untiled_within_a_grey_level(model: StyleTransfer, alpha: float) -> None:
     """The issue's target end to end (encoder, quantizer, SGA, decoder): tiled output within 1/255 mean absolute
     difference of untiled output, here with 3x2 tiles on an odd-sized photo (padding and crop included)."""
-    content = _image(101, 87, 8)
+    content = smooth_image(101, 87, 8)
     untiled = _run(model, content=content, alpha=alpha)
     tiled = _run(model, content=content, alpha=alpha, tiling="always", tile=48, overlap=16)
     assert tiled.shape == untiled.shape == (1, 3, 101, 87)
@@ -194,7 +190,7 @@ def test_style_weights(model: StyleTransfer) -> None:
 
 
 def test_preserve_color_keeps_content_chroma(model: StyleTransfer) -> None:
-    content = _image(32, 32, 7) * 0.4  # mid tones: no clipping after the chroma swap
+    content = smooth_image(32, 32, 7) * 0.4  # mid tones: no clipping after the chroma swap
     stylized = _run(model, content=content)
     kept = _run(model, content=content, preserve_color=True)
     got, want = rgb_to_ycbcr(kept), rgb_to_ycbcr(content)
@@ -233,7 +229,7 @@ def test_bf16_without_native_bf16_runs_fp32_with_a_note_in_python(monkeypatch):
     from quantart_cli.core.transfer.engine import Stylizer
     from quantart_cli.core.transfer.options import StylizeOptions
 
-    model = _tiny_model(0)
+    model = engine_test_model(0)
     gen = torch.Generator().manual_seed(1)
     content, style = torch.rand(1, 3, 32, 48, generator=gen) * 2 - 1, torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1
     exact = Stylizer(model, [style], StylizeOptions(alpha=0.7))(content).image

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import engine_test_model, smooth_image
+from tiny_models import smooth_image
 
 from quantart_cli.core.errors import BadInputError, UsageError
 from quantart_cli.core.io.images import image_to_tensor, load_image
@@ -26,13 +26,9 @@ from quantart_cli.samples import CONTENT_DIR, PAINTINGS_DIR
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-_tiny_model = engine_test_model
-_image = smooth_image
-
-
-CONTENT = _image(40, 56, 1)
-STYLE = _image(32, 32, 2)
-STYLE_B = _image(48, 32, 3)
+CONTENT = smooth_image(40, 56, 1)
+STYLE = smooth_image(32, 32, 2)
+STYLE_B = smooth_image(48, 32, 3)
 
 
 def _run(model, styles=(STYLE,), masks=None, content=CONTENT, cont=None, **options) -> torch.Tensor:
@@ -149,7 +145,7 @@ def test_masks_with_tiling_match_untiled_within_a_grey_level(builtin):
 def test_each_masked_painting_is_its_own_pass_and_the_others_blend_as_without_masks(model):
     """A painting without a mask where the masks leave everything is exactly the other paintings blended by
     `style_weights` (the weights of the paintings without a mask)."""
-    third = _image(32, 40, 4)
+    third = smooth_image(32, 40, 4)
     black = torch.zeros(4, 4)
     blended = _run(model, styles=(STYLE, STYLE_B), style_weights=[0.3, 0.7])
     assert torch.equal(_run(model, styles=(third, STYLE, STYLE_B), masks=[black, None, None],
@@ -200,7 +196,7 @@ def test_a_sweep_with_masks_equals_one_stylizer_per_alpha(model):
 def test_colour_is_kept_under_masks_too(model):
     from quantart_cli.core.color_space import rgb_to_ycbcr
 
-    content = _image(40, 56, 7) * 0.4
+    content = smooth_image(40, 56, 7) * 0.4
     left, right = _half(40, 56)
     kept = _run(model, styles=(STYLE, STYLE_B), masks=[left, right], content=content, preserve_color=True)
     inside = (kept.abs() < 0.999).all(dim=1, keepdim=True).expand(-1, 2, -1, -1)
