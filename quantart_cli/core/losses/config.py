@@ -80,3 +80,10 @@ class StyleTransferLossConfig(_Strict):
         description="Weight of an image-space content term: MSE of VGG19 relu4_1 features of the decoded output and "
         "of the photo (0: none).",
     )
+    image_color_weight: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of an image-space colour term: sliced Wasserstein-1 distance between the RGB pixels of "
+        "the decoded output and of the painting (32 random directions a step), so the output takes the painting's "
+        "palette, not only its channel means and stds (0: none; needs no VGG19).",
+    )

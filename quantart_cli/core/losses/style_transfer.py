@@ -1,5 +1,6 @@
 """Stage 2's loss: reverse (content) term, style mean/std statistics, VQ and the latent GAN terms; optionally
-image-space style and content terms on VGG19 features of the decoded output (not in the original).
+image-space terms on the decoded output (not in the original): style and content on VGG19 features, and the
+painting's colour distribution.
 
 Like :class:`~quantart_cli.core.losses.vqgan.VQGANLoss`: a generator and a discriminator step, each
 returning ``(loss, logs)``.
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quantart_cli.core.losses.color import color_directions, color_distribution_loss
 from quantart_cli.core.losses.config import StyleTransferLossConfig
 from quantart_cli.core.losses.gan import adopt_weight, d_loss_fn
 from quantart_cli.core.losses.terms import Logs, scalar, vq_term
@@ -45,7 +47,7 @@ class StyleTransferLoss(nn.Module):
         )
         self._d_loss = d_loss_fn(self.config.disc_loss)
         self.image_terms: nn.Module | None = None
-        if self.uses_images:
+        if self.config.image_style_weight > 0 or self.config.image_content_weight > 0:
             from quantart_cli.core.losses.vgg import VGGTerms
             from quantart_cli.core.nn.vgg import load_vgg19
 
@@ -54,7 +56,8 @@ class StyleTransferLoss(nn.Module):
     @property
     def uses_images(self) -> bool:
         """Whether the generator loss needs the decoded output, the painting and the photo as images."""
-        return self.config.image_style_weight > 0 or self.config.image_content_weight > 0
+        cfg = self.config
+        return cfg.image_style_weight > 0 or cfg.image_content_weight > 0 or cfg.image_color_weight > 0
 
     def disc_factor_at(self, step: int) -> float:
         return adopt_weight(self.config.disc_factor, step, self.config.disc_start)
@@ -86,11 +89,14 @@ class StyleTransferLoss(nn.Module):
         g_loss = -self.discriminator(quant_y.contiguous()).float().mean()
 
         vq = vq_term(vq_loss, device)
-        image_style = image_content = torch.zeros((), device=device)
-        if self.image_terms is not None:
+        image_style = image_content = image_color = torch.zeros((), device=device)
+        if self.uses_images:
             if images is None:
-                raise ValueError("the image style and content terms need (decoded output, painting, photo) images")
-            image_style, image_content = self.image_terms(*images)
+                raise ValueError("the image-space terms need (decoded output, painting, photo) images")
+            if self.image_terms is not None:
+                image_style, image_content = self.image_terms(*images)
+            if cfg.image_color_weight > 0:
+                image_color = color_distribution_loss(images[0], images[1], color_directions(step))
         total = (
             cfg.reverse_weight * reverse
             + cfg.codebook1_weight * vq
@@ -98,6 +104,7 @@ class StyleTransferLoss(nn.Module):
             + cfg.disc_weight * disc_factor * g_loss
             + cfg.image_style_weight * image_style
             + cfg.image_content_weight * image_content
+            + cfg.image_color_weight * image_color
         )
         logs = {
             "total": total,
@@ -111,6 +118,8 @@ class StyleTransferLoss(nn.Module):
         }
         if self.image_terms is not None:
             logs |= {"image_style": image_style, "image_content": image_content}
+        if cfg.image_color_weight > 0:
+            logs |= {"image_color": image_color}
         return total, {k: v.detach() for k, v in logs.items()}
 
     def discriminator_loss(
