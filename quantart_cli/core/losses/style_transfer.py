@@ -51,7 +51,8 @@ class StyleTransferLoss(nn.Module):
             from quantart_cli.core.losses.vgg import VGGTerms
             from quantart_cli.core.nn.vgg import load_vgg19
 
-            self.image_terms = VGGTerms(load_vgg19("relu4_1", pretrained=pretrained_vgg))
+            self.image_terms = VGGTerms(load_vgg19("relu4_1", pretrained=pretrained_vgg),
+                                        style=self.config.image_style_kind)
 
     @property
     def uses_images(self) -> bool:
@@ -94,7 +95,7 @@ class StyleTransferLoss(nn.Module):
             if images is None:
                 raise ValueError("the image-space terms need (decoded output, painting, photo) images")
             if self.image_terms is not None:
-                image_style, image_content = self.image_terms(*images)
+                image_style, image_content = self.image_terms(*images, step=step)
             if cfg.image_color_weight > 0:
                 image_color = color_distribution_loss(images[0], images[1], color_directions(step))
         total = (

@@ -5,6 +5,8 @@
   positions, summed over layers (LPIPS' "baseline" form: no learned heads).
 - :func:`mean_std_style_loss` and :func:`feature_content_loss`: the image-space style and content terms of stage 2
   (AdaIN's definitions: MSE of channel means and standard deviations at relu1_1..relu4_1; MSE of relu4_1 features).
+- :func:`sliced_style_loss`: the other style term, the whole distribution of feature vectors at each of those
+  layers (the sliced Wasserstein loss of Heitz et al., CVPR 2021), not only its first two moments.
 
 Features are taken on the network's Caffe scale divided by 127.5, i.e. as if the input were in [-1, 1] units
 (ReLU and max pooling commute with a positive scale, so this is exactly a rescaled network).
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from quantart_cli.core.losses.sliced import random_directions, sliced_wasserstein
 from quantart_cli.core.nn.vgg import VGG19Features, load_vgg19
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "VGGTerms",
     "feature_content_loss",
     "mean_std_style_loss",
+    "sliced_style_loss",
 ]
 
 #: Layers of the perceptual distance (one per block, as LPIPS uses VGG16's).
@@ -85,6 +89,20 @@ def mean_std_style_loss(output: Mapping[str, Tensor], target: Mapping[str, Tenso
     return total
 
 
+def sliced_style_loss(output: Mapping[str, Tensor], target: Mapping[str, Tensor], step: int,
+                      layers: Sequence[str] = STYLE_LAYERS) -> Tensor:
+    """Sum over ``layers`` of the squared-difference sliced Wasserstein distance between the output's and the
+    target's feature vectors (as many random directions as the layer has channels, drawn anew for each ``step`` and
+    layer), features of the same batch size paired by index."""
+    out, ref = _scaled({k: output[k] for k in layers}), _scaled({k: target[k] for k in layers})
+    total = torch.zeros((), device=next(iter(out.values())).device)
+    for salt, name in enumerate(layers, start=1):
+        channels = out[name].shape[1]
+        directions = random_directions(step, channels, channels, salt=salt)
+        total = total + sliced_wasserstein(out[name].flatten(2), ref[name].flatten(2), directions, power=2)
+    return total
+
+
 def feature_content_loss(output: Mapping[str, Tensor], target: Mapping[str, Tensor],
                          layer: str = CONTENT_LAYER) -> Tensor:
     """MSE between the ``layer`` features of the output and of the content image."""
@@ -93,20 +111,26 @@ def feature_content_loss(output: Mapping[str, Tensor], target: Mapping[str, Tens
 
 class VGGTerms(nn.Module):
     """Stage 2's image-space terms on one frozen VGG19 up to relu4_1: style (vs the painting) and content (vs the
-    photo); ``forward(output, painting, photo)`` -> (style, content), the targets without gradient."""
+    photo); ``forward(output, painting, photo, step)`` -> (style, content), the targets without gradient.
+    ``style``: "mean_std" (:func:`mean_std_style_loss`) or "sliced" (:func:`sliced_style_loss`, whose random
+    directions depend on the step)."""
 
-    def __init__(self, vgg: VGG19Features | None = None) -> None:
+    def __init__(self, vgg: VGG19Features | None = None, style: str = "mean_std") -> None:
         super().__init__()
+        if style not in ("mean_std", "sliced"):
+            raise ValueError(f"unknown image style term {style!r}: 'mean_std' or 'sliced'")
         self.vgg = vgg if vgg is not None else load_vgg19("relu4_1")
+        self.style = style
         self.layers = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))
 
     def train(self, mode: bool = True) -> VGGTerms:  # noqa: ARG002 - frozen: always eval
         return super().train(False)
 
-    def forward(self, output: Tensor, painting: Tensor, photo: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, output: Tensor, painting: Tensor, photo: Tensor, step: int = 0) -> tuple[Tensor, Tensor]:
         out = self.vgg(output, self.layers)
         with torch.no_grad():
             targets = self.vgg(torch.cat([painting, photo]), self.layers)
         style_t = {k: v[: painting.shape[0]] for k, v in targets.items()}
         content_t = {k: v[painting.shape[0]:] for k, v in targets.items()}
-        return mean_std_style_loss(out, style_t), feature_content_loss(out, content_t)
+        style = sliced_style_loss(out, style_t, step) if self.style == "sliced" else mean_std_style_loss(out, style_t)
+        return style, feature_content_loss(out, content_t)

@@ -10,7 +10,13 @@ from image_files import smooth_batch
 
 from quantart_cli.core.losses.config import StyleTransferLossConfig, VQGANLossConfig
 from quantart_cli.core.losses.style_transfer import StyleTransferLoss
-from quantart_cli.core.losses.vgg import VGGPerceptualDistance, feature_content_loss, mean_std_style_loss
+from quantart_cli.core.losses.vgg import (
+    VGGPerceptualDistance,
+    VGGTerms,
+    feature_content_loss,
+    mean_std_style_loss,
+    sliced_style_loss,
+)
 from quantart_cli.core.losses.vqgan import VQGANLoss
 from quantart_cli.core.nn.vgg import load_vgg19
 
@@ -63,3 +69,34 @@ def test_stage2_image_terms_need_images_and_are_logged():
     total.backward()
     assert float(out.grad.abs().sum()) > 0
     assert not StyleTransferLoss(StyleTransferLossConfig(disc_in_channels=8)).uses_images
+
+
+def test_sliced_style_term_sees_the_distribution_that_means_and_stds_miss(vgg):
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+    fx = vgg(smooth_batch(3), layers)
+    # Same channel means and stds, another distribution: each channel's values reflected about its mean.
+    flipped = {k: 2 * v.mean(dim=(2, 3), keepdim=True) - v for k, v in fx.items()}
+    shuffled = {k: v.flatten(2)[:, :, torch.randperm(v[0, 0].numel(), generator=torch.Generator().manual_seed(1))]
+                for k, v in fx.items()}
+    assert float(mean_std_style_loss(flipped, fx)) < 1e-6
+    assert float(sliced_style_loss(flipped, fx, step=0)) > 1e-3
+    assert float(sliced_style_loss(fx, fx, step=0)) == 0.0
+    assert float(sliced_style_loss(shuffled, {k: v.flatten(2) for k, v in fx.items()}, step=0)) < 1e-9
+    assert float(sliced_style_loss(flipped, fx, step=0)) != float(sliced_style_loss(flipped, fx, step=1))
+
+
+def test_stage2_style_kind_picks_the_term_and_unknown_kinds_are_refused():
+    loss = StyleTransferLoss(StyleTransferLossConfig(disc_in_channels=8, image_style_weight=1.0,
+                                                     image_style_kind="sliced"), pretrained_vgg=False)
+    assert loss.image_terms.style == "sliced"
+    q = torch.randn(2, 8, 16, 16)
+    out = smooth_batch(6, size=32).requires_grad_(True)
+    total, logs = loss.generator_loss(q, q, q, 0.0, step=4, images=(out, smooth_batch(7, size=32),
+                                                                     smooth_batch(8, size=32)))
+    assert float(logs["image_style"]) > 0
+    total.backward()
+    assert float(out.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="mean_std"):
+        VGGTerms(loss.image_terms.vgg, style="gram")
+    with pytest.raises(ValueError):
+        StyleTransferLossConfig(image_style_kind="gram")
