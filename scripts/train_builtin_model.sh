@@ -16,7 +16,8 @@
 #   photo  train-vq --preset builtin-photo   photos, from base
 #   paint  train-vq --preset builtin-paint   paintings, from art: VGG19 perceptual loss + PatchGAN (strokes)
 #   sga    train-sga --preset builtin-paint  photo VQGAN -> paint VQGAN, from images, image-space VGG19 terms
-#   refine train-sga --preset builtin-refine the sga model fine-tuned (--init-from), image content term almost off
+#   refine train-sga --preset builtin-refine the sga model fine-tuned (--init-from): content term almost off,
+#                                             sliced VGG19 style term, pixel colour-distribution term
 #   export convert refine/last.pt -> builtin.safetensors (weights only, no optimizer or discriminator)
 # PHASES="base art" limits the run to those phases. QUANTART (default: quantart) is the command used.
 set -euo pipefail
